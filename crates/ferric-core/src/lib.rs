@@ -1,0 +1,16 @@
+//! ferric-core: the domain of ferric. Nodes, Ironic's provision state machine,
+//! provision notifications as data, and domain errors. No I/O, no async.
+//!
+//! Boundary: nothing here knows about databases, HTTP or time sources; the
+//! store and the conductor build on these types.
+
+pub mod error;
+pub mod fsm;
+pub mod node;
+pub mod notify;
+pub mod state;
+
+pub use error::DomainError;
+pub use fsm::Machine;
+pub use node::{DbTime, NewNode, Node, Reservation};
+pub use state::{Event, PowerState, ProvisionState, StateClass};
