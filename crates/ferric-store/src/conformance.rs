@@ -1,0 +1,876 @@
+//! The conformance suite: behaviour every [`Store`] implementation must show.
+//!
+//! Each function is one test over a fresh store whose heartbeat timeout is
+//! [`crate::testing::TEST_HEARTBEAT_TIMEOUT`]; `tests/conformance.rs`
+//! instantiates all of them for SQLite and PostgreSQL. A new backend (the
+//! simulator's memory store) instantiates the same list.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use crate::testing::register;
+use crate::*;
+use ferric_core::{NewNode, ProvisionState};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The names of every conformance test, for instantiation macros.
+#[macro_export]
+macro_rules! for_each_conformance_test {
+    ($m:ident) => {
+        $m!(
+            create_get_and_duplicates,
+            invalid_node_is_rejected_and_nothing_is_created,
+            grant_increments_epoch_and_names_holder,
+            second_acquire_is_refused_with_holder_purpose_and_duration,
+            release_by_non_holder_is_rejected_and_changes_nothing,
+            fenced_write_fails_after_lock_is_lost,
+            handoff_is_atomic_and_fences_the_old_holder,
+            waiters_are_granted_in_ticket_order_on_release,
+            fresh_acquire_does_not_jump_the_queue,
+            dead_and_expired_waiters_are_skipped,
+            queue_is_bounded_by_max_waiters,
+            cancel_after_grant_returns_the_lock,
+            delete_is_fenced_and_removes_waiters,
+            break_lock_is_conditional_and_audited,
+            revisions_and_change_feed_have_no_gaps,
+            list_pages_and_filters,
+            conductor_liveness_uses_database_clock,
+            racing_acquirers_never_share_the_lock
+        );
+    };
+}
+
+fn claim(holder: &str, purpose: &str) -> Claim {
+    Claim {
+        holder: holder.to_string(),
+        task_id: Uuid::new_v4(),
+        purpose: purpose.to_string(),
+    }
+}
+
+async fn node(s: &dyn Store, name: &str) -> Uuid {
+    s.create_node(NewNode {
+        name: Some(name.to_string()),
+        driver: "fake-hardware".to_string(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .uuid
+}
+
+/// The queue invariants: waiter count on the row equals the waiter rows, and
+/// an unlocked node has no waiters.
+pub async fn check_lock_invariants(s: &dyn Store, n: Uuid) {
+    let view = s.lock_view(n).await.unwrap();
+    let node = s.get_node(&n.into()).await.unwrap();
+    assert_eq!(
+        node.lock_waiters as usize,
+        view.waiters.len(),
+        "lock_waiters out of sync"
+    );
+    if view.holder.is_none() {
+        assert!(
+            view.waiters.is_empty(),
+            "unlocked node with waiters: {view:?}"
+        );
+    }
+}
+
+pub async fn create_get_and_duplicates(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    let n = s
+        .create_node(NewNode {
+            name: Some("node-a".into()),
+            driver: "fake-hardware".into(),
+            conductor_group: "Rack1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(n.provision_state, ProvisionState::Enroll);
+    assert_eq!(n.conductor_group, "rack1");
+    assert!(n.reservation.is_none());
+    assert_eq!(n.lock_epoch, 0);
+    let by_name = s.get_node(&NodeIdent::Name("node-a".into())).await.unwrap();
+    let by_uuid = s.get_node(&n.uuid.into()).await.unwrap();
+    assert_eq!(by_name, by_uuid);
+    let dup = s
+        .create_node(NewNode {
+            name: Some("node-a".into()),
+            driver: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(dup, StoreError::Duplicate { field: "name", .. }),
+        "{dup:?}"
+    );
+    let dup = s
+        .create_node(NewNode {
+            uuid: Some(n.uuid),
+            driver: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(dup, StoreError::Duplicate { field: "uuid", .. }),
+        "{dup:?}"
+    );
+    let missing = s
+        .get_node(&NodeIdent::Name("nope".into()))
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, StoreError::NodeNotFound(_)));
+    let missing = s
+        .try_acquire(Uuid::new_v4(), &claim("c", "x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, StoreError::NodeNotFound(_)));
+}
+
+pub async fn invalid_node_is_rejected_and_nothing_is_created(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    for bad in [
+        NewNode {
+            name: Some("has space".into()),
+            driver: "d".into(),
+            ..Default::default()
+        },
+        NewNode {
+            driver: String::new(),
+            ..Default::default()
+        },
+        NewNode {
+            driver: "d".into(),
+            conductor_group: "bad group".into(),
+            ..Default::default()
+        },
+    ] {
+        let e = s.create_node(bad).await.unwrap_err();
+        assert!(matches!(e, StoreError::Invalid(_)), "{e:?}");
+    }
+    let page = s.list_nodes(&NodeQuery::default()).await.unwrap();
+    assert!(page.nodes.is_empty());
+    assert_eq!(page.revision, 0);
+}
+
+pub async fn grant_increments_epoch_and_names_holder(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    let n = node(s, "n").await;
+    let c = claim("cond-a", "power on");
+    let t1 = s.try_acquire(n, &c).await.unwrap();
+    assert_eq!(t1.epoch, 1);
+    let got = s.get_node(&n.into()).await.unwrap();
+    let r = got.reservation.unwrap();
+    assert_eq!(
+        (r.holder.as_str(), r.task_id, r.epoch, r.purpose.as_str()),
+        ("cond-a", c.task_id, 1, "power on")
+    );
+    s.release(&t1).await.unwrap();
+    assert!(s.get_node(&n.into()).await.unwrap().reservation.is_none());
+    let t2 = s.try_acquire(n, &claim("cond-b", "deploy")).await.unwrap();
+    assert_eq!(t2.epoch, 2, "every grant increments the epoch");
+    s.release(&t2).await.unwrap();
+    assert_eq!(
+        s.get_node(&n.into()).await.unwrap().lock_epoch,
+        2,
+        "release keeps the epoch"
+    );
+}
+
+pub async fn second_acquire_is_refused_with_holder_purpose_and_duration(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    let n = node(s, "n").await;
+    let t = s.try_acquire(n, &claim("cond-a", "deploy")).await.unwrap();
+    // The same conductor is refused too: locks are not re-entrant.
+    for who in ["cond-b", "cond-a"] {
+        let e = s.try_acquire(n, &claim(who, "console")).await.unwrap_err();
+        match &e {
+            StoreError::NodeLocked {
+                holder,
+                purpose,
+                queue_full,
+                ..
+            } => {
+                assert_eq!(holder.as_deref(), Some("cond-a"));
+                assert_eq!(purpose.as_deref(), Some("deploy"));
+                assert!(!queue_full);
+            }
+            other => panic!("expected NodeLocked, got {other:?}"),
+        }
+        let msg = e.to_string();
+        assert!(
+            msg.contains("locked by host cond-a (purpose: deploy) for"),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with("please retry after the current operation is completed."),
+            "{msg}"
+        );
+    }
+    s.release(&t).await.unwrap();
+}
+
+pub async fn release_by_non_holder_is_rejected_and_changes_nothing(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    let n = node(s, "n").await;
+    // Releasing an unlocked node.
+    let ghost = LockToken {
+        node: n,
+        holder: "cond-a".into(),
+        task_id: Uuid::new_v4(),
+        epoch: 0,
+        purpose: String::new(),
+        acquired_at: DbTime(0),
+    };
+    assert!(matches!(
+        s.release(&ghost).await.unwrap_err(),
+        StoreError::NodeNotLocked { current: None, .. }
+    ));
+    let t = s.try_acquire(n, &claim("cond-a", "deploy")).await.unwrap();
+    // Another conductor, another task of the same conductor, a stale epoch.
+    let others = [
+        LockToken {
+            holder: "cond-b".into(),
+            ..t.clone()
+        },
+        LockToken {
+            task_id: Uuid::new_v4(),
+            ..t.clone()
+        },
+        LockToken {
+            epoch: t.epoch - 1,
+            ..t.clone()
+        },
+    ];
+    for o in &others {
+        let e = s.release(o).await.unwrap_err();
+        assert!(
+            matches!(&e, StoreError::NodeNotLocked { current: Some(h), .. } if h == "cond-a"),
+            "{e:?}"
+        );
+        let still = s.get_node(&n.into()).await.unwrap().reservation.unwrap();
+        assert_eq!(
+            (still.task_id, still.epoch),
+            (t.task_id, t.epoch),
+            "someone else's lock was touched"
+        );
+    }
+    s.release(&t).await.unwrap();
+    // A second release of the same token is rejected.
+    assert!(matches!(
+        s.release(&t).await.unwrap_err(),
+        StoreError::NodeNotLocked { .. }
+    ));
+}
+
+pub async fn fenced_write_fails_after_lock_is_lost(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    register(s, "cond-a").await;
+    let n = node(s, "n").await;
+    let t1 = s.try_acquire(n, &claim("cond-a", "deploy")).await.unwrap();
+    let mut node1 = s.get_node(&n.into()).await.unwrap();
+    node1.last_error = Some("first".into());
+    let saved = s.save_node(&t1, &node1).await.unwrap();
+    assert_eq!(saved.last_error.as_deref(), Some("first"));
+    // The lock is broken (operator force / recovery) and taken by another.
+    s.break_lock(n, &t1, None).await.unwrap();
+    let t2 = s.try_acquire(n, &claim("cond-b", "recover")).await.unwrap();
+    assert_eq!(t2.epoch, t1.epoch + 1);
+    // The zombie holder writes with its old token: refused, nothing written.
+    let mut zombie = saved.clone();
+    zombie.last_error = Some("zombie".into());
+    zombie.provision_state = ProvisionState::Active;
+    let e = s.save_node(&t1, &zombie).await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::LockLost { current: Some(h), .. } if h == "cond-b"),
+        "{e:?}"
+    );
+    let now = s.get_node(&n.into()).await.unwrap();
+    assert_eq!(now.last_error.as_deref(), Some("first"));
+    assert_eq!(now.provision_state, ProvisionState::Enroll);
+    assert_eq!(
+        now.revision, saved.revision,
+        "a refused write must not bump the revision"
+    );
+    // After release, the old token is refused as well.
+    s.release(&t2).await.unwrap();
+    assert!(matches!(
+        s.save_node(&t2, &zombie).await.unwrap_err(),
+        StoreError::LockLost { current: None, .. }
+    ));
+    // Writes for a deleted node say so.
+    let gone = LockToken {
+        node: Uuid::new_v4(),
+        ..t2.clone()
+    };
+    let mut other = zombie.clone();
+    other.uuid = gone.node;
+    assert!(matches!(
+        s.save_node(&gone, &other).await.unwrap_err(),
+        StoreError::NodeNotFound(_)
+    ));
+}
+
+pub async fn handoff_is_atomic_and_fences_the_old_holder(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    let n = node(s, "n").await;
+    let t1 = s.try_acquire(n, &claim("cond-a", "deploy")).await.unwrap();
+    let to = claim("cond-b", "continue deploy");
+    let t2 = s.handoff(&t1, &to).await.unwrap();
+    assert_eq!(t2.epoch, t1.epoch + 1);
+    assert_eq!((t2.holder.as_str(), t2.task_id), ("cond-b", to.task_id));
+    // Nobody could have slipped in: the node is held by the receiver.
+    let r = s.get_node(&n.into()).await.unwrap().reservation.unwrap();
+    assert_eq!((r.holder.as_str(), r.epoch), ("cond-b", t2.epoch));
+    // The giver can no longer write, release or hand off.
+    let node_now = s.get_node(&n.into()).await.unwrap();
+    assert!(matches!(
+        s.save_node(&t1, &node_now).await.unwrap_err(),
+        StoreError::LockLost { .. }
+    ));
+    assert!(matches!(
+        s.release(&t1).await.unwrap_err(),
+        StoreError::NodeNotLocked { .. }
+    ));
+    assert!(matches!(
+        s.handoff(&t1, &claim("x", "y")).await.unwrap_err(),
+        StoreError::LockLost { .. }
+    ));
+    s.save_node(&t2, &node_now).await.unwrap();
+    s.release(&t2).await.unwrap();
+}
+
+pub async fn waiters_are_granted_in_ticket_order_on_release(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    for h in ["cond-a", "cond-b", "cond-c", "cond-d"] {
+        register(s, h).await;
+    }
+    let n = node(s, "n").await;
+    let holder = s.try_acquire(n, &claim("cond-a", "deploy")).await.unwrap();
+    let mut tickets = Vec::new();
+    for h in ["cond-b", "cond-c", "cond-d"] {
+        let c = claim(h, "wait");
+        match s
+            .enqueue(n, &c, Some(Duration::from_secs(60)), 32)
+            .await
+            .unwrap()
+        {
+            Enqueued::Queued { ticket, position } => {
+                assert_eq!(position as usize, tickets.len() + 1);
+                tickets.push((ticket, c));
+            }
+            other => panic!("expected to queue, got {other:?}"),
+        }
+    }
+    assert!(
+        tickets.windows(2).all(|w| w[0].0 < w[1].0),
+        "tickets are monotonic"
+    );
+    check_lock_invariants(s, n).await;
+    let mut current = holder;
+    for (ticket, c) in &tickets {
+        assert_eq!(
+            s.poll_waiter(n, *ticket, c.task_id).await.unwrap(),
+            WaitStatus::Waiting
+        );
+        let rel = s.release(&current).await.unwrap();
+        let g = rel
+            .granted_to
+            .expect("release hands the lock to the head waiter");
+        assert_eq!(
+            (g.conductor.as_str(), g.task_id, g.ticket),
+            (c.holder.as_str(), c.task_id, *ticket)
+        );
+        assert_eq!(g.epoch, current.epoch + 1);
+        match s.poll_waiter(n, *ticket, c.task_id).await.unwrap() {
+            WaitStatus::Granted(t) => {
+                assert_eq!(t.epoch, g.epoch);
+                // The combined poll agrees and returns the node as granted.
+                let (again, loaded) = s.poll_waiter_node(n, *ticket, c.task_id).await.unwrap();
+                assert_eq!(again, WaitStatus::Granted(t.clone()));
+                let r = loaded
+                    .expect("granted poll returns the node")
+                    .reservation
+                    .unwrap();
+                assert_eq!((r.task_id, r.epoch), (c.task_id, t.epoch));
+                current = t;
+            }
+            other => panic!("expected a grant, got {other:?}"),
+        }
+        check_lock_invariants(s, n).await;
+    }
+    let rel = s.release(&current).await.unwrap();
+    assert!(rel.granted_to.is_none());
+    check_lock_invariants(s, n).await;
+    assert_eq!(s.get_node(&n.into()).await.unwrap().lock_epoch, 4);
+}
+
+pub async fn fresh_acquire_does_not_jump_the_queue(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    register(s, "cond-a").await;
+    register(s, "cond-b").await;
+    let n = node(s, "n").await;
+    let holder = s.try_acquire(n, &claim("cond-a", "console")).await.unwrap();
+    let patient = claim("cond-b", "continue deploy");
+    let Enqueued::Queued { ticket, .. } = s.enqueue(n, &patient, None, 32).await.unwrap() else {
+        panic!("should queue")
+    };
+    s.release(&holder).await.unwrap();
+    // The "hog" tries again right after its release: the lock already belongs to the waiter.
+    let e = s
+        .try_acquire(n, &claim("cond-a", "console"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::NodeLocked { holder: Some(h), .. } if h == "cond-b"),
+        "{e:?}"
+    );
+    let Enqueued::Queued { .. } = s
+        .enqueue(
+            n,
+            &claim("cond-a", "console"),
+            Some(Duration::from_secs(5)),
+            32,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("should queue behind the holder")
+    };
+    let WaitStatus::Granted(t) = s.poll_waiter(n, ticket, patient.task_id).await.unwrap() else {
+        panic!("patient waiter should hold the lock")
+    };
+    check_lock_invariants(s, n).await;
+    let rel = s.release(&t).await.unwrap();
+    assert_eq!(rel.granted_to.unwrap().conductor, "cond-a");
+    check_lock_invariants(s, n).await;
+}
+
+pub async fn dead_and_expired_waiters_are_skipped(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    for h in ["cond-a", "cond-dead", "cond-live"] {
+        register(s, h).await;
+    }
+    let n = node(s, "n").await;
+    let t = s.try_acquire(n, &claim("cond-a", "deploy")).await.unwrap();
+    let dead = claim("cond-dead", "wait");
+    let expired = claim("cond-live", "short wait");
+    let live = claim("cond-live", "long wait");
+    let unknown = claim("cond-never-registered", "wait");
+    let mut tickets = Vec::new();
+    for (c, wait) in [
+        (&dead, Some(Duration::from_secs(60))),
+        (&expired, Some(Duration::from_millis(1))),
+        (&unknown, None),
+        (&live, Some(Duration::from_secs(60))),
+    ] {
+        let Enqueued::Queued { ticket, .. } = s.enqueue(n, c, wait, 32).await.unwrap() else {
+            panic!()
+        };
+        tickets.push(ticket);
+    }
+    s.unregister_conductor("cond-dead").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let view = s.lock_view(n).await.unwrap();
+    let live_flags: Vec<bool> = view.waiters.iter().map(|w| w.live).collect();
+    assert_eq!(live_flags, vec![false, false, false, true]);
+    let rel = s.release(&t).await.unwrap();
+    assert_eq!(rel.skipped_waiters, 3);
+    assert_eq!(rel.granted_to.unwrap().task_id, live.task_id);
+    for (c, ticket) in [
+        (&dead, tickets[0]),
+        (&expired, tickets[1]),
+        (&unknown, tickets[2]),
+    ] {
+        assert_eq!(
+            s.poll_waiter(n, ticket, c.task_id).await.unwrap(),
+            WaitStatus::Gone
+        );
+    }
+    check_lock_invariants(s, n).await;
+}
+
+pub async fn queue_is_bounded_by_max_waiters(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    register(s, "cond-a").await;
+    let n = node(s, "n").await;
+    let t = s.try_acquire(n, &claim("cond-a", "deploy")).await.unwrap();
+    for _ in 0..3 {
+        assert!(matches!(
+            s.enqueue(n, &claim("cond-a", "w"), Some(Duration::from_secs(9)), 3)
+                .await
+                .unwrap(),
+            Enqueued::Queued { .. }
+        ));
+    }
+    let e = s
+        .enqueue(n, &claim("cond-a", "w"), Some(Duration::from_secs(9)), 3)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            StoreError::NodeLocked {
+                queue_full: true,
+                waiters: 3,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("queue is full"));
+    check_lock_invariants(s, n).await;
+    assert_eq!(
+        s.lock_view(n).await.unwrap().waiters.len(),
+        3,
+        "the refused waiter was not queued"
+    );
+    s.release(&t).await.unwrap();
+}
+
+pub async fn cancel_after_grant_returns_the_lock(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    register(s, "cond-a").await;
+    let n = node(s, "n").await;
+    let t = s.try_acquire(n, &claim("cond-a", "deploy")).await.unwrap();
+    let w1 = claim("cond-a", "w1");
+    let w2 = claim("cond-a", "w2");
+    let Enqueued::Queued { ticket: k1, .. } = s.enqueue(n, &w1, None, 32).await.unwrap() else {
+        panic!()
+    };
+    let Enqueued::Queued { ticket: k2, .. } = s.enqueue(n, &w2, None, 32).await.unwrap() else {
+        panic!()
+    };
+    // w2 gives up before being granted: it leaves the queue.
+    assert_eq!(s.cancel_wait(n, k2, w2.task_id).await.unwrap(), None);
+    check_lock_invariants(s, n).await;
+    // w1 is granted by the release, then "cancels" (its deadline fired at the
+    // same moment): the cancel reports the grant and the lock is kept.
+    s.release(&t).await.unwrap();
+    let got = s
+        .cancel_wait(n, k1, w1.task_id)
+        .await
+        .unwrap()
+        .expect("granted before cancel");
+    assert_eq!(got.task_id, w1.task_id);
+    check_lock_invariants(s, n).await;
+    let rel = s.release(&got).await.unwrap();
+    assert!(
+        rel.granted_to.is_none(),
+        "the cancelled waiter must not be granted"
+    );
+    check_lock_invariants(s, n).await;
+}
+
+pub async fn delete_is_fenced_and_removes_waiters(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    register(s, "cond-a").await;
+    let n = node(s, "n").await;
+    let t = s.try_acquire(n, &claim("cond-a", "delete")).await.unwrap();
+    let w = claim("cond-a", "w");
+    let Enqueued::Queued { ticket, .. } = s.enqueue(n, &w, None, 32).await.unwrap() else {
+        panic!()
+    };
+    let stale = LockToken {
+        epoch: t.epoch + 5,
+        ..t.clone()
+    };
+    assert!(matches!(
+        s.delete_node(&stale).await.unwrap_err(),
+        StoreError::LockLost { .. }
+    ));
+    s.get_node(&n.into()).await.unwrap();
+    s.delete_node(&t).await.unwrap();
+    assert!(matches!(
+        s.get_node(&n.into()).await.unwrap_err(),
+        StoreError::NodeNotFound(_)
+    ));
+    assert!(matches!(
+        s.poll_waiter(n, ticket, w.task_id).await.unwrap_err(),
+        StoreError::NodeNotFound(_)
+    ));
+    assert!(s.list_locks().await.unwrap().is_empty());
+    assert!(matches!(
+        s.release(&t).await.unwrap_err(),
+        StoreError::NodeNotFound(_)
+    ));
+}
+
+pub async fn break_lock_is_conditional_and_audited(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    register(s, "cond-a").await;
+    register(s, "cond-b").await;
+    let n = node(s, "n").await;
+    let t = s.try_acquire(n, &claim("cond-a", "deploy")).await.unwrap();
+    let w = claim("cond-b", "w");
+    let Enqueued::Queued { .. } = s.enqueue(n, &w, None, 32).await.unwrap() else {
+        panic!()
+    };
+    let audit = AuditEntry {
+        action: "force-release".into(),
+        actor: "alice".into(),
+        reason: "stuck BMC".into(),
+    };
+    let rel = s.break_lock(n, &t, Some(&audit)).await.unwrap();
+    assert_eq!(
+        rel.granted_to.as_ref().unwrap().task_id,
+        w.task_id,
+        "a broken lock goes to the next waiter"
+    );
+    // A second recoverer with the same expectation changes nothing.
+    let e = s.break_lock(n, &t, Some(&audit)).await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::NodeNotLocked { current: Some(h), .. } if h == "cond-b"),
+        "{e:?}"
+    );
+    let log = s.list_audit(10).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(
+        (
+            log[0].actor.as_str(),
+            log[0].reason.as_str(),
+            log[0].previous_holder.as_deref(),
+            log[0].previous_epoch
+        ),
+        ("alice", "stuck BMC", Some("cond-a"), t.epoch)
+    );
+    assert_eq!(log[0].previous_purpose.as_deref(), Some("deploy"));
+    check_lock_invariants(s, n).await;
+}
+
+pub async fn revisions_and_change_feed_have_no_gaps(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    let a = node(s, "a").await;
+    let b = node(s, "b").await;
+    let t = s.try_acquire(a, &claim("c", "edit")).await.unwrap();
+    let mut na = s.get_node(&a.into()).await.unwrap();
+    na.extra.insert("k".into(), serde_json::json!("v"));
+    let saved = s.save_node(&t, &na).await.unwrap();
+    // Lock traffic is not a node change.
+    s.release(&t).await.unwrap();
+    let t = s.try_acquire(b, &claim("c", "delete")).await.unwrap();
+    s.delete_node(&t).await.unwrap();
+    let changes = s.changes_since(0, 100).await.unwrap();
+    let revs: Vec<i64> = changes.iter().map(|c| c.revision).collect();
+    assert_eq!(revs, vec![1, 2, 3, 4]);
+    let kinds: Vec<(Uuid, ChangeKind)> = changes.iter().map(|c| (c.node, c.kind)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (a, ChangeKind::Created),
+            (b, ChangeKind::Created),
+            (a, ChangeKind::Updated),
+            (b, ChangeKind::Deleted)
+        ]
+    );
+    assert_eq!(saved.revision, 3);
+    assert_eq!(
+        changes[2].snapshot.as_ref().unwrap().extra.get("k"),
+        Some(&serde_json::json!("v"))
+    );
+    assert!(changes[3].snapshot.is_none());
+    assert_eq!(s.changes_since(2, 100).await.unwrap().len(), 2);
+    assert_eq!(s.changes_since(0, 1).await.unwrap().len(), 1);
+    assert_eq!(
+        s.list_nodes(&NodeQuery::default()).await.unwrap().revision,
+        4
+    );
+}
+
+pub async fn list_pages_and_filters(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    let mut all = Vec::new();
+    for i in 0..7 {
+        all.push(node(s, &format!("n{i}")).await);
+    }
+    all.sort();
+    let mut seen = Vec::new();
+    let mut marker = None;
+    loop {
+        let page = s
+            .list_nodes(&NodeQuery {
+                marker,
+                limit: Some(3),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if page.nodes.is_empty() {
+            break;
+        }
+        marker = page.nodes.last().map(|n| n.uuid);
+        seen.extend(page.nodes.iter().map(|n| n.uuid));
+    }
+    assert_eq!(seen, all);
+    let t = s.try_acquire(all[0], &claim("c", "x")).await.unwrap();
+    let reserved = s
+        .list_nodes(&NodeQuery {
+            reserved: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        reserved.nodes.iter().map(|n| n.uuid).collect::<Vec<_>>(),
+        vec![all[0]]
+    );
+    let enroll = s
+        .list_nodes(&NodeQuery {
+            provision_state: Some("enroll".into()),
+            maintenance: Some(false),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(enroll.nodes.len(), 7);
+    let none = s
+        .list_nodes(&NodeQuery {
+            driver: Some("redfish".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.nodes.is_empty());
+    s.release(&t).await.unwrap();
+}
+
+pub async fn conductor_liveness_uses_database_clock(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    register(s, "cond-a").await;
+    register(s, "cond-b").await;
+    let list = s.list_conductors().await.unwrap();
+    assert!(list.iter().all(|c| c.alive && c.online));
+    s.unregister_conductor("cond-b").await.unwrap();
+    let list = s.list_conductors().await.unwrap();
+    let b = list.iter().find(|c| c.hostname == "cond-b").unwrap();
+    assert!(!b.online && !b.alive);
+    assert!(matches!(
+        s.heartbeat("nobody").await.unwrap_err(),
+        StoreError::ConductorNotFound(_)
+    ));
+    // Let cond-a's heartbeat age past the timeout, keep it fresh for nobody else.
+    let t0 = s.now().await.unwrap();
+    tokio::time::sleep(crate::testing::TEST_HEARTBEAT_TIMEOUT + Duration::from_millis(300)).await;
+    let t1 = s.now().await.unwrap();
+    assert!(t1.micros_since(t0) >= crate::testing::TEST_HEARTBEAT_TIMEOUT.as_micros() as i64);
+    let a = s
+        .list_conductors()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.hostname == "cond-a")
+        .unwrap();
+    assert!(a.online && !a.alive, "a stale heartbeat means dead: {a:?}");
+    s.heartbeat("cond-a").await.unwrap();
+    let a = s
+        .list_conductors()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.hostname == "cond-a")
+        .unwrap();
+    assert!(a.alive);
+}
+
+/// Many tasks race for one node through try_acquire and enqueue. At every
+/// moment at most one believes it holds the lock; epochs are unique and
+/// increasing; a write with any released token fails with LockLost.
+pub async fn racing_acquirers_never_share_the_lock(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    register(s, "cond-a").await;
+    register(s, "cond-b").await;
+    // Both conductors stay alive however long a loaded machine takes: a
+    // waiter of a conductor whose heartbeat aged out would (rightly) be
+    // skipped, which is not what this test is about.
+    let beating = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                for h in ["cond-a", "cond-b"] {
+                    let _ = store.heartbeat(h).await;
+                }
+            }
+        })
+    };
+    let n = node(s, "race").await;
+    let inside = Arc::new(AtomicI64::new(0));
+    let epochs = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    let stale = Arc::new(tokio::sync::Mutex::new(Vec::<LockToken>::new()));
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let inside = inside.clone();
+        let epochs = epochs.clone();
+        let stale = stale.clone();
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let holder = if i % 2 == 0 { "cond-a" } else { "cond-b" };
+            for round in 0..6 {
+                let c = claim(holder, &format!("task {i} round {round}"));
+                let token = if (i + round) % 3 == 0 {
+                    match store.try_acquire(n, &c).await {
+                        Ok(t) => t,
+                        Err(StoreError::NodeLocked { .. }) => continue,
+                        Err(e) => panic!("{e}"),
+                    }
+                } else {
+                    match store
+                        .enqueue(n, &c, Some(Duration::from_secs(30)), 64)
+                        .await
+                        .unwrap()
+                    {
+                        Enqueued::Granted(t) => t,
+                        Enqueued::Queued { ticket, .. } => loop {
+                            match store.poll_waiter(n, ticket, c.task_id).await.unwrap() {
+                                WaitStatus::Granted(t) => break t,
+                                WaitStatus::Waiting => {
+                                    tokio::time::sleep(Duration::from_millis(1)).await
+                                }
+                                WaitStatus::Gone => panic!("live waiter dropped"),
+                            }
+                        },
+                    }
+                };
+                assert_eq!(
+                    inside.fetch_add(1, Ordering::SeqCst),
+                    0,
+                    "two holders at once"
+                );
+                epochs.lock().await.push(token.epoch);
+                let mut cur = store.get_node(&n.into()).await.unwrap();
+                cur.extra
+                    .insert("last".into(), serde_json::json!(token.epoch));
+                store.save_node(&token, &cur).await.unwrap();
+                tokio::task::yield_now().await;
+                inside.fetch_sub(1, Ordering::SeqCst);
+                store.release(&token).await.unwrap();
+                stale.lock().await.push(token);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    beating.abort();
+    let epochs = epochs.lock().await.clone();
+    let unique: HashSet<_> = epochs.iter().collect();
+    assert_eq!(unique.len(), epochs.len(), "an epoch was granted twice");
+    let mut sorted = epochs.clone();
+    sorted.sort();
+    assert_eq!(epochs, sorted, "grants happened out of epoch order");
+    let cur = s.get_node(&n.into()).await.unwrap();
+    assert_eq!(cur.lock_epoch as usize, epochs.len());
+    for t in stale.lock().await.iter().take(10) {
+        assert!(matches!(
+            s.save_node(t, &cur).await.unwrap_err(),
+            StoreError::LockLost { .. }
+        ));
+    }
+    check_lock_invariants(s, n).await;
+}

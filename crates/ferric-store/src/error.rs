@@ -1,0 +1,113 @@
+//! Store errors. Lock errors carry who holds the lock, since when and why,
+//! because that is what an operator needs to read in a 409.
+
+use uuid::Uuid;
+
+/// A failed store operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No node with that UUID or name.
+    #[error("node {0} could not be found")]
+    NodeNotFound(String),
+    /// The node is locked by someone else (or too many wait for it).
+    #[error("{}", locked_message(.node, .holder, .purpose, *.held_ms, *.waiters, *.queue_full))]
+    NodeLocked {
+        node: Uuid,
+        /// Current holder's conductor, `None` if only waiters block the grant.
+        holder: Option<String>,
+        purpose: Option<String>,
+        /// How long the current holder has held it (database clock).
+        held_ms: i64,
+        waiters: i64,
+        /// True when refused because `max_waiters_per_node` already wait.
+        queue_full: bool,
+    },
+    /// Release of a lock the caller does not hold. Nothing was changed.
+    #[error("node {node} found not to be locked by {holder} (epoch {epoch}) on release{}", current.as_ref().map(|h| format!("; it is held by {h}")).unwrap_or_default())]
+    NodeNotLocked {
+        node: Uuid,
+        holder: String,
+        epoch: i64,
+        current: Option<String>,
+    },
+    /// A fenced write found the lock no longer held under the caller's token:
+    /// it was taken over or forcibly released. Nothing was written.
+    #[error("lock on node {node} (epoch {epoch}) was lost{}", current.as_ref().map(|h| format!("; now held by {h}")).unwrap_or_default())]
+    LockLost {
+        node: Uuid,
+        epoch: i64,
+        current: Option<String>,
+    },
+    /// A unique field already taken.
+    #[error("a node with {field} \"{value}\" already exists")]
+    Duplicate { field: &'static str, value: String },
+    /// A conductor that is not registered.
+    #[error("conductor {0} could not be found")]
+    ConductorNotFound(String),
+    /// Input the store refuses.
+    #[error("{0}")]
+    Invalid(String),
+    /// A row the store cannot decode (corruption or a foreign writer).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+fn locked_message(
+    node: &Uuid,
+    holder: &Option<String>,
+    purpose: &Option<String>,
+    held_ms: i64,
+    waiters: i64,
+    queue_full: bool,
+) -> String {
+    let mut m = match holder {
+        Some(h) => format!(
+            "Node {node} is locked by host {h} (purpose: {}) for {:.1}s",
+            purpose.as_deref().unwrap_or("unspecified"),
+            held_ms as f64 / 1000.0
+        ),
+        None => format!("Node {node} is reserved for queued waiters"),
+    };
+    if waiters > 0 {
+        m.push_str(&format!(", {waiters} waiting"));
+    }
+    if queue_full {
+        m.push_str(" (the wait queue is full)");
+    }
+    m.push_str("; please retry after the current operation is completed.");
+    m
+}
+
+impl StoreError {
+    /// Whether retrying later may succeed (lock contention, not a bad request).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::NodeLocked { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_locked_names_holder_purpose_and_duration() {
+        let e = StoreError::NodeLocked {
+            node: Uuid::nil(),
+            holder: Some("cond-a".into()),
+            purpose: Some("deploy".into()),
+            held_ms: 12_000,
+            waiters: 0,
+            queue_full: false,
+        };
+        assert_eq!(
+            e.to_string(),
+            "Node 00000000-0000-0000-0000-000000000000 is locked by host cond-a (purpose: deploy) for 12.0s; please retry after the current operation is completed."
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! ferric-store: persistence for ferric behind one [`Store`] trait.
+//!
+//! Two backends share one implementation ([`sql::SqlStore`]) over sqlx's `Any`
+//! driver: SQLite (default: a local file in WAL mode, every write transaction
+//! `BEGIN IMMEDIATE`, writes of one process queued through a fair async mutex)
+//! and PostgreSQL (READ COMMITTED). Queries are built at run time, so nothing
+//! needs a database to compile; migrations are embedded.
+//!
+//! The lock primitives of SPEC §4 live here as conditional statements:
+//!
+//! * grant: `reservation IS NULL AND lock_waiters = 0` → holder, `lock_epoch + 1`;
+//!   the waiter count sits on the node row, so under READ COMMITTED a grant
+//!   and an enqueue conflict on the same row and the re-check sees both;
+//! * fenced write: every write under a lock matches `(reservation, lock_task,
+//!   lock_epoch)`; zero rows is [`StoreError::LockLost`];
+//! * release: matches the token; a release that does not match is
+//!   [`StoreError::NodeNotLocked`] and changes nothing;
+//! * grant-on-release: a release with queued waiters hands the lock, in the
+//!   same transaction, to the first live waiter (FIFO by ticket), so the node
+//!   is never observed unlocked while someone waits;
+//! * handoff: the holder names the next holder in one conditional UPDATE.
+//!
+//! Invariant: at every commit, `reservation IS NULL` implies `lock_waiters = 0`.
+//! Invariant: `lock_epoch` never decreases and grows by one per grant.
+
+pub mod conformance;
+pub mod error;
+pub mod memory;
+mod sql;
+#[doc(hidden)]
+pub mod testing;
+pub mod types;
+pub mod wake;
+
+pub use error::StoreError;
+pub use memory::MemoryStore;
+pub use sql::{SqlStore, StoreOptions};
+pub use types::*;
+pub use wake::{WakeEvent, WakeSubscription};
+
+use async_trait::async_trait;
+use ferric_core::{DbTime, NewNode, Node};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Result of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything ferric persists. One implementation per engine family; every
+/// implementation must pass [`conformance`].
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which engine this is.
+    fn backend(&self) -> Backend;
+
+    /// The database clock. Liveness and deadlines are judged by it alone.
+    async fn now(&self) -> StoreResult<DbTime>;
+
+    // ----- nodes -------------------------------------------------------------
+
+    /// Create a node; `provision_state` defaults to `enroll`.
+    async fn create_node(&self, node: NewNode) -> StoreResult<Node>;
+
+    /// Create many nodes (bulk enrolment, benchmarks). Each node gets its own
+    /// revision and `created` change-feed entry, exactly as with
+    /// [`Store::create_node`]; backends may batch the statements. Returns how
+    /// many were created. The default creates them one by one (not atomic).
+    async fn create_nodes(&self, nodes: Vec<NewNode>) -> StoreResult<usize> {
+        let n = nodes.len();
+        for node in nodes {
+            self.create_node(node).await?;
+        }
+        Ok(n)
+    }
+
+    /// A node by UUID or by name.
+    async fn get_node(&self, ident: &NodeIdent) -> StoreResult<Node>;
+
+    /// A page of nodes ordered by UUID, with the global revision the page is
+    /// consistent with.
+    async fn list_nodes(&self, query: &NodeQuery) -> StoreResult<NodePage>;
+
+    /// Write every mutable field of `node` under the lock `token` (fenced).
+    /// Returns the node as stored, with its new revision.
+    async fn save_node(&self, token: &LockToken, node: &Node) -> StoreResult<Node>;
+
+    /// Delete a node under the lock `token` (fenced). Its waiters go with it.
+    async fn delete_node(&self, token: &LockToken) -> StoreResult<()>;
+
+    /// Changes after `since`, oldest first, at most `limit`.
+    async fn changes_since(&self, since: i64, limit: u32) -> StoreResult<Vec<NodeChange>>;
+
+    // ----- the lock (SPEC §4) -------------------------------------------------
+
+    /// One attempt to take the exclusive lock without queueing: granted only
+    /// when the node is unlocked and nobody waits for it.
+    async fn try_acquire(&self, node: Uuid, claim: &Claim) -> StoreResult<LockToken>;
+
+    /// Like [`Store::try_acquire`], also returning the node as of the grant
+    /// (one statement: the TaskManager's fast path).
+    async fn try_acquire_node(&self, node: Uuid, claim: &Claim) -> StoreResult<(LockToken, Node)>;
+
+    /// Wakeups from other processes for waiters of `conductor` (see [`wake`]).
+    async fn subscribe_wakeups(&self, conductor: &str) -> StoreResult<WakeSubscription>;
+
+    /// Queue for the lock: granted at once when free and nobody waits,
+    /// otherwise a waiter row with the next ticket. `wait` is how long the
+    /// waiter intends to wait (`None`: patient). Refused with `NodeLocked`
+    /// when `max_waiters` already wait.
+    async fn enqueue(
+        &self,
+        node: Uuid,
+        claim: &Claim,
+        wait: Option<Duration>,
+        max_waiters: u32,
+    ) -> StoreResult<Enqueued>;
+
+    /// Where a queued waiter stands.
+    async fn poll_waiter(&self, node: Uuid, ticket: i64, task_id: Uuid) -> StoreResult<WaitStatus>;
+
+    /// Like [`Store::poll_waiter`], also returning the node when granted (the
+    /// waiter's next read). Backends override this to save a round trip.
+    async fn poll_waiter_node(
+        &self,
+        node: Uuid,
+        ticket: i64,
+        task_id: Uuid,
+    ) -> StoreResult<(WaitStatus, Option<Node>)> {
+        let status = self.poll_waiter(node, ticket, task_id).await?;
+        let loaded = match status {
+            WaitStatus::Granted(_) => Some(self.get_node(&node.into()).await?),
+            _ => None,
+        };
+        Ok((status, loaded))
+    }
+
+    /// Leave the queue. Returns the token when the lock had already been
+    /// granted to this waiter (the caller then holds it and must release it).
+    async fn cancel_wait(
+        &self,
+        node: Uuid,
+        ticket: i64,
+        task_id: Uuid,
+    ) -> StoreResult<Option<LockToken>>;
+
+    /// Release the lock held under `token`; hands it to the first live waiter
+    /// if there is one.
+    async fn release(&self, token: &LockToken) -> StoreResult<Release>;
+
+    /// Transfer the lock to `to` in one conditional statement (epoch + 1).
+    async fn handoff(&self, token: &LockToken, to: &Claim) -> StoreResult<LockToken>;
+
+    /// Clear a lock whose holder is known dead or is being overridden, on the
+    /// condition that it is still held by `expected` (holder, task, epoch);
+    /// hands it to the next live waiter like a release. Records `audit` when
+    /// given.
+    async fn break_lock(
+        &self,
+        node: Uuid,
+        expected: &LockToken,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Release>;
+
+    /// Record an operator override of the lock `previous` in the audit trail.
+    /// Backends without an audit trail refuse.
+    async fn record_audit(&self, previous: &LockToken, entry: &AuditEntry) -> StoreResult<()> {
+        let _ = (previous, entry);
+        Err(StoreError::Invalid(
+            "this store keeps no audit trail".into(),
+        ))
+    }
+
+    /// The lock and queue of one node.
+    async fn lock_view(&self, node: Uuid) -> StoreResult<LockView>;
+
+    /// Every held lock or non-empty queue.
+    async fn list_locks(&self) -> StoreResult<Vec<LockView>>;
+
+    /// The audit trail, newest last.
+    async fn list_audit(&self, limit: u32) -> StoreResult<Vec<AuditRecord>>;
+
+    // ----- conductors ---------------------------------------------------------
+
+    /// Register (or re-register) a conductor as online; heartbeat = now.
+    async fn register_conductor(&self, conductor: &ConductorInfo) -> StoreResult<()>;
+
+    /// Refresh a conductor's heartbeat. `NotFound` if it was never registered.
+    async fn heartbeat(&self, hostname: &str) -> StoreResult<()>;
+
+    /// Mark a conductor offline (graceful stop).
+    async fn unregister_conductor(&self, hostname: &str) -> StoreResult<()>;
+
+    /// All conductors with liveness judged against `heartbeat_timeout` on the
+    /// database clock.
+    async fn list_conductors(&self) -> StoreResult<Vec<ConductorRow>>;
+}

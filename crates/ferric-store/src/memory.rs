@@ -1,0 +1,1140 @@
+//! An in-memory [`Store`]: the model the simulator runs against.
+//!
+//! Always compiled (it needs nothing beyond std and tokio) and passes the same
+//! [`crate::conformance`] suite as the SQL store
+//! (`tests/conformance_memory.rs`). Every operation runs under one mutex, so
+//! each is a single linearizable step, like a serialized SQLite transaction.
+//!
+//! What the simulator controls:
+//!
+//! * the database clock ([`Clock`], default [`system_clock`]): liveness of
+//!   conductors and waiter deadlines are judged by it alone;
+//! * faults: [`MemoryStore::fail_next`] makes the next N operations fail
+//!   before they apply (`StoreError::Invalid("injected fault")`), and
+//!   [`MemoryStore::set_latency`] delays each operation before it applies;
+//! * observation: [`MemoryStore::set_observer`] sees every lock-relevant
+//!   change as a [`LockEvent`], in linearization order, so a checker can
+//!   validate the history with its own model instead of trusting the store;
+//! * planted bugs ([`MemoryStore::plant_bug`], for tests of the checkers
+//!   only): a store that forgets a fencing condition must be caught.
+//!
+//! The memory store reports [`Backend::Sqlite`]: like SQLite it serializes
+//! writers and has no cross-process push (`subscribe_wakeups` never fires).
+
+use crate::types::*;
+use crate::wake::WakeSubscription;
+use crate::{Store, StoreError, StoreResult};
+use async_trait::async_trait;
+use ferric_core::{DbTime, NewNode, Node, ProvisionState, Reservation};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use uuid::Uuid;
+
+/// The database clock: microseconds since the Unix epoch.
+pub type Clock = Arc<dyn Fn() -> DbTime + Send + Sync>;
+
+/// Delay before an operation applies (the round trip to the "database").
+pub type LatencyFn = Arc<dyn Fn(Op) -> Duration + Send + Sync>;
+
+/// Sees every lock-relevant change, under the store's mutex. Must not call
+/// back into the store.
+pub type Observer = Arc<dyn Fn(&LockEvent) + Send + Sync>;
+
+/// The wall clock, for use outside the simulator.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        let us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or(0);
+        DbTime(i64::try_from(us).unwrap_or(i64::MAX))
+    })
+}
+
+/// The error every injected fault returns.
+pub const INJECTED_FAULT: &str = "injected fault";
+
+/// One [`Store`] operation, for latency functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Now,
+    CreateNode,
+    GetNode,
+    ListNodes,
+    SaveNode,
+    DeleteNode,
+    ChangesSince,
+    TryAcquire,
+    SubscribeWakeups,
+    Enqueue,
+    PollWaiter,
+    CancelWait,
+    Release,
+    Handoff,
+    BreakLock,
+    RecordAudit,
+    LockView,
+    ListLocks,
+    ListAudit,
+    RegisterConductor,
+    Heartbeat,
+    UnregisterConductor,
+    ListConductors,
+}
+
+/// A deliberately broken behaviour, to prove the simulator's checkers work.
+/// Never planted outside tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bug {
+    /// `save_node` / `delete_node` ignore the token (only the node must exist).
+    UnfencedWrite,
+    /// `release` clears any held lock, whoever presents the token.
+    ReleaseWithoutHolderCheck,
+    /// Grant-on-release hands the lock to the *last* live waiter, not the first.
+    LifoGrant,
+}
+
+/// The identity of a grant: (node, holder, task, epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fence {
+    pub node: Uuid,
+    pub holder: String,
+    pub task_id: Uuid,
+    pub epoch: i64,
+}
+
+impl From<&LockToken> for Fence {
+    fn from(t: &LockToken) -> Self {
+        Fence {
+            node: t.node,
+            holder: t.holder.clone(),
+            task_id: t.task_id,
+            epoch: t.epoch,
+        }
+    }
+}
+
+/// How a grant came about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantVia {
+    /// `try_acquire` / `try_acquire_node`.
+    Try,
+    /// `enqueue` found the node free.
+    Enqueue,
+    /// Grant-on-release (or on break) to the waiter with this ticket.
+    Queue { ticket: i64 },
+    /// `handoff` from the previous holder.
+    Handoff,
+}
+
+/// Why a waiter left the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaiterExit {
+    Cancelled,
+    /// Judged dead or expired by a release.
+    Skipped,
+    Granted,
+    NodeDeleted,
+}
+
+/// A lock-relevant change, reported at its linearization point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockEvent {
+    Granted {
+        fence: Fence,
+        purpose: String,
+        via: GrantVia,
+        at: DbTime,
+    },
+    /// The holder released (the lock may go on to a waiter: a `Granted` follows).
+    Released { fence: Fence, at: DbTime },
+    /// The lock held under `fence` was broken.
+    Broken { fence: Fence, at: DbTime },
+    /// A fenced write (save or delete) under the presented token succeeded.
+    Written {
+        fence: Fence,
+        deleted: bool,
+        at: DbTime,
+    },
+    Queued {
+        node: Uuid,
+        ticket: i64,
+        conductor: String,
+        task_id: Uuid,
+        deadline: Option<DbTime>,
+        at: DbTime,
+    },
+    WaiterLeft {
+        node: Uuid,
+        ticket: i64,
+        exit: WaiterExit,
+        at: DbTime,
+    },
+    /// A conductor registered or heartbeat (`heartbeat`: its heartbeat is
+    /// now `at`), or went offline.
+    Conductor {
+        hostname: String,
+        online: bool,
+        heartbeat: bool,
+        at: DbTime,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Waiter {
+    node: Uuid,
+    conductor: String,
+    task_id: Uuid,
+    purpose: String,
+    enqueued_at: i64,
+    deadline: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+struct Conductor {
+    group: String,
+    drivers: Vec<String>,
+    online: bool,
+    started_at: i64,
+    heartbeat_at: i64,
+}
+
+#[derive(Default)]
+struct State {
+    nodes: BTreeMap<Uuid, Node>,
+    /// Every waiter by ticket; tickets are global and monotonic.
+    waiters: BTreeMap<i64, Waiter>,
+    next_ticket: i64,
+    conductors: BTreeMap<String, Conductor>,
+    revision: i64,
+    changes: Vec<NodeChange>,
+    audit: Vec<AuditRecord>,
+}
+
+#[derive(Default)]
+struct Hooks {
+    fail_next: u32,
+    latency: Option<LatencyFn>,
+    observer: Option<Observer>,
+    bug: Option<Bug>,
+    ops: u64,
+}
+
+/// The in-memory store.
+pub struct MemoryStore {
+    state: Mutex<State>,
+    hooks: Mutex<Hooks>,
+    clock: Clock,
+    heartbeat_timeout_us: i64,
+}
+
+fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn token_of(node: Uuid, r: &Reservation) -> LockToken {
+    LockToken {
+        node,
+        holder: r.holder.clone(),
+        task_id: r.task_id,
+        epoch: r.epoch,
+        purpose: r.purpose.clone(),
+        acquired_at: r.acquired_at,
+    }
+}
+
+fn matches(r: Option<&Reservation>, t: &LockToken) -> bool {
+    r.is_some_and(|r| r.holder == t.holder && r.task_id == t.task_id && r.epoch == t.epoch)
+}
+
+impl MemoryStore {
+    /// A store on the wall clock.
+    pub fn new(heartbeat_timeout: Duration) -> Self {
+        Self::with_clock(heartbeat_timeout, system_clock())
+    }
+
+    /// A store on an injected database clock.
+    pub fn with_clock(heartbeat_timeout: Duration, clock: Clock) -> Self {
+        MemoryStore {
+            state: Mutex::new(State {
+                next_ticket: 1,
+                ..Default::default()
+            }),
+            hooks: Mutex::new(Hooks::default()),
+            clock,
+            heartbeat_timeout_us: i64::try_from(heartbeat_timeout.as_micros()).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The next `n` operations fail before they apply.
+    pub fn fail_next(&self, n: u32) {
+        guard(&self.hooks).fail_next = n;
+    }
+
+    /// Delay every operation by `f(op)` before it applies (`None`: no delay).
+    pub fn set_latency(&self, f: Option<LatencyFn>) {
+        guard(&self.hooks).latency = f;
+    }
+
+    /// Report every lock-relevant change to `f`.
+    pub fn set_observer(&self, f: Option<Observer>) {
+        guard(&self.hooks).observer = f;
+    }
+
+    /// Testing only: break the store on purpose (see [`Bug`]).
+    #[doc(hidden)]
+    pub fn plant_bug(&self, bug: Option<Bug>) {
+        guard(&self.hooks).bug = bug;
+    }
+
+    /// Operations attempted so far.
+    pub fn ops(&self) -> u64 {
+        guard(&self.hooks).ops
+    }
+
+    /// The heartbeat timeout liveness is judged with.
+    pub fn heartbeat_timeout(&self) -> Duration {
+        Duration::from_micros(u64::try_from(self.heartbeat_timeout_us).unwrap_or(0))
+    }
+
+    /// Every node as stored, read directly: no latency, no fault, not counted.
+    pub fn peek_nodes(&self) -> Vec<Node> {
+        guard(&self.state).nodes.values().cloned().collect()
+    }
+
+    /// Every queued waiter of `node` in ticket order, read directly.
+    pub fn peek_waiters(&self, node: Uuid) -> Vec<WaiterView> {
+        let st = guard(&self.state);
+        let now = self.now_us();
+        self.waiter_views(&st, node, now)
+    }
+
+    fn bug(&self, b: Bug) -> bool {
+        guard(&self.hooks).bug == Some(b)
+    }
+
+    fn now_us(&self) -> i64 {
+        (self.clock)().0
+    }
+
+    /// Latency, then the fault check: every operation passes here first.
+    async fn enter(&self, op: Op) -> StoreResult<()> {
+        let latency = {
+            let mut h = guard(&self.hooks);
+            h.ops += 1;
+            h.latency.clone()
+        };
+        if let Some(f) = latency {
+            let d = f(op);
+            if !d.is_zero() {
+                tokio::time::sleep(d).await;
+            }
+        }
+        let mut h = guard(&self.hooks);
+        if h.fail_next > 0 {
+            h.fail_next -= 1;
+            return Err(StoreError::Invalid(INJECTED_FAULT.to_string()));
+        }
+        Ok(())
+    }
+
+    fn emit(&self, e: LockEvent) {
+        let observer = guard(&self.hooks).observer.clone();
+        if let Some(o) = observer {
+            o(&e);
+        }
+    }
+
+    fn live(&self, st: &State, now: i64, deadline: Option<i64>, conductor: &str) -> bool {
+        deadline.is_none_or(|d| d > now)
+            && st.conductors.get(conductor).is_some_and(|c| {
+                c.online && c.heartbeat_at >= now.saturating_sub(self.heartbeat_timeout_us)
+            })
+    }
+
+    fn locked_error(&self, st: &State, node: Uuid, now: i64, queue_full: bool) -> StoreError {
+        match st.nodes.get(&node) {
+            None => StoreError::NodeNotFound(node.to_string()),
+            Some(n) => StoreError::NodeLocked {
+                node,
+                holder: n.reservation.as_ref().map(|r| r.holder.clone()),
+                purpose: n.reservation.as_ref().map(|r| r.purpose.clone()),
+                held_ms: n
+                    .reservation
+                    .as_ref()
+                    .map(|r| (now - r.acquired_at.0).max(0) / 1000)
+                    .unwrap_or(0),
+                waiters: n.lock_waiters,
+                queue_full,
+            },
+        }
+    }
+
+    fn fenced_error(st: &State, t: &LockToken) -> StoreError {
+        match st.nodes.get(&t.node) {
+            None => StoreError::NodeNotFound(t.node.to_string()),
+            Some(n) => StoreError::LockLost {
+                node: t.node,
+                epoch: t.epoch,
+                current: n.reservation.as_ref().map(|r| r.holder.clone()),
+            },
+        }
+    }
+
+    fn not_locked(st: &State, node: Uuid, t: &LockToken) -> StoreError {
+        match st.nodes.get(&node) {
+            None => StoreError::NodeNotFound(node.to_string()),
+            Some(n) => StoreError::NodeNotLocked {
+                node,
+                holder: t.holder.clone(),
+                epoch: t.epoch,
+                current: n.reservation.as_ref().map(|r| r.holder.clone()),
+            },
+        }
+    }
+
+    /// Set the lock of an existing node: epoch + 1, acquired now.
+    fn grant(
+        &self,
+        st: &mut State,
+        node: Uuid,
+        claim: &Claim,
+        via: GrantVia,
+        now: i64,
+    ) -> LockToken {
+        let mut token = LockToken {
+            node,
+            holder: claim.holder.clone(),
+            task_id: claim.task_id,
+            epoch: 0,
+            purpose: claim.purpose.clone(),
+            acquired_at: DbTime(now),
+        };
+        if let Some(n) = st.nodes.get_mut(&node) {
+            let before = n.lock_epoch;
+            n.lock_epoch += 1;
+            assert!(n.lock_epoch > before, "lock_epoch must increase on grant");
+            token.epoch = n.lock_epoch;
+            n.reservation = Some(Reservation {
+                holder: token.holder.clone(),
+                task_id: token.task_id,
+                epoch: token.epoch,
+                purpose: token.purpose.clone(),
+                acquired_at: token.acquired_at,
+            });
+        }
+        self.emit(LockEvent::Granted {
+            fence: Fence::from(&token),
+            purpose: token.purpose.clone(),
+            via,
+            at: DbTime(now),
+        });
+        token
+    }
+
+    fn try_grant(&self, node: Uuid, claim: &Claim) -> StoreResult<(LockToken, Node)> {
+        let mut st = guard(&self.state);
+        let now = self.now_us();
+        let free = match st.nodes.get(&node) {
+            None => return Err(StoreError::NodeNotFound(node.to_string())),
+            Some(n) => n.reservation.is_none() && n.lock_waiters == 0,
+        };
+        if !free {
+            return Err(self.locked_error(&st, node, now, false));
+        }
+        let token = self.grant(&mut st, node, claim, GrantVia::Try, now);
+        let n = st
+            .nodes
+            .get(&node)
+            .cloned()
+            .ok_or_else(|| StoreError::NodeNotFound(node.to_string()))?;
+        Ok((token, n))
+    }
+
+    /// Clear the lock of `node` and hand it to the first live waiter,
+    /// removing dead or expired waiters ahead of it.
+    fn unlock_and_handoff(&self, st: &mut State, node: Uuid, now: i64) -> Release {
+        let queue: Vec<(i64, Waiter)> = st
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.node == node)
+            .map(|(k, w)| (*k, w.clone()))
+            .collect();
+        let live: Vec<usize> = (0..queue.len())
+            .filter(|&i| self.live(st, now, queue[i].1.deadline, &queue[i].1.conductor))
+            .collect();
+        let pick = if self.bug(Bug::LifoGrant) {
+            live.last().copied()
+        } else {
+            live.first().copied()
+        };
+        let examined = pick.map_or(queue.len(), |p| p + 1);
+        let mut skipped = 0u32;
+        for (ticket, _) in &queue[..examined] {
+            st.waiters.remove(ticket);
+            if Some(*ticket) != pick.map(|p| queue[p].0) {
+                skipped += 1;
+                self.emit(LockEvent::WaiterLeft {
+                    node,
+                    ticket: *ticket,
+                    exit: WaiterExit::Skipped,
+                    at: DbTime(now),
+                });
+            }
+        }
+        if let Some(n) = st.nodes.get_mut(&node) {
+            n.lock_waiters -= examined as i64;
+            assert!(n.lock_waiters >= 0, "lock_waiters went negative");
+            n.reservation = None;
+        }
+        let granted_to = pick.map(|p| {
+            let (ticket, w) = &queue[p];
+            self.emit(LockEvent::WaiterLeft {
+                node,
+                ticket: *ticket,
+                exit: WaiterExit::Granted,
+                at: DbTime(now),
+            });
+            let claim = Claim {
+                holder: w.conductor.clone(),
+                task_id: w.task_id,
+                purpose: w.purpose.clone(),
+            };
+            let via = GrantVia::Queue { ticket: *ticket };
+            let t = self.grant(st, node, &claim, via, now);
+            Grantee {
+                conductor: t.holder,
+                task_id: t.task_id,
+                ticket: *ticket,
+                epoch: t.epoch,
+            }
+        });
+        Release {
+            granted_to,
+            skipped_waiters: skipped,
+        }
+    }
+
+    fn record_change(st: &mut State, node: Uuid, kind: ChangeKind, now: i64) -> i64 {
+        st.revision += 1;
+        let revision = st.revision;
+        let snapshot = match kind {
+            ChangeKind::Deleted => None,
+            _ => st.nodes.get_mut(&node).map(|n| {
+                n.revision = revision;
+                n.clone()
+            }),
+        };
+        st.changes.push(NodeChange {
+            revision,
+            node,
+            kind,
+            at: DbTime(now),
+            snapshot,
+        });
+        revision
+    }
+
+    fn waiter_views(&self, st: &State, node: Uuid, now: i64) -> Vec<WaiterView> {
+        st.waiters
+            .iter()
+            .filter(|(_, w)| w.node == node)
+            .map(|(ticket, w)| WaiterView {
+                ticket: *ticket,
+                conductor: w.conductor.clone(),
+                task_id: w.task_id,
+                purpose: w.purpose.clone(),
+                enqueued_at: DbTime(w.enqueued_at),
+                deadline: w.deadline.map(DbTime),
+                live: self.live(st, now, w.deadline, &w.conductor),
+            })
+            .collect()
+    }
+
+    fn view(&self, st: &State, n: &Node, now: i64) -> LockView {
+        let r = n.reservation.as_ref();
+        LockView {
+            node: n.uuid,
+            node_name: n.name.clone(),
+            provision_state: n.provision_state.as_str().to_string(),
+            holder: r.map(|r| r.holder.clone()),
+            task_id: r.map(|r| r.task_id),
+            holder_online: r.map(|r| self.live(st, now, None, &r.holder)),
+            purpose: r.map(|r| r.purpose.clone()),
+            epoch: n.lock_epoch,
+            held_ms: r.map(|r| (now - r.acquired_at.0).max(0) / 1000),
+            waiters: self.waiter_views(st, n.uuid, now),
+            now: DbTime(now),
+        }
+    }
+
+    fn check_unique(st: &State, n: &Node) -> StoreResult<()> {
+        for other in st.nodes.values().filter(|o| o.uuid != n.uuid) {
+            if n.name.is_some() && other.name == n.name {
+                return Err(StoreError::Duplicate {
+                    field: "name",
+                    value: n.name.clone().unwrap_or_default(),
+                });
+            }
+            if n.instance_uuid.is_some() && other.instance_uuid == n.instance_uuid {
+                return Err(StoreError::Duplicate {
+                    field: "instance_uuid",
+                    value: String::new(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn conductor_event(&self, hostname: &str, online: bool, heartbeat: bool, now: i64) {
+        self.emit(LockEvent::Conductor {
+            hostname: hostname.to_string(),
+            online,
+            heartbeat,
+            at: DbTime(now),
+        });
+    }
+}
+
+fn query_matches(q: &NodeQuery, n: &Node) -> bool {
+    q.marker.is_none_or(|m| n.uuid > m)
+        && q.provision_state
+            .as_deref()
+            .is_none_or(|s| n.provision_state.as_str() == s)
+        && q.driver.as_deref().is_none_or(|d| n.driver == d)
+        && q.conductor_group
+            .as_deref()
+            .is_none_or(|g| n.conductor_group == g.to_ascii_lowercase())
+        && q.maintenance.is_none_or(|m| n.maintenance == m)
+        && q.reserved.is_none_or(|r| n.reservation.is_some() == r)
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn now(&self) -> StoreResult<DbTime> {
+        self.enter(Op::Now).await?;
+        Ok(DbTime(self.now_us()))
+    }
+
+    async fn create_node(&self, mut new: NewNode) -> StoreResult<Node> {
+        self.enter(Op::CreateNode).await?;
+        new.validate()
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let uuid = new.uuid.unwrap_or_else(Uuid::new_v4);
+        let mut st = guard(&self.state);
+        let now = self.now_us();
+        if st.nodes.contains_key(&uuid) {
+            return Err(StoreError::Duplicate {
+                field: "uuid",
+                value: uuid.to_string(),
+            });
+        }
+        let node = Node {
+            uuid,
+            name: new.name,
+            driver: new.driver,
+            driver_info: new.driver_info,
+            properties: new.properties,
+            extra: new.extra,
+            instance_info: Default::default(),
+            instance_uuid: None,
+            interfaces: new.interfaces,
+            provision_state: new.provision_state.unwrap_or(ProvisionState::Enroll),
+            target_provision_state: None,
+            power_state: None,
+            target_power_state: None,
+            maintenance: false,
+            maintenance_reason: None,
+            last_error: None,
+            conductor_group: new.conductor_group,
+            conductor_affinity: None,
+            reservation: None,
+            lock_epoch: 0,
+            lock_waiters: 0,
+            revision: 0,
+            created_at: DbTime(now),
+            updated_at: Some(DbTime(now)),
+            provision_updated_at: Some(DbTime(now)),
+        };
+        Self::check_unique(&st, &node)?;
+        st.nodes.insert(uuid, node);
+        Self::record_change(&mut st, uuid, ChangeKind::Created, now);
+        st.nodes
+            .get(&uuid)
+            .cloned()
+            .ok_or_else(|| StoreError::NodeNotFound(uuid.to_string()))
+    }
+
+    async fn get_node(&self, ident: &NodeIdent) -> StoreResult<Node> {
+        self.enter(Op::GetNode).await?;
+        let st = guard(&self.state);
+        let found = match ident {
+            NodeIdent::Uuid(u) => st.nodes.get(u),
+            NodeIdent::Name(name) => st
+                .nodes
+                .values()
+                .find(|n| n.name.as_deref() == Some(name.as_str())),
+        };
+        found
+            .cloned()
+            .ok_or_else(|| StoreError::NodeNotFound(ident.to_string()))
+    }
+
+    async fn list_nodes(&self, q: &NodeQuery) -> StoreResult<NodePage> {
+        self.enter(Op::ListNodes).await?;
+        let st = guard(&self.state);
+        let limit = q.limit.map_or(usize::MAX, |l| l as usize);
+        let nodes = st
+            .nodes
+            .values()
+            .filter(|n| query_matches(q, n))
+            .take(limit)
+            .cloned()
+            .collect();
+        Ok(NodePage {
+            nodes,
+            revision: st.revision,
+        })
+    }
+
+    async fn save_node(&self, token: &LockToken, n: &Node) -> StoreResult<Node> {
+        self.enter(Op::SaveNode).await?;
+        if n.uuid != token.node {
+            return Err(StoreError::Invalid(
+                "a node's uuid cannot be changed".into(),
+            ));
+        }
+        if let Some(name) = &n.name {
+            ferric_core::node::validate_name(name)
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        }
+        let group = ferric_core::node::normalize_conductor_group(&n.conductor_group)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let unfenced = self.bug(Bug::UnfencedWrite);
+        let mut st = guard(&self.state);
+        let now = self.now_us();
+        let current = st.nodes.get(&token.node).map(|c| c.reservation.clone());
+        match current {
+            None => return Err(StoreError::NodeNotFound(token.node.to_string())),
+            Some(r) if !unfenced && !matches(r.as_ref(), token) => {
+                return Err(Self::fenced_error(&st, token));
+            }
+            Some(_) => {}
+        }
+        Self::check_unique(&st, n)?;
+        let Some(stored) = st.nodes.get_mut(&token.node) else {
+            return Err(StoreError::NodeNotFound(token.node.to_string()));
+        };
+        if stored.provision_state != n.provision_state {
+            stored.provision_updated_at = Some(DbTime(now));
+        }
+        stored.name = n.name.clone();
+        stored.driver = n.driver.clone();
+        stored.driver_info = n.driver_info.clone();
+        stored.properties = n.properties.clone();
+        stored.extra = n.extra.clone();
+        stored.instance_info = n.instance_info.clone();
+        stored.instance_uuid = n.instance_uuid;
+        stored.interfaces = n.interfaces.clone();
+        stored.provision_state = n.provision_state;
+        stored.target_provision_state = n.target_provision_state;
+        stored.power_state = n.power_state;
+        stored.target_power_state = n.target_power_state;
+        stored.maintenance = n.maintenance;
+        stored.maintenance_reason = n.maintenance_reason.clone();
+        stored.last_error = n.last_error.clone();
+        stored.conductor_group = group;
+        stored.conductor_affinity = n.conductor_affinity.clone();
+        stored.updated_at = Some(DbTime(now));
+        Self::record_change(&mut st, token.node, ChangeKind::Updated, now);
+        self.emit(LockEvent::Written {
+            fence: Fence::from(token),
+            deleted: false,
+            at: DbTime(now),
+        });
+        st.nodes
+            .get(&token.node)
+            .cloned()
+            .ok_or_else(|| StoreError::NodeNotFound(token.node.to_string()))
+    }
+
+    async fn delete_node(&self, token: &LockToken) -> StoreResult<()> {
+        self.enter(Op::DeleteNode).await?;
+        let unfenced = self.bug(Bug::UnfencedWrite);
+        let mut st = guard(&self.state);
+        let now = self.now_us();
+        let fenced_ok = st
+            .nodes
+            .get(&token.node)
+            .is_some_and(|n| unfenced || matches(n.reservation.as_ref(), token));
+        if !fenced_ok {
+            return Err(Self::fenced_error(&st, token));
+        }
+        st.nodes.remove(&token.node);
+        let gone: Vec<i64> = st
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.node == token.node)
+            .map(|(k, _)| *k)
+            .collect();
+        for ticket in gone {
+            st.waiters.remove(&ticket);
+            self.emit(LockEvent::WaiterLeft {
+                node: token.node,
+                ticket,
+                exit: WaiterExit::NodeDeleted,
+                at: DbTime(now),
+            });
+        }
+        Self::record_change(&mut st, token.node, ChangeKind::Deleted, now);
+        self.emit(LockEvent::Written {
+            fence: Fence::from(token),
+            deleted: true,
+            at: DbTime(now),
+        });
+        Ok(())
+    }
+
+    async fn changes_since(&self, since: i64, limit: u32) -> StoreResult<Vec<NodeChange>> {
+        self.enter(Op::ChangesSince).await?;
+        let st = guard(&self.state);
+        Ok(st
+            .changes
+            .iter()
+            .filter(|c| c.revision > since)
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn try_acquire(&self, node: Uuid, claim: &Claim) -> StoreResult<LockToken> {
+        self.enter(Op::TryAcquire).await?;
+        self.try_grant(node, claim).map(|(t, _)| t)
+    }
+
+    async fn try_acquire_node(&self, node: Uuid, claim: &Claim) -> StoreResult<(LockToken, Node)> {
+        self.enter(Op::TryAcquire).await?;
+        self.try_grant(node, claim)
+    }
+
+    async fn subscribe_wakeups(&self, _conductor: &str) -> StoreResult<WakeSubscription> {
+        self.enter(Op::SubscribeWakeups).await?;
+        Ok(WakeSubscription::nothing())
+    }
+
+    async fn enqueue(
+        &self,
+        node: Uuid,
+        claim: &Claim,
+        wait: Option<Duration>,
+        max_waiters: u32,
+    ) -> StoreResult<Enqueued> {
+        self.enter(Op::Enqueue).await?;
+        let mut st = guard(&self.state);
+        let now = self.now_us();
+        let (free, waiters) = match st.nodes.get(&node) {
+            None => return Err(StoreError::NodeNotFound(node.to_string())),
+            Some(n) => (
+                n.reservation.is_none() && n.lock_waiters == 0,
+                n.lock_waiters,
+            ),
+        };
+        if free {
+            let t = self.grant(&mut st, node, claim, GrantVia::Enqueue, now);
+            return Ok(Enqueued::Granted(t));
+        }
+        if waiters >= i64::from(max_waiters) {
+            return Err(self.locked_error(&st, node, now, true));
+        }
+        let deadline =
+            wait.map(|w| now.saturating_add(i64::try_from(w.as_micros()).unwrap_or(i64::MAX)));
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        st.waiters.insert(
+            ticket,
+            Waiter {
+                node,
+                conductor: claim.holder.clone(),
+                task_id: claim.task_id,
+                purpose: claim.purpose.clone(),
+                enqueued_at: now,
+                deadline,
+            },
+        );
+        if let Some(n) = st.nodes.get_mut(&node) {
+            n.lock_waiters += 1;
+        }
+        self.emit(LockEvent::Queued {
+            node,
+            ticket,
+            conductor: claim.holder.clone(),
+            task_id: claim.task_id,
+            deadline: deadline.map(DbTime),
+            at: DbTime(now),
+        });
+        Ok(Enqueued::Queued {
+            ticket,
+            position: waiters + 1,
+        })
+    }
+
+    async fn poll_waiter(&self, node: Uuid, ticket: i64, task_id: Uuid) -> StoreResult<WaitStatus> {
+        self.enter(Op::PollWaiter).await?;
+        let st = guard(&self.state);
+        let n = st
+            .nodes
+            .get(&node)
+            .ok_or_else(|| StoreError::NodeNotFound(node.to_string()))?;
+        if let Some(r) = n.reservation.as_ref().filter(|r| r.task_id == task_id) {
+            return Ok(WaitStatus::Granted(token_of(node, r)));
+        }
+        Ok(if st.waiters.contains_key(&ticket) {
+            WaitStatus::Waiting
+        } else {
+            WaitStatus::Gone
+        })
+    }
+
+    async fn cancel_wait(
+        &self,
+        node: Uuid,
+        ticket: i64,
+        task_id: Uuid,
+    ) -> StoreResult<Option<LockToken>> {
+        self.enter(Op::CancelWait).await?;
+        let mut st = guard(&self.state);
+        let now = self.now_us();
+        if !st.nodes.contains_key(&node) {
+            return Ok(None);
+        }
+        let queued = st
+            .waiters
+            .get(&ticket)
+            .is_some_and(|w| w.task_id == task_id);
+        if queued {
+            st.waiters.remove(&ticket);
+            let waiter_node = st.nodes.get_mut(&node);
+            if let Some(n) = waiter_node {
+                n.lock_waiters -= 1;
+                assert!(n.lock_waiters >= 0, "lock_waiters went negative");
+            }
+            self.emit(LockEvent::WaiterLeft {
+                node,
+                ticket,
+                exit: WaiterExit::Cancelled,
+                at: DbTime(now),
+            });
+            return Ok(None);
+        }
+        Ok(st.nodes.get(&node).and_then(|n| {
+            n.reservation
+                .as_ref()
+                .filter(|r| r.task_id == task_id)
+                .map(|r| token_of(node, r))
+        }))
+    }
+
+    async fn release(&self, token: &LockToken) -> StoreResult<Release> {
+        self.enter(Op::Release).await?;
+        let unchecked = self.bug(Bug::ReleaseWithoutHolderCheck);
+        let mut st = guard(&self.state);
+        let now = self.now_us();
+        let ok = match st.nodes.get(&token.node) {
+            None => return Err(StoreError::NodeNotFound(token.node.to_string())),
+            Some(n) => {
+                matches(n.reservation.as_ref(), token) || (unchecked && n.reservation.is_some())
+            }
+        };
+        if !ok {
+            return Err(Self::not_locked(&st, token.node, token));
+        }
+        self.emit(LockEvent::Released {
+            fence: Fence::from(token),
+            at: DbTime(now),
+        });
+        Ok(self.unlock_and_handoff(&mut st, token.node, now))
+    }
+
+    async fn handoff(&self, token: &LockToken, to: &Claim) -> StoreResult<LockToken> {
+        self.enter(Op::Handoff).await?;
+        let mut st = guard(&self.state);
+        let now = self.now_us();
+        let held = st
+            .nodes
+            .get(&token.node)
+            .is_some_and(|n| matches(n.reservation.as_ref(), token));
+        if !held {
+            return Err(Self::fenced_error(&st, token));
+        }
+        self.emit(LockEvent::Released {
+            fence: Fence::from(token),
+            at: DbTime(now),
+        });
+        if let Some(n) = st.nodes.get_mut(&token.node) {
+            n.reservation = None;
+        }
+        Ok(self.grant(&mut st, token.node, to, GrantVia::Handoff, now))
+    }
+
+    async fn break_lock(
+        &self,
+        node: Uuid,
+        expected: &LockToken,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Release> {
+        self.enter(Op::BreakLock).await?;
+        let mut st = guard(&self.state);
+        let now = self.now_us();
+        let purpose = match st.nodes.get(&node) {
+            None => return Err(StoreError::NodeNotFound(node.to_string())),
+            Some(n) if matches(n.reservation.as_ref(), expected) => {
+                n.reservation.as_ref().map(|r| r.purpose.clone())
+            }
+            Some(_) => return Err(Self::not_locked(&st, node, expected)),
+        };
+        if let Some(a) = audit {
+            let id = st.audit.len() as i64 + 1;
+            st.audit.push(AuditRecord {
+                id,
+                node,
+                action: a.action.clone(),
+                actor: a.actor.clone(),
+                reason: a.reason.clone(),
+                previous_holder: Some(expected.holder.clone()),
+                previous_epoch: expected.epoch,
+                previous_purpose: purpose,
+                at: DbTime(now),
+            });
+        }
+        self.emit(LockEvent::Broken {
+            fence: Fence {
+                node,
+                ..Fence::from(expected)
+            },
+            at: DbTime(now),
+        });
+        Ok(self.unlock_and_handoff(&mut st, node, now))
+    }
+
+    async fn record_audit(&self, previous: &LockToken, entry: &AuditEntry) -> StoreResult<()> {
+        self.enter(Op::RecordAudit).await?;
+        let mut st = guard(&self.state);
+        let now = self.now_us();
+        let id = st.audit.len() as i64 + 1;
+        st.audit.push(AuditRecord {
+            id,
+            node: previous.node,
+            action: entry.action.clone(),
+            actor: entry.actor.clone(),
+            reason: entry.reason.clone(),
+            previous_holder: Some(previous.holder.clone()),
+            previous_epoch: previous.epoch,
+            previous_purpose: Some(previous.purpose.clone()),
+            at: DbTime(now),
+        });
+        Ok(())
+    }
+
+    async fn lock_view(&self, node: Uuid) -> StoreResult<LockView> {
+        self.enter(Op::LockView).await?;
+        let st = guard(&self.state);
+        let now = self.now_us();
+        let n = st
+            .nodes
+            .get(&node)
+            .ok_or_else(|| StoreError::NodeNotFound(node.to_string()))?;
+        Ok(self.view(&st, n, now))
+    }
+
+    async fn list_locks(&self) -> StoreResult<Vec<LockView>> {
+        self.enter(Op::ListLocks).await?;
+        let st = guard(&self.state);
+        let now = self.now_us();
+        Ok(st
+            .nodes
+            .values()
+            .filter(|n| n.reservation.is_some() || n.lock_waiters > 0)
+            .map(|n| self.view(&st, n, now))
+            .collect())
+    }
+
+    async fn list_audit(&self, limit: u32) -> StoreResult<Vec<AuditRecord>> {
+        self.enter(Op::ListAudit).await?;
+        let st = guard(&self.state);
+        let skip = st.audit.len().saturating_sub(limit as usize);
+        Ok(st.audit[skip..].to_vec())
+    }
+
+    async fn register_conductor(&self, c: &ConductorInfo) -> StoreResult<()> {
+        self.enter(Op::RegisterConductor).await?;
+        let mut st = guard(&self.state);
+        let now = self.now_us();
+        st.conductors.insert(
+            c.hostname.clone(),
+            Conductor {
+                group: c.conductor_group.to_ascii_lowercase(),
+                drivers: c.drivers.clone(),
+                online: true,
+                started_at: now,
+                heartbeat_at: now,
+            },
+        );
+        self.conductor_event(&c.hostname, true, true, now);
+        Ok(())
+    }
+
+    async fn heartbeat(&self, hostname: &str) -> StoreResult<()> {
+        self.enter(Op::Heartbeat).await?;
+        let mut st = guard(&self.state);
+        let now = self.now_us();
+        let online = match st.conductors.get_mut(hostname) {
+            None => return Err(StoreError::ConductorNotFound(hostname.to_string())),
+            Some(c) => {
+                c.heartbeat_at = now;
+                c.online
+            }
+        };
+        self.conductor_event(hostname, online, true, now);
+        Ok(())
+    }
+
+    async fn unregister_conductor(&self, hostname: &str) -> StoreResult<()> {
+        self.enter(Op::UnregisterConductor).await?;
+        let mut st = guard(&self.state);
+        let now = self.now_us();
+        match st.conductors.get_mut(hostname) {
+            None => return Err(StoreError::ConductorNotFound(hostname.to_string())),
+            Some(c) => c.online = false,
+        }
+        self.conductor_event(hostname, false, false, now);
+        Ok(())
+    }
+
+    async fn list_conductors(&self) -> StoreResult<Vec<ConductorRow>> {
+        self.enter(Op::ListConductors).await?;
+        let st = guard(&self.state);
+        let now = self.now_us();
+        Ok(st
+            .conductors
+            .iter()
+            .map(|(hostname, c)| ConductorRow {
+                hostname: hostname.clone(),
+                conductor_group: c.group.clone(),
+                drivers: c.drivers.clone(),
+                online: c.online,
+                alive: self.live(&st, now, None, hostname),
+                started_at: DbTime(c.started_at),
+                heartbeat_at: DbTime(c.heartbeat_at),
+                heartbeat_age_ms: (now - c.heartbeat_at).max(0) / 1000,
+            })
+            .collect())
+    }
+}

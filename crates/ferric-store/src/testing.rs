@@ -1,0 +1,126 @@
+//! Test harness shared by every crate's tests: a fresh SQLite file or a fresh
+//! PostgreSQL schema per test.
+//!
+//! PostgreSQL tests read `FERRIC_TEST_PG_URL`. When it is unset they are
+//! skipped (with a message); when it is set but unreachable they fail.
+
+use crate::{ConductorInfo, SqlStore, Store, StoreOptions};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The engines the shared suite runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// The environment variable naming the PostgreSQL server for tests.
+pub const PG_URL_VAR: &str = "FERRIC_TEST_PG_URL";
+
+/// Heartbeat timeout used by the shared suite.
+pub const TEST_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A store on a fresh database, removed by [`TestStore::cleanup`].
+pub struct TestStore {
+    pub store: Arc<SqlStore>,
+    pub engine: Engine,
+    pub url: String,
+    pub schema: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestStore {
+    /// Open a fresh store; `None` when the engine is PostgreSQL and no URL is configured.
+    pub async fn open(engine: Engine) -> Option<TestStore> {
+        Self::open_with(engine, |_| {}).await
+    }
+
+    /// Like [`TestStore::open`], adjusting the options first.
+    pub async fn open_with(
+        engine: Engine,
+        adjust: impl FnOnce(&mut StoreOptions),
+    ) -> Option<TestStore> {
+        match engine {
+            Engine::Sqlite => {
+                let dir = tempfile::tempdir().ok()?;
+                let url = format!("sqlite://{}", dir.path().join("ferric.db").display());
+                let mut opts = StoreOptions::new(url.clone());
+                opts.heartbeat_timeout = TEST_HEARTBEAT_TIMEOUT;
+                adjust(&mut opts);
+                let store = match SqlStore::open(opts).await {
+                    Ok(s) => s,
+                    Err(e) => panic!("cannot open SQLite test store at {url}: {e}"),
+                };
+                Some(TestStore {
+                    store: Arc::new(store),
+                    engine,
+                    url,
+                    schema: None,
+                    _dir: Some(dir),
+                })
+            }
+            Engine::Postgres => {
+                let Ok(url) = std::env::var(PG_URL_VAR) else {
+                    eprintln!("skipped: {PG_URL_VAR} is not set, PostgreSQL test not run");
+                    return None;
+                };
+                let schema = format!("ferric_t_{}", uuid::Uuid::new_v4().simple());
+                let mut opts = StoreOptions::new(url.clone());
+                opts.heartbeat_timeout = TEST_HEARTBEAT_TIMEOUT;
+                opts.pg_schema = Some(schema.clone());
+                adjust(&mut opts);
+                let store = match SqlStore::open(opts).await {
+                    Ok(s) => s,
+                    Err(e) => panic!("{PG_URL_VAR}={url} is set but PostgreSQL is not usable: {e}"),
+                };
+                Some(TestStore {
+                    store: Arc::new(store),
+                    engine,
+                    url,
+                    schema: Some(schema),
+                    _dir: None,
+                })
+            }
+        }
+    }
+
+    /// Another store on the same database with different options (e.g. a
+    /// second "process", or a shorter heartbeat timeout).
+    pub async fn reopen(&self, adjust: impl FnOnce(&mut StoreOptions)) -> Arc<SqlStore> {
+        let mut opts = self.store.options().clone();
+        adjust(&mut opts);
+        match SqlStore::open(opts).await {
+            Ok(s) => Arc::new(s),
+            Err(e) => panic!("cannot reopen test store: {e}"),
+        }
+    }
+
+    /// Register a live conductor named `hostname`.
+    pub async fn conductor(&self, hostname: &str) {
+        register(&*self.store, hostname).await;
+    }
+
+    /// Drop the PostgreSQL schema (SQLite files go with the temp dir). The
+    /// test's own connection drops it, so nothing touches another schema.
+    pub async fn cleanup(self) {
+        if let Some(schema) = &self.schema {
+            if let Err(e) = self.store.drop_schema(schema).await {
+                panic!("cannot drop test schema {schema}: {e}");
+            }
+        }
+        self.store.close().await;
+    }
+}
+
+/// Register a live conductor on any store.
+pub async fn register(store: &dyn Store, hostname: &str) {
+    let info = ConductorInfo {
+        hostname: hostname.to_string(),
+        conductor_group: String::new(),
+        drivers: vec!["fake-hardware".to_string()],
+    };
+    if let Err(e) = store.register_conductor(&info).await {
+        panic!("register conductor {hostname}: {e}");
+    }
+}

@@ -1,0 +1,250 @@
+//! Values that cross the store boundary.
+
+use ferric_core::{DbTime, Node};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Which engine a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// How a node is named in a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeIdent {
+    Uuid(Uuid),
+    Name(String),
+}
+
+impl NodeIdent {
+    /// A UUID if the text parses as one, a name otherwise.
+    pub fn parse(s: &str) -> Self {
+        match Uuid::parse_str(s) {
+            Ok(u) => NodeIdent::Uuid(u),
+            Err(_) => NodeIdent::Name(s.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for NodeIdent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeIdent::Uuid(u) => write!(f, "{u}"),
+            NodeIdent::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+impl From<Uuid> for NodeIdent {
+    fn from(u: Uuid) -> Self {
+        NodeIdent::Uuid(u)
+    }
+}
+
+/// Who asks for a lock: a task of a conductor, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// Conductor hostname; becomes the `reservation` value.
+    pub holder: String,
+    /// Unique per task.
+    pub task_id: Uuid,
+    pub purpose: String,
+}
+
+/// The fencing token of a held lock: (holder, task, epoch). Every write under
+/// the lock is conditional on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockToken {
+    pub node: Uuid,
+    pub holder: String,
+    pub task_id: Uuid,
+    pub epoch: i64,
+    pub purpose: String,
+    pub acquired_at: DbTime,
+}
+
+impl LockToken {
+    /// The token of the lock `node` is held under, if it is held.
+    pub fn held(node: &Node) -> Option<LockToken> {
+        node.reservation.as_ref().map(|r| LockToken {
+            node: node.uuid,
+            holder: r.holder.clone(),
+            task_id: r.task_id,
+            epoch: r.epoch,
+            purpose: r.purpose.clone(),
+            acquired_at: r.acquired_at,
+        })
+    }
+}
+
+/// Outcome of [`crate::Store::enqueue`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    /// The lock was free and nobody waited: held now.
+    Granted(LockToken),
+    /// Queued with this ticket.
+    Queued { ticket: i64, position: i64 },
+}
+
+/// Outcome of [`crate::Store::poll_waiter`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitStatus {
+    /// A release handed the lock to this waiter.
+    Granted(LockToken),
+    /// Still queued.
+    Waiting,
+    /// The waiter row is gone without a grant (judged dead or expired by a
+    /// releaser, or its node was deleted).
+    Gone,
+}
+
+/// Outcome of a release: who, if anyone, got the lock next.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Release {
+    /// The waiter the lock was handed to: (conductor, task id, new epoch).
+    pub granted_to: Option<Grantee>,
+    /// Dead or expired waiters removed on the way.
+    pub skipped_waiters: u32,
+}
+
+/// A waiter that received the lock on release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grantee {
+    pub conductor: String,
+    pub task_id: Uuid,
+    pub ticket: i64,
+    pub epoch: i64,
+}
+
+/// One queued waiter, for listings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WaiterView {
+    pub ticket: i64,
+    pub conductor: String,
+    pub task_id: Uuid,
+    pub purpose: String,
+    pub enqueued_at: DbTime,
+    /// `None` for a patient waiter.
+    pub deadline: Option<DbTime>,
+    pub live: bool,
+}
+
+/// A node's lock as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockView {
+    pub node: Uuid,
+    pub node_name: Option<String>,
+    pub provision_state: String,
+    pub holder: Option<String>,
+    pub task_id: Option<Uuid>,
+    pub holder_online: Option<bool>,
+    pub purpose: Option<String>,
+    pub epoch: i64,
+    pub held_ms: Option<i64>,
+    pub waiters: Vec<WaiterView>,
+    pub now: DbTime,
+}
+
+impl LockView {
+    /// The token of the current holder, if any.
+    pub fn token(&self) -> Option<LockToken> {
+        Some(LockToken {
+            node: self.node,
+            holder: self.holder.clone()?,
+            task_id: self.task_id?,
+            epoch: self.epoch,
+            purpose: self.purpose.clone().unwrap_or_default(),
+            acquired_at: DbTime(self.now.0 - self.held_ms.unwrap_or(0) * 1000),
+        })
+    }
+}
+
+/// An operator override to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub action: String,
+    pub actor: String,
+    pub reason: String,
+}
+
+/// A recorded override.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub node: Uuid,
+    pub action: String,
+    pub actor: String,
+    pub reason: String,
+    pub previous_holder: Option<String>,
+    pub previous_epoch: i64,
+    pub previous_purpose: Option<String>,
+    pub at: DbTime,
+}
+
+/// A conductor registering itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConductorInfo {
+    pub hostname: String,
+    pub conductor_group: String,
+    pub drivers: Vec<String>,
+}
+
+/// A conductor as stored, with liveness judged on the database clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConductorRow {
+    pub hostname: String,
+    pub conductor_group: String,
+    pub drivers: Vec<String>,
+    /// Registered and not gracefully stopped.
+    pub online: bool,
+    /// `online` and heartbeat younger than the heartbeat timeout.
+    pub alive: bool,
+    pub started_at: DbTime,
+    pub heartbeat_at: DbTime,
+    pub heartbeat_age_ms: i64,
+}
+
+/// Node listing parameters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeQuery {
+    /// Return nodes with a UUID greater than this.
+    pub marker: Option<Uuid>,
+    /// Page size; `None` = all.
+    pub limit: Option<u32>,
+    pub provision_state: Option<String>,
+    pub maintenance: Option<bool>,
+    pub driver: Option<String>,
+    pub conductor_group: Option<String>,
+    /// Only nodes whose lock is held (`Some(true)`) or free (`Some(false)`).
+    pub reserved: Option<bool>,
+}
+
+/// One page of nodes and the revision it is consistent with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodePage {
+    pub nodes: Vec<Node>,
+    pub revision: i64,
+}
+
+/// What kind of change a feed entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    Created,
+    Updated,
+    Deleted,
+}
+
+/// One committed node change (SPEC §8.5).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeChange {
+    pub revision: i64,
+    pub node: Uuid,
+    pub kind: ChangeKind,
+    pub at: DbTime,
+    /// The node as of this revision; `None` for deletions.
+    pub snapshot: Option<Node>,
+}
