@@ -1,0 +1,574 @@
+//! `redfish`: power and boot device through a BMC's Redfish service (SPEC §10).
+//!
+//! `driver_info` keys (Ironic's names):
+//!
+//! * `redfish_address` (required): `http(s)://host[:port]`, no path, no
+//!   credentials in it;
+//! * `redfish_system_id` (required): the ComputerSystem's path, e.g.
+//!   `/redfish/v1/Systems/<id>`;
+//! * `redfish_username`, `redfish_password` (optional, HTTP basic). The
+//!   password is a secret: it is never logged nor put in an error message;
+//! * `redfish_verify_ca` (optional, default true): `true` (system roots),
+//!   `false` (no certificate check; logged as a warning), or the path of a
+//!   PEM CA bundle (only those roots).
+//!
+//! Power: `ComputerSystem.Reset` (`On`, `ForceOff`, `GracefulShutdown`,
+//! `ForceRestart`, `GracefulRestart`), then the `PowerState` is polled until
+//! it shows the target or `power_state_change_timeout` passes (BMCs and
+//! the sushy-tools emulator apply a reset seconds later). Boot device:
+//! PATCH `Boot.BootSourceOverrideTarget` / `BootSourceOverrideEnabled`.
+//!
+//! Every request has a timeout; transient failures (connection errors,
+//! timeouts, 5xx except 501, 429, 409) are retried with exponential backoff
+//! (`backon`); 4xx and 501 are permanent.
+//!
+//! Deploy and clean follow Ironic's agent interfaces: the step boots the
+//! node from the network (PXE once, power on or reboot) and waits for the
+//! ramdisk agent's call-back; the continuation boots the instance from
+//! disk (deploy) or powers the node off (clean).
+
+use super::{BootDevice, Driver, DriverError, StepOutcome};
+use crate::task::ExclusiveTask;
+use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
+use ferric_core::{Node, PowerState};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+/// Settings of the redfish driver (all nodes).
+#[derive(Debug, Clone)]
+pub struct RedfishConfig {
+    /// Whole-request timeout.
+    pub request_timeout: Duration,
+    /// TCP/TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Retries of a transient failure (after the first attempt).
+    pub retries: usize,
+    /// First retry delay (doubles, with jitter, up to `retry_max_delay`).
+    pub retry_min_delay: Duration,
+    /// Longest retry delay.
+    pub retry_max_delay: Duration,
+    /// How long a power change may take to show in `PowerState`.
+    pub power_state_change_timeout: Duration,
+    /// How often `PowerState` is read while waiting for a change.
+    pub power_poll_interval: Duration,
+}
+
+impl Default for RedfishConfig {
+    fn default() -> Self {
+        RedfishConfig {
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            retries: 5,
+            retry_min_delay: Duration::from_millis(500),
+            retry_max_delay: Duration::from_secs(5),
+            power_state_change_timeout: Duration::from_secs(60),
+            power_poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A password: shown as `***` everywhere.
+#[derive(Clone, PartialEq, Eq)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// How to check the BMC's certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Verify {
+    /// The platform's trusted roots.
+    System,
+    /// No check (`redfish_verify_ca: false`).
+    Insecure,
+    /// Only the roots of this PEM bundle.
+    Bundle(PathBuf),
+}
+
+/// A node's BMC, from its driver_info.
+#[derive(Debug, Clone)]
+struct Bmc {
+    address: String,
+    system_id: String,
+    username: Option<String>,
+    password: Option<Secret>,
+    verify: Verify,
+}
+
+impl Bmc {
+    fn from_node(node: &Node) -> Result<Bmc, String> {
+        Self::from_info(&node.driver_info)
+    }
+
+    fn from_info(info: &serde_json::Map<String, Value>) -> Result<Bmc, String> {
+        let text = |key: &str| -> Result<Option<String>, String> {
+            match info.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+                Some(_) => Err(format!("{key} must be a string")),
+            }
+        };
+        let address = text("redfish_address")?
+            .ok_or("missing redfish_address in driver_info")?
+            .trim_end_matches('/')
+            .to_string();
+        let rest = address
+            .strip_prefix("http://")
+            .or_else(|| address.strip_prefix("https://"))
+            .ok_or("redfish_address must start with http:// or https://")?;
+        if rest.is_empty() || rest.contains('/') || rest.contains('?') || rest.contains('#') {
+            return Err("redfish_address must be http(s)://host[:port] without a path".into());
+        }
+        if rest.contains('@') {
+            // Never echo it: it would carry a password.
+            return Err("redfish_address must not carry credentials; use redfish_username and redfish_password".into());
+        }
+        let system_id =
+            text("redfish_system_id")?.ok_or("missing redfish_system_id in driver_info")?;
+        if !system_id.starts_with('/') {
+            return Err("redfish_system_id must be a path such as /redfish/v1/Systems/<id>".into());
+        }
+        let verify = match info.get("redfish_verify_ca") {
+            None | Some(Value::Null) | Some(Value::Bool(true)) => Verify::System,
+            Some(Value::Bool(false)) => Verify::Insecure,
+            Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+                "" | "true" | "yes" | "1" | "on" => Verify::System,
+                "false" | "no" | "0" | "off" => Verify::Insecure,
+                _ => Verify::Bundle(PathBuf::from(s.trim())),
+            },
+            Some(_) => {
+                return Err("redfish_verify_ca must be true, false or a CA bundle path".into())
+            }
+        };
+        Ok(Bmc {
+            address,
+            system_id: system_id.trim_end_matches('/').to_string(),
+            username: text("redfish_username")?,
+            password: text("redfish_password")?.map(Secret),
+            verify,
+        })
+    }
+
+    fn system_url(&self) -> String {
+        format!("{}{}", self.address, self.system_id)
+    }
+}
+
+/// The redfish hardware type.
+#[derive(Debug)]
+pub struct Redfish {
+    config: RedfishConfig,
+    clients: Mutex<HashMap<Verify, reqwest::Client>>,
+}
+
+impl Default for Redfish {
+    fn default() -> Self {
+        Self::new(RedfishConfig::default())
+    }
+}
+
+/// An HTTP failure sorted into transient and permanent.
+fn http_error(what: &str, e: &reqwest::Error) -> DriverError {
+    // reqwest's message names the URL (no credentials: they are never in it).
+    let msg = format!("Redfish {what} failed: {e}");
+    if e.is_timeout() || e.is_connect() || e.is_request() {
+        DriverError::transient(msg)
+    } else {
+        DriverError::permanent(msg)
+    }
+}
+
+fn status_error(what: &str, status: reqwest::StatusCode, body: &str) -> DriverError {
+    let detail: String = body.chars().take(300).collect();
+    let msg = format!("Redfish {what} failed: HTTP {status}: {detail}");
+    let transient = (status.is_server_error() && status != reqwest::StatusCode::NOT_IMPLEMENTED)
+        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || status == reqwest::StatusCode::CONFLICT;
+    if transient {
+        DriverError::transient(msg)
+    } else {
+        DriverError::permanent(msg)
+    }
+}
+
+/// Redfish `PowerState` → Ironic's power state.
+fn parse_power(v: &Value) -> Result<PowerState, DriverError> {
+    match v.get("PowerState").and_then(Value::as_str) {
+        Some("On") | Some("PoweringOn") => Ok(PowerState::On),
+        Some("Off") | Some("PoweringOff") => Ok(PowerState::Off),
+        Some(other) => Err(DriverError::transient(format!(
+            "Redfish reported an unknown PowerState {other:?}"
+        ))),
+        None => Err(DriverError::transient(
+            "Redfish system has no PowerState".to_string(),
+        )),
+    }
+}
+
+fn boot_target(device: BootDevice) -> &'static str {
+    match device {
+        BootDevice::Pxe => "Pxe",
+        BootDevice::Disk => "Hdd",
+        BootDevice::Cdrom => "Cd",
+        BootDevice::Bios => "BiosSetup",
+    }
+}
+
+impl Redfish {
+    /// A driver with these settings.
+    pub fn new(config: RedfishConfig) -> Self {
+        Redfish {
+            config,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn client(&self, verify: &Verify) -> Result<reqwest::Client, DriverError> {
+        let mut clients = match self.clients.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(c) = clients.get(verify) {
+            return Ok(c.clone());
+        }
+        let mut b = reqwest::Client::builder()
+            .timeout(self.config.request_timeout)
+            .connect_timeout(self.config.connect_timeout)
+            .user_agent(concat!("ferric/", env!("CARGO_PKG_VERSION")));
+        match verify {
+            Verify::System => {}
+            Verify::Insecure => {
+                warn!("redfish_verify_ca is false: BMC certificates are not checked");
+                b = b.tls_danger_accept_invalid_certs(true);
+            }
+            Verify::Bundle(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    DriverError::permanent(format!(
+                        "cannot read the CA bundle {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                    DriverError::permanent(format!("invalid CA bundle {}: {e}", path.display()))
+                })?;
+                b = b.tls_certs_only(certs);
+            }
+        }
+        let c = b.build().map_err(|e| {
+            DriverError::permanent(format!("cannot build the Redfish HTTP client: {e}"))
+        })?;
+        clients.insert(verify.clone(), c.clone());
+        Ok(c)
+    }
+
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.config.retry_min_delay)
+            .with_max_delay(self.config.retry_max_delay)
+            .with_max_times(self.config.retries)
+            .with_jitter()
+    }
+
+    /// One request with retries of transient failures; the JSON body of the
+    /// answer (`Null` when empty).
+    async fn call(
+        &self,
+        bmc: &Bmc,
+        what: &str,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, DriverError> {
+        let client = self.client(&bmc.verify)?;
+        let attempt = || async {
+            let mut req = client
+                .request(method.clone(), url)
+                .header(reqwest::header::ACCEPT, "application/json");
+            if let Some(user) = &bmc.username {
+                req = req.basic_auth(user, bmc.password.as_ref().map(|p| p.0.as_str()));
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = req.send().await.map_err(|e| http_error(what, &e))?;
+            let status = resp.status();
+            let text = resp.text().await.map_err(|e| http_error(what, &e))?;
+            if !status.is_success() {
+                return Err(status_error(what, status, &text));
+            }
+            if text.trim().is_empty() {
+                return Ok(Value::Null);
+            }
+            serde_json::from_str(&text).map_err(|e| {
+                DriverError::transient(format!("Redfish {what}: invalid JSON answer: {e}"))
+            })
+        };
+        attempt
+            .retry(self.backoff())
+            .when(|e: &DriverError| e.retryable)
+            .notify(|e: &DriverError, after: Duration| {
+                warn!(url, error.message = %e, retry_in_ms = after.as_millis() as u64, "transient Redfish failure; retrying");
+            })
+            .await
+    }
+
+    async fn read_power(&self, bmc: &Bmc) -> Result<PowerState, DriverError> {
+        let v = self
+            .call(
+                bmc,
+                "get power state",
+                reqwest::Method::GET,
+                &bmc.system_url(),
+                None,
+            )
+            .await?;
+        parse_power(&v)
+    }
+
+    async fn reset(&self, bmc: &Bmc, reset_type: &str) -> Result<(), DriverError> {
+        let url = format!("{}/Actions/ComputerSystem.Reset", bmc.system_url());
+        info!(system = %bmc.system_id, reset_type, "Redfish reset");
+        self.call(
+            bmc,
+            "reset",
+            reqwest::Method::POST,
+            &url,
+            Some(&json!({ "ResetType": reset_type })),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Poll `PowerState` until it shows `want` or the change timeout passes.
+    async fn wait_power(&self, bmc: &Bmc, want: PowerState) -> Result<(), DriverError> {
+        let started = Instant::now();
+        loop {
+            let now = self.read_power(bmc).await?;
+            if now == want {
+                debug!(system = %bmc.system_id, state = %want, waited_ms = started.elapsed().as_millis() as u64, "power state reached");
+                return Ok(());
+            }
+            if started.elapsed() >= self.config.power_state_change_timeout {
+                return Err(DriverError::transient(format!(
+                    "Timed out after {:?} waiting for the BMC to report power state {want} (it reports {now})",
+                    self.config.power_state_change_timeout
+                )));
+            }
+            tokio::time::sleep(self.config.power_poll_interval).await;
+        }
+    }
+
+    async fn power(&self, node: &Node, target: PowerState) -> Result<(), DriverError> {
+        let bmc = Bmc::from_node(node).map_err(DriverError::permanent)?;
+        let (reset_type, end) = match target {
+            PowerState::On => ("On", PowerState::On),
+            PowerState::Off => ("ForceOff", PowerState::Off),
+            PowerState::SoftPowerOff => ("GracefulShutdown", PowerState::Off),
+            PowerState::Rebooting | PowerState::SoftRebooting => {
+                // A node that is off is powered on (Ironic's reboot).
+                if self.read_power(&bmc).await? == PowerState::Off {
+                    ("On", PowerState::On)
+                } else if target == PowerState::Rebooting {
+                    ("ForceRestart", PowerState::On)
+                } else {
+                    ("GracefulRestart", PowerState::On)
+                }
+            }
+            PowerState::Error => {
+                return Err(DriverError::permanent("cannot set power state to error"))
+            }
+        };
+        if matches!(target, PowerState::On | PowerState::Off) && self.read_power(&bmc).await? == end
+        {
+            debug!(system = %bmc.system_id, state = %end, "already in the requested power state");
+            return Ok(());
+        }
+        self.reset(&bmc, reset_type).await?;
+        self.wait_power(&bmc, end).await
+    }
+
+    async fn boot(
+        &self,
+        node: &Node,
+        device: BootDevice,
+        persistent: bool,
+    ) -> Result<(), DriverError> {
+        let bmc = Bmc::from_node(node).map_err(DriverError::permanent)?;
+        let body = json!({"Boot": {
+            "BootSourceOverrideTarget": boot_target(device),
+            "BootSourceOverrideEnabled": if persistent { "Continuous" } else { "Once" },
+        }});
+        self.call(
+            &bmc,
+            "set boot device",
+            reqwest::Method::PATCH,
+            &bmc.system_url(),
+            Some(&body),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Boot the node's ramdisk from the network: PXE once, then power on (or
+    /// reboot when it is on).
+    async fn boot_ramdisk(&self, node: &Node) -> Result<(), DriverError> {
+        self.boot(node, BootDevice::Pxe, false).await?;
+        self.power(node, PowerState::Rebooting).await
+    }
+}
+
+#[async_trait]
+impl Driver for Redfish {
+    fn name(&self) -> &'static str {
+        "redfish"
+    }
+
+    async fn validate(&self, node: &Node) -> BTreeMap<&'static str, Result<(), String>> {
+        let verdict = Bmc::from_node(node).map(|_| ());
+        ["boot", "deploy", "management", "power"]
+            .into_iter()
+            .map(|i| (i, verdict.clone()))
+            .collect()
+    }
+
+    async fn get_power_state(&self, node: &Node) -> Result<PowerState, DriverError> {
+        let bmc = Bmc::from_node(node).map_err(DriverError::permanent)?;
+        self.read_power(&bmc).await
+    }
+
+    async fn set_power_state(
+        &self,
+        task: &ExclusiveTask,
+        target: PowerState,
+    ) -> Result<(), DriverError> {
+        self.power(task.node(), target).await
+    }
+
+    async fn set_boot_device(
+        &self,
+        task: &ExclusiveTask,
+        device: BootDevice,
+        persistent: bool,
+    ) -> Result<(), DriverError> {
+        self.boot(task.node(), device, persistent).await
+    }
+
+    async fn deploy(&self, task: &ExclusiveTask) -> Result<StepOutcome, DriverError> {
+        self.boot_ramdisk(task.node()).await?;
+        Ok(StepOutcome::Wait)
+    }
+
+    async fn continue_deploy(&self, task: &ExclusiveTask) -> Result<StepOutcome, DriverError> {
+        self.boot(task.node(), BootDevice::Disk, true).await?;
+        self.power(task.node(), PowerState::Rebooting).await?;
+        Ok(StepOutcome::Done)
+    }
+
+    async fn clean(&self, task: &ExclusiveTask) -> Result<StepOutcome, DriverError> {
+        self.boot_ramdisk(task.node()).await?;
+        Ok(StepOutcome::Wait)
+    }
+
+    async fn continue_clean(&self, task: &ExclusiveTask) -> Result<StepOutcome, DriverError> {
+        self.power(task.node(), PowerState::Off).await?;
+        Ok(StepOutcome::Done)
+    }
+
+    async fn tear_down(&self, task: &ExclusiveTask) -> Result<(), DriverError> {
+        self.power(task.node(), PowerState::Off).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn bmc(info: Value) -> Result<Bmc, String> {
+        Bmc::from_info(info.as_object().unwrap())
+    }
+
+    #[test]
+    fn driver_info_is_parsed_and_checked() {
+        let b = bmc(json!({
+            "redfish_address": "https://bmc.example:8000/",
+            "redfish_system_id": "/redfish/v1/Systems/abc",
+            "redfish_username": "admin",
+            "redfish_password": "s3cret",
+            "redfish_verify_ca": "False",
+        }))
+        .unwrap();
+        assert_eq!(
+            b.system_url(),
+            "https://bmc.example:8000/redfish/v1/Systems/abc"
+        );
+        assert_eq!(b.verify, Verify::Insecure);
+        assert!(
+            !format!("{b:?}").contains("s3cret"),
+            "password must not show"
+        );
+
+        let bad = |info: Value| bmc(info).unwrap_err();
+        assert!(bad(json!({"redfish_system_id": "/x"})).contains("redfish_address"));
+        assert!(
+            bad(json!({"redfish_address": "ftp://h", "redfish_system_id": "/x"})).contains("http")
+        );
+        let e = bad(json!({"redfish_address": "http://u:pw@h", "redfish_system_id": "/x"}));
+        assert!(!e.contains("pw"), "{e}");
+        assert!(bad(json!({"redfish_address": "http://h"})).contains("redfish_system_id"));
+        let b = bmc(json!({
+            "redfish_address": "http://h:1", "redfish_system_id": "/s", "redfish_verify_ca": "/etc/ca.pem"
+        }))
+        .unwrap();
+        assert_eq!(b.verify, Verify::Bundle("/etc/ca.pem".into()));
+    }
+
+    #[test]
+    fn statuses_are_sorted_into_transient_and_permanent() {
+        use reqwest::StatusCode as S;
+        assert!(status_error("x", S::SERVICE_UNAVAILABLE, "").retryable);
+        assert!(status_error("x", S::TOO_MANY_REQUESTS, "").retryable);
+        assert!(!status_error("x", S::NOT_IMPLEMENTED, "").retryable);
+        assert!(!status_error("x", S::UNAUTHORIZED, "").retryable);
+        assert!(!status_error("x", S::NOT_FOUND, "").retryable);
+        assert_eq!(
+            parse_power(&json!({"PowerState": "PoweringOn"})).unwrap(),
+            PowerState::On
+        );
+        assert!(parse_power(&json!({})).is_err());
+    }
+
+    #[tokio::test]
+    async fn unreachable_bmc_is_retried_then_reported() {
+        let d = Redfish::new(RedfishConfig {
+            retries: 2,
+            retry_min_delay: Duration::from_millis(1),
+            retry_max_delay: Duration::from_millis(2),
+            connect_timeout: Duration::from_millis(500),
+            ..Default::default()
+        });
+        // A port nothing listens on.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let b = bmc(json!({
+            "redfish_address": format!("http://127.0.0.1:{port}"),
+            "redfish_system_id": "/redfish/v1/Systems/x",
+            "redfish_username": "admin",
+            "redfish_password": "hunter2",
+        }))
+        .unwrap();
+        let e = d.read_power(&b).await.unwrap_err();
+        assert!(e.retryable, "{e}");
+        assert!(!e.message.contains("hunter2"));
+    }
+}
