@@ -1,0 +1,420 @@
+//! ferric-api: the REST API, a compatible subset of OpenStack Ironic v1
+//! (SPEC §8; reference ironic.md §7, ecosystem.md §1).
+//!
+//! [`router`] builds the whole service; the binary binds it (default port
+//! 6385) and serves it. Layout:
+//!
+//! * [`version`]: microversion negotiation and the version headers on every
+//!   response;
+//! * [`error`]: `ApiError`, the only HTTP mapping, rendering Ironic's
+//!   double-encoded error body;
+//! * [`auth`]: bearer tokens and HTTP basic (htpasswd, bcrypt);
+//! * [`extract`]: JSON / query / path extractors whose rejections are
+//!   `ApiError`s;
+//! * [`nodes`], [`states`], [`misc`]: the handlers; [`patch`]: JSON Patch on a
+//!   node as a pure function; [`render`]: Ironic's JSON documents.
+//!
+//! Boundary: every node write goes through the conductor's `TaskManager`
+//! under the node's exclusive lock; reads go to the store directly.
+
+pub mod agent;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod misc;
+pub mod nodes;
+pub mod patch;
+pub mod render;
+pub mod states;
+pub mod version;
+
+pub use error::ApiError;
+pub use patch::{apply_patch, PatchOp};
+pub use version::Version;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::uri::PathAndQuery;
+use axum::http::{StatusCode, Uri};
+use axum::routing::get;
+use axum::Router;
+use ferric_conductor::cluster::current_ring;
+use ferric_conductor::drivers::Drivers;
+use ferric_conductor::ring::HashRing;
+use ferric_conductor::{Retry, TaskManager};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tower::ServiceExt;
+
+/// Default pause before each step of the provision and power flows.
+pub const DEFAULT_FAKE_STEP_DELAY: Duration = Duration::from_millis(500);
+
+/// What the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The conductor's TaskManager; also gives the store.
+    pub tm: TaskManager,
+    /// Hardware drivers by name. A node whose driver is registered here has
+    /// its power, deploy, clean, tear-down and validation done by that driver;
+    /// otherwise the built-in fake flow runs (every step succeeds).
+    pub drivers: Drivers,
+    /// Pause before each step of the provision and power flows (lets clients
+    /// observe the transient states, as on Ironic).
+    pub fake_step_delay: Duration,
+    /// How API writes wait for a node someone else holds before answering 409
+    /// (Ironic's conductor: 3 × 1 s).
+    pub retry: Retry,
+    /// Set when [`serve`] begins its graceful shutdown: long polls answer.
+    pub(crate) stopping: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Request counters and latencies, served at `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
+    /// More metrics (Prometheus text) appended to `/metrics`, e.g. the
+    /// conductor's lock and worker metrics.
+    pub extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// Who may call the API (default: anyone).
+    pub auth: Arc<auth::Auth>,
+    /// The hash ring of this conductor's group, briefly cached: it names the
+    /// `conductor` of each node in responses.
+    ring: Arc<Mutex<Option<CachedRing>>>,
+    /// Agent continuations queued by this process.
+    pub(crate) agent: Arc<agent::Continuations>,
+}
+
+/// A ring and when it was read.
+type CachedRing = (Instant, Arc<HashRing>);
+
+/// How long the cached ring is used before the conductor list is read again.
+const RING_CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// Which conductor manages which node (Ironic's `conductor` field).
+pub(crate) struct Owners {
+    ring: Option<Arc<HashRing>>,
+    group: String,
+}
+
+impl Owners {
+    /// The ring owner of `node`, if its group is this conductor's group and
+    /// the ring has members.
+    pub(crate) fn owner(&self, node: &ferric_core::Node) -> Option<&str> {
+        if node.conductor_group != self.group {
+            return None;
+        }
+        self.ring.as_deref()?.owner(node.uuid)
+    }
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("tm", &self.tm)
+            .field("drivers", &self.drivers.names())
+            .field("fake_step_delay", &self.fake_step_delay)
+            .field("retry", &self.retry)
+            .field("auth_required", &self.auth.is_required())
+            .finish()
+    }
+}
+
+impl ApiState {
+    /// State with the defaults: no drivers (fake flow), 500 ms steps,
+    /// `Retry::Default`.
+    pub fn new(tm: TaskManager) -> Self {
+        ApiState {
+            tm,
+            drivers: Drivers::new(),
+            fake_step_delay: DEFAULT_FAKE_STEP_DELAY,
+            retry: Retry::Default,
+            auth: Arc::new(auth::Auth::none()),
+            metrics: Arc::new(metrics::Metrics::default()),
+            extra_metrics: None,
+            stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
+            ring: Arc::new(Mutex::new(None)),
+            agent: Arc::default(),
+        }
+    }
+
+    /// The current ring owners (cached for [`RING_CACHE_TTL`]). A store
+    /// failure yields no owners rather than failing the request.
+    pub(crate) async fn owners(&self) -> Owners {
+        let group = self.tm.config().conductor_group.to_ascii_lowercase();
+        let cached = match self.ring.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let ring = match cached {
+            Some((at, ring)) if at.elapsed() < RING_CACHE_TTL => Some(ring),
+            _ => match current_ring(&self.tm).await {
+                Ok(r) => {
+                    let r = Arc::new(r);
+                    let entry = Some((Instant::now(), r.clone()));
+                    match self.ring.lock() {
+                        Ok(mut g) => *g = entry,
+                        Err(p) => *p.into_inner() = entry,
+                    }
+                    Some(r)
+                }
+                Err(e) => {
+                    tracing::warn!(error.message = %e, "cannot read the conductor ring");
+                    None
+                }
+            },
+        };
+        Owners { ring, group }
+    }
+
+    /// Require these credentials (bearer tokens and/or HTTP basic).
+    pub fn with_auth(mut self, auth: auth::Auth) -> Self {
+        self.auth = Arc::new(auth);
+        self
+    }
+
+    /// Append `render()`'s Prometheus text to `/metrics`.
+    pub fn with_extra_metrics(mut self, render: Arc<dyn Fn() -> String + Send + Sync>) -> Self {
+        self.extra_metrics = Some(render);
+        self
+    }
+
+    /// Use these hardware drivers.
+    pub fn with_drivers(mut self, drivers: Drivers) -> Self {
+        self.drivers = drivers;
+        self
+    }
+
+    /// Set the pause before each step of the provision and power flows.
+    pub fn with_fake_step_delay(mut self, delay: Duration) -> Self {
+        self.fake_step_delay = delay;
+        self
+    }
+
+    /// Set how writes wait for a locked node.
+    pub fn with_retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+}
+
+fn v1_routes() -> Router<ApiState> {
+    use axum::routing::put;
+    Router::new()
+        .route("/v1", get(misc::v1))
+        .route("/v1/nodes", get(nodes::list).post(nodes::create))
+        .route("/v1/nodes/detail", get(nodes::list_detail))
+        .route("/v1/nodes/changes", get(misc::changes))
+        .route(
+            "/v1/nodes/{ident}",
+            get(nodes::get).patch(nodes::patch).delete(nodes::delete),
+        )
+        .route("/v1/nodes/{ident}/states", get(states::get_states))
+        .route(
+            "/v1/nodes/{ident}/states/provision",
+            put(states::set_provision),
+        )
+        .route("/v1/nodes/{ident}/states/power", put(states::set_power))
+        .route(
+            "/v1/nodes/{ident}/maintenance",
+            put(states::put_maintenance).delete(states::delete_maintenance),
+        )
+        .route("/v1/nodes/{ident}/validate", get(states::validate))
+        .route("/v1/conductors", get(misc::conductors))
+        .route("/v1/conductors/{hostname}", get(misc::conductor))
+        .route("/v1/drivers", get(misc::drivers))
+        .route("/v1/drivers/{name}", get(misc::driver))
+        .route(
+            "/v1/heartbeat/{node}",
+            axum::routing::post(agent::heartbeat),
+        )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("The resource could not be found.")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "The method is not allowed for the requested URL.",
+    )
+}
+
+/// Ironic tolerates trailing slashes and routes paths without `/v1` to v1.
+fn normalize(uri: &Uri) -> Option<Uri> {
+    let path = uri.path();
+    let mut p = path.trim_end_matches('/').to_string();
+    if p.is_empty() {
+        return None;
+    }
+    if p != "/v1" && !p.starts_with("/v1/") && p != "/openapi.json" && p != "/metrics" {
+        p = format!("/v1{p}");
+    }
+    if p == path {
+        return None;
+    }
+    let pq = match uri.query() {
+        Some(q) => format!("{p}?{q}"),
+        None => p,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(pq).ok()?);
+    Uri::from_parts(parts).ok()
+}
+
+/// The whole API. Every response carries the version headers; every error
+/// has Ironic's body; request bodies are limited to
+/// [`extract::MAX_BODY_BYTES`]; everything but the version documents needs
+/// the credentials of [`ApiState::auth`] when it requires any.
+pub fn router(state: ApiState) -> Router {
+    let auth_state = state.auth.clone();
+    let metrics = state.metrics.clone();
+    let inner: Router = v1_routes()
+        .route("/", get(misc::root))
+        .route("/openapi.json", get(misc::openapi))
+        .route("/metrics", get(serve_metrics))
+        .route_layer(axum::middleware::from_fn(record_route))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .with_state(state);
+    Router::new()
+        .fallback(move |mut req: Request| {
+            let inner = inner.clone();
+            async move {
+                if let Some(uri) = normalize(req.uri()) {
+                    *req.uri_mut() = uri;
+                }
+                match inner.oneshot(req).await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                }
+            }
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            auth_state,
+            auth::middleware,
+        ))
+        .layer(axum::middleware::from_fn(version::middleware))
+        .layer(axum::middleware::from_fn_with_state(metrics, trace))
+}
+
+/// `GET /metrics`.
+async fn serve_metrics(
+    axum::extract::State(st): axum::extract::State<ApiState>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        {
+            let mut text = st.metrics.render();
+            if let Some(extra) = &st.extra_metrics {
+                text.push_str(&extra());
+            }
+            text
+        },
+    )
+        .into_response()
+}
+
+/// Route layer: record the matched route template for the metrics.
+async fn record_route(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let mut resp = next.run(req).await;
+    if let Some(r) = route {
+        resp.extensions_mut().insert(metrics::RouteName(r));
+    }
+    resp
+}
+
+/// Outermost middleware: a `request` span with a request id (returned as
+/// Ironic's `x-openstack-request-id` / `openstack-request-id`), and one log
+/// line per request (debug; server errors at warn, their cause is logged
+/// where the error was made).
+async fn trace(
+    axum::extract::State(metrics): axum::extract::State<Arc<metrics::Metrics>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument;
+    let _in_flight = metrics.start();
+    let method: &'static str = match req.method().as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    };
+    let request_id = format!("req-{}", uuid::Uuid::new_v4());
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        request_id = %request_id,
+    );
+    let started = Instant::now();
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status().as_u16();
+    let elapsed = started.elapsed();
+    let route = resp
+        .extensions()
+        .get::<metrics::RouteName>()
+        .map_or(metrics::UNMATCHED, |r| r.0.as_str());
+    metrics.record(method, route, status, elapsed);
+    let elapsed_ms = elapsed.as_millis() as u64;
+    if resp.status().is_server_error() {
+        tracing::warn!(parent: &span, status, elapsed_ms, "request failed");
+    } else {
+        tracing::debug!(parent: &span, status, elapsed_ms, "request served");
+    }
+    if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
+        let h = resp.headers_mut();
+        h.insert("x-openstack-request-id", v.clone());
+        h.insert("openstack-request-id", v);
+    }
+    resp
+}
+
+/// Serve the API on `listener` until `shutdown` completes; in-flight
+/// requests finish first (axum's graceful shutdown), and long polls of the
+/// change feed answer at once when it starts.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let stopping = state.stopping.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stopping.send_replace(true);
+    };
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn paths_are_normalized() {
+        let n = |s: &str| normalize(&s.parse::<Uri>().unwrap()).map(|u| u.to_string());
+        assert_eq!(
+            n("/v1/nodes/?fields=uuid"),
+            Some("/v1/nodes?fields=uuid".into())
+        );
+        assert_eq!(n("/v1/"), Some("/v1".into()));
+        assert_eq!(n("/nodes/abc"), Some("/v1/nodes/abc".into()));
+        assert_eq!(n("/v1/nodes"), None);
+        assert_eq!(n("/"), None);
+        assert_eq!(n("/openapi.json"), None);
+        assert_eq!(n("/metrics"), None);
+    }
+}

@@ -1,0 +1,405 @@
+//! Version documents (`GET /`, `GET /v1`), conductors, drivers and the node
+//! change feed.
+
+use crate::error::ApiError;
+use crate::extract::{ApiPath, ApiQuery, BaseUrl};
+use crate::nodes::{parse_bool, REVISION_HEADER};
+use crate::render::{self, links, DRIVERS, INTERFACES};
+use crate::version::{Version, MAX_MINOR};
+use crate::ApiState;
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use ferric_store::ConductorRow;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::time::Duration;
+
+fn version_doc(base: &str) -> Value {
+    json!({
+        "id": "v1",
+        "links": [{"href": format!("{base}/v1/"), "rel": "self"}],
+        "status": "CURRENT",
+        "min_version": Version::MIN.to_string(),
+        "version": format!("1.{MAX_MINOR}"),
+    })
+}
+
+/// `GET /`.
+pub async fn root(base: BaseUrl) -> Json<Value> {
+    let v = version_doc(&base.0);
+    Json(json!({
+        "name": "OpenStack Ironic API",
+        "description": "Ironic is an OpenStack project which enables the provision and management of baremetal machines.",
+        "default_version": v,
+        "versions": [v],
+    }))
+}
+
+/// `GET /v1`.
+pub async fn v1(base: BaseUrl, v: Version) -> Json<Value> {
+    let b = &base.0;
+    let mut doc = json!({
+        "id": "v1",
+        "links": [
+            {"href": format!("{b}/v1/"), "rel": "self"},
+            {"href": "https://docs.openstack.org//ironic/latest/contributor//webapi.html", "rel": "describedby", "type": "text/html"},
+        ],
+        "media_types": {"base": "application/json", "type": "application/vnd.openstack.ironic.v1+json"},
+        "chassis": links(b, "chassis"),
+        "nodes": links(b, "nodes"),
+        "ports": links(b, "ports"),
+        "drivers": links(b, "drivers"),
+        "version": version_doc(b),
+    });
+    if v.at_least(49) {
+        doc["conductors"] = links(b, "conductors");
+    }
+    Json(doc)
+}
+
+fn conductor_doc(c: &ConductorRow, base: &str, detail: bool) -> Value {
+    let mut d = json!({
+        "hostname": c.hostname,
+        "conductor_group": c.conductor_group,
+        "alive": c.alive,
+        "links": links(base, &format!("conductors/{}", c.hostname)),
+    });
+    if detail {
+        d["drivers"] = json!(c.drivers);
+        d["created_at"] = render::timestamp(c.started_at);
+        d["updated_at"] = render::timestamp(c.heartbeat_at);
+    }
+    d
+}
+
+fn require(v: Version, minor: u32) -> Result<(), ApiError> {
+    if v.at_least(minor) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!(
+            "The resource could not be found. (It needs API version 1.{minor} or later.)"
+        )))
+    }
+}
+
+/// `?detail=` of listings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetailQuery {
+    detail: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    fields: Option<String>,
+}
+
+fn select_fields(doc: Value, fields: &Option<String>) -> Result<Value, ApiError> {
+    let Some(f) = fields else { return Ok(doc) };
+    let Value::Object(map) = doc else {
+        return Ok(doc);
+    };
+    let wanted = render::parse_fields(f, &map)?;
+    Ok(Value::Object(render::select(map, &wanted)))
+}
+
+/// `GET /v1/conductors` (1.49+).
+pub async fn conductors(
+    State(st): State<ApiState>,
+    v: Version,
+    base: BaseUrl,
+    ApiQuery(q): ApiQuery<DetailQuery>,
+) -> Result<Response, ApiError> {
+    require(v, 49)?;
+    let detail = match &q.detail {
+        Some(d) => parse_bool("detail", d)?,
+        None => false,
+    };
+    let rows = st.tm.store().list_conductors().await?;
+    let items = rows
+        .iter()
+        .map(|c| {
+            select_fields(
+                conductor_doc(c, &base.0, detail || q.fields.is_some()),
+                &q.fields,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!({ "conductors": items })).into_response())
+}
+
+/// `GET /v1/conductors/{hostname}` (1.49+).
+pub async fn conductor(
+    State(st): State<ApiState>,
+    v: Version,
+    base: BaseUrl,
+    ApiPath(host): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DetailQuery>,
+) -> Result<Response, ApiError> {
+    require(v, 49)?;
+    let rows = st.tm.store().list_conductors().await?;
+    let c = rows
+        .iter()
+        .find(|c| c.hostname == host)
+        .ok_or_else(|| ApiError::not_found(format!("Conductor {host} could not be found.")))?;
+    Ok(Json(select_fields(conductor_doc(c, &base.0, true), &q.fields)?).into_response())
+}
+
+async fn alive_hosts(st: &ApiState) -> Result<Vec<String>, ApiError> {
+    Ok(st
+        .tm
+        .store()
+        .list_conductors()
+        .await?
+        .into_iter()
+        .filter(|c| c.alive)
+        .map(|c| c.hostname)
+        .collect())
+}
+
+fn driver_doc(name: &str, hosts: &[String], base: &str, detail: bool) -> Value {
+    let mut d = json!({
+        "name": name,
+        "hosts": hosts,
+        "type": "dynamic",
+        "links": links(base, &format!("drivers/{name}")),
+        "properties": links(base, &format!("drivers/{name}/properties")),
+    });
+    if detail {
+        for iface in INTERFACES {
+            let def = render::default_interface(name, iface);
+            d[format!("default_{iface}_interface")] = json!(def);
+            d[format!("enabled_{iface}_interfaces")] = json!([def]);
+        }
+    }
+    d
+}
+
+/// `GET /v1/drivers`.
+pub async fn drivers(
+    State(st): State<ApiState>,
+    base: BaseUrl,
+    ApiQuery(q): ApiQuery<DetailQuery>,
+) -> Result<Response, ApiError> {
+    let detail = match &q.detail {
+        Some(d) => parse_bool("detail", d)?,
+        None => false,
+    };
+    if let Some(k) = &q.kind {
+        if k != "dynamic" && k != "classic" {
+            return Err(ApiError::bad_request(format!(
+                "Invalid driver type \"{k}\"; expected \"classic\" or \"dynamic\"."
+            )));
+        }
+    }
+    let hosts = alive_hosts(&st).await?;
+    let items = if q.kind.as_deref() == Some("classic") {
+        Vec::new()
+    } else {
+        DRIVERS
+            .iter()
+            .map(|d| select_fields(driver_doc(d, &hosts, &base.0, detail), &q.fields))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    Ok(Json(json!({ "drivers": items })).into_response())
+}
+
+/// `GET /v1/drivers/{name}`.
+pub async fn driver(
+    State(st): State<ApiState>,
+    base: BaseUrl,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DetailQuery>,
+) -> Result<Response, ApiError> {
+    if !DRIVERS.contains(&name.as_str()) {
+        return Err(ApiError::not_found(format!(
+            "Could not find the following driver(s) or hardware type(s): {name}."
+        )));
+    }
+    let hosts = alive_hosts(&st).await?;
+    Ok(Json(select_fields(
+        driver_doc(&name, &hosts, &base.0, true),
+        &q.fields,
+    )?)
+    .into_response())
+}
+
+/// Longest long-poll of the change feed.
+pub const MAX_CHANGES_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest page of the change feed.
+pub const MAX_CHANGES_LIMIT: u32 = 1000;
+const CHANGES_POLL: Duration = Duration::from_millis(100);
+
+/// `GET /v1/nodes/changes` query.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesQuery {
+    since: Option<i64>,
+    limit: Option<u32>,
+    /// Seconds to wait for a change when there is none yet (0: answer at once).
+    timeout: Option<f64>,
+}
+
+/// `GET /v1/nodes/changes?since=REV&timeout=S&limit=N` (SPEC §8.5): every
+/// committed change after `since`, oldest first, without gaps. With a
+/// timeout the request waits until at least one change exists. The response
+/// `revision` is where the next call should continue from.
+pub async fn changes(
+    State(st): State<ApiState>,
+    v: Version,
+    base: BaseUrl,
+    ApiQuery(q): ApiQuery<ChangesQuery>,
+) -> Result<Response, ApiError> {
+    let since = q.since.unwrap_or(0);
+    if since < 0 {
+        return Err(ApiError::bad_request("since must not be negative."));
+    }
+    let limit = q
+        .limit
+        .unwrap_or(MAX_CHANGES_LIMIT)
+        .clamp(1, MAX_CHANGES_LIMIT);
+    let timeout = match q.timeout {
+        None => Duration::ZERO,
+        Some(t) if t.is_finite() && t >= 0.0 => Duration::from_secs_f64(t).min(MAX_CHANGES_TIMEOUT),
+        Some(t) => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid timeout {t}: seconds, 0 to {}, expected.",
+                MAX_CHANGES_TIMEOUT.as_secs()
+            )))
+        }
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut stopping = st.stopping.subscribe();
+    let changes = loop {
+        let changes = st.tm.store().changes_since(since, limit).await?;
+        // A stopping server answers at once so graceful shutdown is not held
+        // up by long polls.
+        if !changes.is_empty() || tokio::time::Instant::now() >= deadline || *stopping.borrow() {
+            break changes;
+        }
+        let nap = CHANGES_POLL.min(deadline - tokio::time::Instant::now());
+        tokio::select! {
+            _ = tokio::time::sleep(nap) => {}
+            _ = stopping.changed() => {}
+        }
+    };
+    let revision = changes.last().map_or(since, |c| c.revision);
+    let owners = st.owners().await;
+    let items: Vec<Value> = changes
+        .iter()
+        .map(|c| {
+            let mut m = Map::new();
+            m.insert("revision".into(), json!(c.revision));
+            m.insert("uuid".into(), json!(c.node.to_string()));
+            m.insert("kind".into(), json!(c.kind));
+            m.insert("at".into(), render::timestamp(c.at));
+            m.insert(
+                "node".into(),
+                c.snapshot.as_ref().map_or(Value::Null, |n| {
+                    Value::Object(render::node(n, &base.0, v, owners.owner(n)))
+                }),
+            );
+            Value::Object(m)
+        })
+        .collect();
+    let mut resp = Json(json!({ "changes": items, "revision": revision })).into_response();
+    resp.headers_mut().insert(
+        HeaderName::from_static(REVISION_HEADER),
+        HeaderValue::from(revision),
+    );
+    Ok(resp)
+}
+
+/// `GET /openapi.json`: the served surface as an OpenAPI 3.0 document
+/// (paths, methods, parameters and status codes; bodies follow Ironic's API
+/// reference).
+pub async fn openapi(base: BaseUrl) -> Json<Value> {
+    let err = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let ident = json!({"name": "ident", "in": "path", "required": true, "description": "Node UUID or name (names need 1.5)", "schema": {"type": "string"}});
+    let ok = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"type": "object"}}}});
+    let accepted = json!({"description": "Accepted; Location names the node's states"});
+    let common = json!({
+        "400": err("Invalid input or a request the node's state does not allow"),
+        "401": err("Credentials required"),
+        "404": err("No such node"),
+        "406": err("Microversion not acceptable"),
+        "409": err("Node locked by another operation (with Retry-After); the only 409"),
+        "503": err("No free conductor worker (with Retry-After)"),
+    });
+    let with = |mut extra: Value| {
+        if let (Some(e), Some(c)) = (extra.as_object_mut(), common.as_object()) {
+            for (k, v) in c {
+                e.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        extra
+    };
+    let list_params = json!([
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": crate::nodes::MAX_LIMIT}},
+        {"name": "marker", "in": "query", "schema": {"type": "string", "format": "uuid"}},
+        {"name": "fields", "in": "query", "schema": {"type": "string"}, "description": "Comma-separated node fields"},
+        {"name": "detail", "in": "query", "schema": {"type": "boolean"}},
+        {"name": "provision_state", "in": "query", "schema": {"type": "string"}},
+        {"name": "maintenance", "in": "query", "schema": {"type": "boolean"}},
+        {"name": "driver", "in": "query", "schema": {"type": "string"}},
+        {"name": "conductor_group", "in": "query", "schema": {"type": "string"}},
+        {"name": "sort_key", "in": "query", "schema": {"type": "string", "enum": ["uuid"]}},
+        {"name": "sort_dir", "in": "query", "schema": {"type": "string", "enum": ["asc"]}},
+    ]);
+    Json(json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "ferric (OpenStack Ironic v1 compatible subset)",
+            "version": format!("1.{MAX_MINOR}"),
+            "description": "Send X-OpenStack-Ironic-API-Version: 1.N or latest (absent: 1.1). Errors are {\"error_message\": \"<JSON string with faultcode, faultstring, debuginfo>\"}.",
+        },
+        "servers": [{"url": base.0}],
+        "paths": {
+            "/": {"get": {"summary": "Version discovery", "security": [], "responses": {"200": ok("Versions")}}},
+            "/v1": {"get": {"summary": "The v1 document", "security": [], "responses": {"200": ok("v1")}}},
+            "/v1/nodes": {
+                "get": {"summary": "List nodes (X-Ferric-Revision: store revision of the page)", "parameters": list_params, "responses": with(json!({"200": ok("{nodes, next?}")}))},
+                "post": {"summary": "Create a node", "responses": with(json!({"201": ok("The node; Location header"), "413": err("Body too large")}))},
+            },
+            "/v1/nodes/detail": {"get": {"summary": "List nodes with every field", "parameters": list_params, "responses": with(json!({"200": ok("{nodes, next?}")}))}},
+            "/v1/nodes/changes": {"get": {
+                "summary": "Committed node changes after a revision, oldest first, without gaps (long poll with timeout)",
+                "parameters": [
+                    {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_CHANGES_LIMIT}},
+                    {"name": "timeout", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": MAX_CHANGES_TIMEOUT.as_secs()}},
+                ],
+                "responses": with(json!({"200": ok("{changes: [{revision, uuid, kind, at, node}], revision}")})),
+            }},
+            "/v1/nodes/{ident}": {
+                "parameters": [ident],
+                "get": {"summary": "Show a node (ETag: \"revision\")", "parameters": [{"name": "fields", "in": "query", "schema": {"type": "string"}}], "responses": with(json!({"200": ok("The node")}))},
+                "patch": {"summary": "JSON Patch (add, replace, remove); If-Match: revision", "responses": with(json!({"200": ok("The node"), "412": err("If-Match does not match the node's revision")}))},
+                "delete": {"summary": "Delete a node", "responses": with(json!({"204": {"description": "Deleted"}}))},
+            },
+            "/v1/nodes/{ident}/states": {"parameters": [ident], "get": {"summary": "Power and provision states", "responses": with(json!({"200": ok("States")}))}},
+            "/v1/nodes/{ident}/states/provision": {"parameters": [ident], "put": {"summary": "Provision verb: manage, provide, active/deploy, deleted/undeploy, rebuild, clean, abort, inspect, adopt, rescue, unrescue, unhold, service", "responses": with(json!({"202": accepted}))}},
+            "/v1/nodes/{ident}/states/power": {"parameters": [ident], "put": {"summary": "power on, power off, rebooting, soft power off, soft rebooting", "responses": with(json!({"202": accepted}))}},
+            "/v1/nodes/{ident}/maintenance": {
+                "parameters": [ident],
+                "put": {"summary": "Set maintenance ({reason})", "responses": with(json!({"202": {"description": "Accepted"}}))},
+                "delete": {"summary": "Clear maintenance", "responses": with(json!({"202": {"description": "Accepted"}}))},
+            },
+            "/v1/nodes/{ident}/validate": {"parameters": [ident], "get": {"summary": "Validate the node's interfaces", "responses": with(json!({"200": ok("{interface: {result, reason}}")}))}},
+            "/v1/conductors": {"get": {"summary": "Conductors (1.49)", "responses": with(json!({"200": ok("{conductors}")}))}},
+            "/v1/conductors/{hostname}": {"get": {"summary": "One conductor (1.49)", "parameters": [{"name": "hostname", "in": "path", "required": true, "schema": {"type": "string"}}], "responses": with(json!({"200": ok("Conductor")}))}},
+            "/v1/drivers": {"get": {"summary": "Hardware types", "responses": with(json!({"200": ok("{drivers}")}))}},
+            "/v1/heartbeat/{node}": {"post": {"summary": "Ramdisk agent heartbeat (1.22): {callback_url, agent_version?}; resumes a node in wait call-back / clean wait in the background", "parameters": [{"name": "node", "in": "path", "required": true, "schema": {"type": "string"}}], "responses": with(json!({"202": {"description": "Accepted"}}))}},
+            "/v1/drivers/{name}": {"get": {"summary": "One hardware type", "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}], "responses": with(json!({"200": ok("Driver")}))}},
+        },
+        "components": {
+            "schemas": {"Error": {"type": "object", "required": ["error_message"], "properties": {"error_message": {"type": "string", "description": "JSON document: faultcode, faultstring, debuginfo"}}}},
+            "securitySchemes": {
+                "token": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"},
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "basic": {"type": "http", "scheme": "basic"},
+            },
+        },
+        "security": [{"token": []}, {"bearer": []}, {"basic": []}, {}],
+    }))
+}

@@ -1,0 +1,617 @@
+//! Node CRUD: `POST/GET /v1/nodes`, `GET /v1/nodes/detail`,
+//! `GET/PATCH/DELETE /v1/nodes/{ident}`.
+
+use crate::error::ApiError;
+use crate::extract::{ApiPath, ApiQuery, BaseUrl, JsonBody};
+use crate::patch::{apply_patch, PatchOp};
+use crate::render::{self, DRIVERS, INTERFACES, LIST_FIELDS};
+use crate::version::Version;
+use crate::{ApiState, Owners};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use ferric_conductor::ExclusiveTask;
+use ferric_core::{NewNode, Node, ProvisionState};
+use ferric_store::{NodeIdent, NodeQuery};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// Ironic's `[api]max_limit`: the largest page.
+pub const MAX_LIMIT: u32 = 1000;
+
+/// Response header carrying the store revision a response is consistent with.
+pub const REVISION_HEADER: &str = "x-ferric-revision";
+
+/// Resolve a path identifier the way Ironic does: a UUID, or (from 1.5) a
+/// valid logical name.
+pub fn node_ident(s: &str, v: Version) -> Result<NodeIdent, ApiError> {
+    if let Ok(u) = Uuid::parse_str(s) {
+        return Ok(NodeIdent::Uuid(u));
+    }
+    if !v.at_least(5) {
+        return Err(ApiError::not_found(format!(
+            "Node {s} could not be found. (Node names need API version 1.5 or later.)"
+        )));
+    }
+    if ferric_core::node::validate_name(s).is_err() {
+        return Err(ApiError::bad_request(format!(
+            "Expected a logical name or UUID but received {s}."
+        )));
+    }
+    Ok(NodeIdent::Name(s.to_string()))
+}
+
+/// A node document for a response at `v`.
+pub(crate) fn show(owners: &Owners, n: &Node, base: &BaseUrl, v: Version) -> Map<String, Value> {
+    render::node(n, &base.0, v, owners.owner(n))
+}
+
+fn revision_header(rev: i64) -> [(HeaderName, HeaderValue); 1] {
+    [(
+        HeaderName::from_static(REVISION_HEADER),
+        HeaderValue::from(rev),
+    )]
+}
+
+/// The revision of one node, also as its `ETag` (for `If-Match`).
+fn node_revision_headers(rev: i64) -> [(HeaderName, HeaderValue); 2] {
+    let etag =
+        HeaderValue::from_str(&format!("\"{rev}\"")).unwrap_or(HeaderValue::from_static("\"0\""));
+    [
+        (
+            HeaderName::from_static(REVISION_HEADER),
+            HeaderValue::from(rev),
+        ),
+        (header::ETAG, etag),
+    ]
+}
+
+/// `POST /v1/nodes` body. Unknown fields are rejected.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNode {
+    pub driver: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub uuid: Option<Uuid>,
+    #[serde(default)]
+    pub driver_info: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub properties: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub extra: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub conductor_group: Option<String>,
+    #[serde(default)]
+    pub bios_interface: Option<String>,
+    #[serde(default)]
+    pub boot_interface: Option<String>,
+    #[serde(default)]
+    pub console_interface: Option<String>,
+    #[serde(default)]
+    pub deploy_interface: Option<String>,
+    #[serde(default)]
+    pub firmware_interface: Option<String>,
+    #[serde(default)]
+    pub inspect_interface: Option<String>,
+    #[serde(default)]
+    pub management_interface: Option<String>,
+    #[serde(default)]
+    pub network_interface: Option<String>,
+    #[serde(default)]
+    pub power_interface: Option<String>,
+    #[serde(default)]
+    pub raid_interface: Option<String>,
+    #[serde(default)]
+    pub rescue_interface: Option<String>,
+    #[serde(default)]
+    pub storage_interface: Option<String>,
+    #[serde(default)]
+    pub vendor_interface: Option<String>,
+}
+
+impl CreateNode {
+    fn interfaces(&self) -> [(&'static str, &Option<String>); 13] {
+        [
+            ("bios", &self.bios_interface),
+            ("boot", &self.boot_interface),
+            ("console", &self.console_interface),
+            ("deploy", &self.deploy_interface),
+            ("firmware", &self.firmware_interface),
+            ("inspect", &self.inspect_interface),
+            ("management", &self.management_interface),
+            ("network", &self.network_interface),
+            ("power", &self.power_interface),
+            ("raid", &self.raid_interface),
+            ("rescue", &self.rescue_interface),
+            ("storage", &self.storage_interface),
+            ("vendor", &self.vendor_interface),
+        ]
+    }
+
+    /// Validate and convert, with the initial state for version `v`.
+    pub fn into_new_node(self, v: Version) -> Result<NewNode, ApiError> {
+        if !DRIVERS.contains(&self.driver.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "No valid host was found. Reason: No conductor service registered which supports driver {} for conductor group \"{}\". Available drivers: {}.",
+                self.driver,
+                self.conductor_group.as_deref().unwrap_or(""),
+                DRIVERS.join(", ")
+            )));
+        }
+        if self.name.is_some() {
+            render::check_field_version("name", v)?;
+        }
+        if self.conductor_group.is_some() {
+            render::check_field_version("conductor_group", v)?;
+        }
+        for (iface, value) in self.interfaces() {
+            if value.is_some() {
+                render::check_field_version(&format!("{iface}_interface"), v)?;
+            }
+        }
+        let mut interfaces = BTreeMap::new();
+        for (iface, value) in self.interfaces() {
+            debug_assert!(INTERFACES.contains(&iface));
+            let value = value
+                .clone()
+                .unwrap_or_else(|| render::default_interface(&self.driver, iface).to_string());
+            if value.is_empty()
+                || !value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid {iface}_interface \"{value}\"."
+                )));
+            }
+            interfaces.insert(format!("{iface}_interface"), value);
+        }
+        let mut new = NewNode {
+            uuid: self.uuid,
+            name: self.name,
+            driver: self.driver,
+            driver_info: self.driver_info.unwrap_or_default(),
+            properties: self.properties.unwrap_or_default(),
+            extra: self.extra.unwrap_or_default(),
+            interfaces,
+            conductor_group: self.conductor_group.unwrap_or_default(),
+            provision_state: Some(if v.at_least(11) {
+                ProvisionState::Enroll
+            } else {
+                ProvisionState::Available
+            }),
+        };
+        new.validate()
+            .map_err(|e| ApiError::bad_request(format!("{e}.")))?;
+        Ok(new)
+    }
+}
+
+/// `POST /v1/nodes`.
+pub async fn create(
+    State(st): State<ApiState>,
+    v: Version,
+    base: BaseUrl,
+    JsonBody(body): JsonBody<CreateNode>,
+) -> Result<Response, ApiError> {
+    let new = body.into_new_node(v)?;
+    let node = st.tm.store().create_node(new).await?;
+    let location = format!("{}/v1/nodes/{}", base.0, node.uuid);
+    let mut resp = (
+        StatusCode::CREATED,
+        node_revision_headers(node.revision),
+        Json(show(&st.owners().await, &node, &base, v)),
+    )
+        .into_response();
+    if let Ok(l) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, l);
+    }
+    Ok(resp)
+}
+
+/// Query of the node listings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    limit: Option<String>,
+    marker: Option<String>,
+    sort_key: Option<String>,
+    sort_dir: Option<String>,
+    fields: Option<String>,
+    detail: Option<String>,
+    provision_state: Option<String>,
+    maintenance: Option<String>,
+    driver: Option<String>,
+    conductor_group: Option<String>,
+}
+
+/// oslo's `bool_from_string(strict=True)`.
+pub(crate) fn parse_bool(name: &str, s: &str) -> Result<bool, ApiError> {
+    match s.to_ascii_lowercase().as_str() {
+        "1" | "t" | "true" | "on" | "y" | "yes" => Ok(true),
+        "0" | "f" | "false" | "off" | "n" | "no" => Ok(false),
+        _ => Err(ApiError::bad_request(format!(
+            "Invalid value for {name}: \"{s}\"; expected true or false."
+        ))),
+    }
+}
+
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~,".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `GET /v1/nodes`.
+pub async fn list(
+    State(st): State<ApiState>,
+    v: Version,
+    base: BaseUrl,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Response, ApiError> {
+    let detail = match &q.detail {
+        Some(d) => parse_bool("detail", d)?,
+        None => false,
+    };
+    list_nodes(st, v, base, q, detail, "nodes").await
+}
+
+/// `GET /v1/nodes/detail`.
+pub async fn list_detail(
+    State(st): State<ApiState>,
+    v: Version,
+    base: BaseUrl,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Response, ApiError> {
+    if q.detail.is_some() || q.fields.is_some() {
+        return Err(ApiError::bad_request(
+            "The detail and fields parameters are not accepted by /v1/nodes/detail.",
+        ));
+    }
+    list_nodes(st, v, base, q, true, "nodes/detail").await
+}
+
+async fn list_nodes(
+    st: ApiState,
+    v: Version,
+    base: BaseUrl,
+    q: ListQuery,
+    detail: bool,
+    path: &str,
+) -> Result<Response, ApiError> {
+    if detail && q.fields.is_some() {
+        return Err(ApiError::bad_request(
+            "Can not specify ?detail=True and fields in the same request.",
+        ));
+    }
+    let limit = match &q.limit {
+        None => MAX_LIMIT,
+        Some(l) => match l.parse::<i64>() {
+            Ok(0) => MAX_LIMIT,
+            Ok(n) if n > 0 => n.min(i64::from(MAX_LIMIT)) as u32,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid limit \"{l}\": limit must be a positive integer."
+                )))
+            }
+        },
+    };
+    let marker = match &q.marker {
+        None => None,
+        Some(m) => Some(Uuid::parse_str(m).map_err(|_| {
+            ApiError::bad_request(format!("Invalid marker \"{m}\": a node UUID is expected."))
+        })?),
+    };
+    if let Some(k) = &q.sort_key {
+        if k != "uuid" {
+            return Err(ApiError::bad_request(format!(
+                "The sort_key value \"{k}\" is not supported; ferric orders nodes by uuid."
+            )));
+        }
+    }
+    if let Some(d) = &q.sort_dir {
+        if !d.eq_ignore_ascii_case("asc") {
+            return Err(ApiError::bad_request(format!(
+                "The sort_dir value \"{d}\" is not supported; ferric lists nodes in ascending uuid order."
+            )));
+        }
+    }
+    if let Some(s) = &q.provision_state {
+        s.parse::<ProvisionState>()
+            .map_err(|_| ApiError::bad_request(format!("Invalid provision_state \"{s}\".")))?;
+    }
+    let maintenance = match &q.maintenance {
+        Some(m) => Some(parse_bool("maintenance", m)?),
+        None => None,
+    };
+    let conductor_group = match &q.conductor_group {
+        Some(g) => Some(
+            ferric_core::node::normalize_conductor_group(g)
+                .map_err(|e| ApiError::bad_request(format!("{e}.")))?,
+        ),
+        None => None,
+    };
+    let query = NodeQuery {
+        marker,
+        limit: Some(limit),
+        provision_state: q.provision_state.clone(),
+        maintenance,
+        driver: q.driver.clone(),
+        conductor_group,
+        reserved: None,
+    };
+    let page = st.tm.store().list_nodes(&query).await?;
+    let owners = st.owners().await;
+    let mut fields: Option<Vec<String>> = None;
+    let mut items = Vec::with_capacity(page.nodes.len());
+    for n in &page.nodes {
+        let full = show(&owners, n, &base, v);
+        if fields.is_none() {
+            fields = Some(match (&q.fields, detail) {
+                (Some(f), _) => render::parse_fields(f, &full)?,
+                (None, true) => full.keys().cloned().collect(),
+                (None, false) => LIST_FIELDS.iter().map(|s| s.to_string()).collect(),
+            });
+        }
+        let wanted = fields.as_deref().unwrap_or_default();
+        items.push(Value::Object(render::select(full, wanted)));
+    }
+    if let (Some(f), true) = (&q.fields, page.nodes.is_empty()) {
+        // Validate even when there is nothing to show.
+        let probe = render::node(&placeholder(), &base.0, v, None);
+        render::parse_fields(f, &probe)?;
+    }
+    let mut body = json!({ "nodes": items });
+    if page.nodes.len() as u32 >= limit {
+        if let Some(last) = page.nodes.last() {
+            let mut params = vec![format!("limit={limit}"), format!("marker={}", last.uuid)];
+            for (k, val) in [
+                ("fields", &q.fields),
+                ("provision_state", &q.provision_state),
+                ("maintenance", &q.maintenance),
+                ("driver", &q.driver),
+                ("conductor_group", &q.conductor_group),
+                ("detail", &q.detail),
+            ] {
+                if let Some(val) = val {
+                    params.push(format!("{k}={}", encode(val)));
+                }
+            }
+            body["next"] = json!(format!("{}/v1/{path}?{}", base.0, params.join("&")));
+        }
+    }
+    Ok((revision_header(page.revision), Json(body)).into_response())
+}
+
+/// Test support: a node with every field at its default.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    /// A placeholder node.
+    pub(crate) fn node() -> ferric_core::Node {
+        super::placeholder()
+    }
+}
+
+fn placeholder() -> Node {
+    Node {
+        uuid: Uuid::nil(),
+        name: None,
+        driver: String::new(),
+        driver_info: Map::new(),
+        properties: Map::new(),
+        extra: Map::new(),
+        instance_info: Map::new(),
+        instance_uuid: None,
+        interfaces: BTreeMap::new(),
+        provision_state: ProvisionState::Enroll,
+        target_provision_state: None,
+        power_state: None,
+        target_power_state: None,
+        maintenance: false,
+        maintenance_reason: None,
+        last_error: None,
+        conductor_group: String::new(),
+        conductor_affinity: None,
+        reservation: None,
+        lock_epoch: 0,
+        lock_waiters: 0,
+        revision: 0,
+        created_at: ferric_core::DbTime(0),
+        updated_at: None,
+        provision_updated_at: None,
+    }
+}
+
+/// `?fields=` of a single node.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShowQuery {
+    fields: Option<String>,
+}
+
+/// `GET /v1/nodes/{ident}`.
+pub async fn get(
+    State(st): State<ApiState>,
+    v: Version,
+    base: BaseUrl,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ShowQuery>,
+) -> Result<Response, ApiError> {
+    let ident = node_ident(&id, v)?;
+    let node = st.tm.store().get_node(&ident).await?;
+    let mut full = show(&st.owners().await, &node, &base, v);
+    if let Some(f) = &q.fields {
+        let wanted = render::parse_fields(f, &full)?;
+        full = render::select(full, &wanted);
+    }
+    Ok((node_revision_headers(node.revision), Json(full)).into_response())
+}
+
+/// Release `task`, logging (not returning) a failure: the operation's own
+/// result is what the client needs.
+pub(crate) async fn release(task: ExclusiveTask) {
+    let node = task.node().uuid;
+    if let Err(e) = task.release().await {
+        tracing::warn!(node_uuid = %node, error.message = %e, "release after API operation failed");
+    }
+}
+
+/// The revision an `If-Match` header asks for, if any.
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(h) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = h.to_str().unwrap_or_default().trim();
+    let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+    text.parse::<i64>().map(Some).map_err(|_| {
+        ApiError::bad_request(format!(
+            "Invalid If-Match header \"{text}\": a node revision (integer) is expected."
+        ))
+    })
+}
+
+/// `PATCH /v1/nodes/{ident}`: JSON Patch under the node's exclusive lock.
+/// `If-Match: <revision>` makes the update conditional (412 on mismatch).
+pub async fn patch(
+    State(st): State<ApiState>,
+    v: Version,
+    base: BaseUrl,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+    JsonBody(ops): JsonBody<Vec<PatchOp>>,
+) -> Result<Response, ApiError> {
+    let ident = node_ident(&id, v)?;
+    let expected = if_match(&headers)?;
+    for op in &ops {
+        let root = op
+            .path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or("");
+        render::check_field_version(root, v)?;
+    }
+    let mut task = st
+        .tm
+        .acquire(ident)
+        .purpose("node update")
+        .retry(st.retry)
+        .exclusive()
+        .await?;
+    let outcome = async {
+        if let Some(rev) = expected {
+            if task.node().revision != rev {
+                return Err(ApiError::precondition_failed(format!(
+                    "Node {} is at revision {}, not {rev} as the If-Match header requires.",
+                    task.node().uuid,
+                    task.node().revision
+                )));
+            }
+        }
+        let patched = apply_patch(task.node(), &ops)?;
+        if &patched != task.node() {
+            *task.node_mut() = patched;
+            task.save().await?;
+        }
+        Ok::<Node, ApiError>(task.node().clone())
+    }
+    .await;
+    release(task).await;
+    let mut node = outcome?;
+    node.reservation = None;
+    Ok((
+        node_revision_headers(node.revision),
+        Json(show(&st.owners().await, &node, &base, v)),
+    )
+        .into_response())
+}
+
+/// `DELETE /v1/nodes/{ident}`: allowed in manageable, enroll, adopt failed,
+/// available, or any state in maintenance (Ironic's rules).
+pub async fn delete(
+    State(st): State<ApiState>,
+    v: Version,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    use ProvisionState as S;
+    let ident = node_ident(&id, v)?;
+    let task = st
+        .tm
+        .acquire(ident)
+        .purpose("node deletion")
+        .retry(st.retry)
+        .exclusive()
+        .await?;
+    let n = task.node();
+    let allowed = [S::Manageable, S::Enroll, S::AdoptFailed, S::Available];
+    let refusal = if let Some(instance) = n.instance_uuid {
+        Some(ApiError::conflict(format!(
+            "Node {} is associated with instance {instance}.",
+            n.uuid
+        )))
+    } else if !n.maintenance && !allowed.contains(&n.provision_state) {
+        Some(ApiError::conflict(format!(
+            "Can not delete node \"{}\" while it is in provision state \"{}\". Valid provision states to start deletion are: \"manageable\", \"enroll\", \"adopt failed\", \"available\", or any state while in maintenance mode.",
+            n.uuid, n.provision_state
+        )))
+    } else {
+        None
+    };
+    if let Some(e) = refusal {
+        release(task).await;
+        return Err(e);
+    }
+    task.destroy().await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn idents_follow_ironics_rules() {
+        let v = Version { minor: 5 };
+        assert!(matches!(node_ident("n1", v), Ok(NodeIdent::Name(_))));
+        let u = Uuid::new_v4().to_string();
+        assert!(matches!(
+            node_ident(&u, Version::MIN),
+            Ok(NodeIdent::Uuid(_))
+        ));
+        assert_eq!(node_ident("n1", Version::MIN).unwrap_err().status(), 404);
+        assert_eq!(node_ident("bad name!", v).unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn create_starts_in_enroll_from_1_11() {
+        let body: CreateNode = serde_json::from_value(json!({"driver": "fake-hardware"})).unwrap();
+        let n = body.into_new_node(Version { minor: 11 }).unwrap();
+        assert_eq!(n.provision_state, Some(ProvisionState::Enroll));
+        let body: CreateNode = serde_json::from_value(json!({"driver": "fake-hardware"})).unwrap();
+        let n = body.into_new_node(Version { minor: 10 }).unwrap();
+        assert_eq!(n.provision_state, Some(ProvisionState::Available));
+        assert_eq!(n.interfaces["power_interface"], "fake");
+        assert_eq!(n.interfaces["network_interface"], "noop");
+    }
+
+    #[test]
+    fn create_rejects_unknown_fields_and_drivers() {
+        let bad: Result<CreateNode, _> =
+            serde_json::from_value(json!({"driver": "fake-hardware", "colour": "red"}));
+        assert!(bad.unwrap_err().to_string().contains("unknown field"));
+        let body: CreateNode = serde_json::from_value(json!({"driver": "ipmi"})).unwrap();
+        assert_eq!(body.into_new_node(Version::MAX).unwrap_err().status(), 400);
+    }
+}

@@ -1,0 +1,318 @@
+//! The `redfish` driver against a real Redfish service: the sushy-tools
+//! emulator started by `.ci/redfish.sh` (fake driver, HTTP basic auth).
+//!
+//! Skipped only when `FERRIC_TEST_REDFISH_URL` is unset. The emulator applies
+//! power changes 1–11 s after the request, so every check polls with a bound
+//! instead of sleeping.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use ferric_api::ApiState;
+use ferric_conductor::drivers::redfish::{Redfish, RedfishConfig};
+use ferric_conductor::drivers::{BootDevice, Drivers};
+use ferric_conductor::{ConductorConfig, MemorySink, TaskManager};
+use ferric_store::testing::{Engine, TestStore};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const V: &str = "x-openstack-ironic-api-version";
+/// Longest wait for one state change (the emulator's delay is up to 11 s;
+/// some steps make two power changes).
+const BOUND: Duration = Duration::from_secs(60);
+
+struct Bmc {
+    url: String,
+    system: String,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+impl Bmc {
+    fn from_env() -> Option<Bmc> {
+        let Ok(url) = std::env::var("FERRIC_TEST_REDFISH_URL") else {
+            eprintln!("skipped: FERRIC_TEST_REDFISH_URL is not set (run .ci/redfish.sh)");
+            return None;
+        };
+        Some(Bmc {
+            url,
+            system: std::env::var("FERRIC_TEST_REDFISH_SYSTEM").unwrap_or_else(|_| {
+                "/redfish/v1/Systems/27946b59-9e44-4fa7-8e91-f3527a1ef094".into()
+            }),
+            username: std::env::var("FERRIC_TEST_REDFISH_USERNAME").ok(),
+            password: std::env::var("FERRIC_TEST_REDFISH_PASSWORD").ok(),
+        })
+    }
+
+    fn driver_info(&self) -> Value {
+        let mut info = json!({
+            "redfish_address": self.url,
+            "redfish_system_id": self.system,
+            "redfish_verify_ca": false,
+        });
+        if let Some(u) = &self.username {
+            info["redfish_username"] = json!(u);
+        }
+        if let Some(p) = &self.password {
+            info["redfish_password"] = json!(p);
+        }
+        info
+    }
+
+    /// The ComputerSystem as the emulator shows it now.
+    async fn system(&self, http: &reqwest::Client) -> Value {
+        let mut req = http.get(format!("{}{}", self.url, self.system));
+        if let Some(u) = &self.username {
+            req = req.basic_auth(u, self.password.as_deref());
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+}
+
+struct App {
+    base: String,
+    http: reqwest::Client,
+    tm: TaskManager,
+    driver: Arc<Redfish>,
+}
+
+impl App {
+    async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header(V, "latest")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let s = r.status();
+        let text = r.text().await.unwrap();
+        (s, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn node(&self, ident: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}/v1/nodes/{ident}", self.base))
+            .header(V, "latest")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+
+    /// Poll until `done(node)` (and the lock is free), failing after [`BOUND`].
+    async fn converge(&self, ident: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let started = Instant::now();
+        loop {
+            let n = self.node(ident).await;
+            if done(&n) && n["reservation"].is_null() {
+                eprintln!("{ident}: {what} after {:?}", started.elapsed());
+                return n;
+            }
+            let ps = n["provision_state"].as_str().unwrap_or_default();
+            assert!(
+                !ps.ends_with("failed") && ps != "error",
+                "{what}: node failed: {n}"
+            );
+            assert!(
+                started.elapsed() < BOUND,
+                "{what}: no convergence in {BOUND:?}: {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn power(&self, ident: &str, target: &str, shown: &str) -> Value {
+        let (s, b) = self
+            .send(
+                reqwest::Method::PUT,
+                &format!("/v1/nodes/{ident}/states/power"),
+                json!({ "target": target }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        self.converge(ident, target, |n| {
+            n["target_power_state"].is_null()
+                && (n["power_state"] == shown || !n["last_error"].is_null())
+        })
+        .await
+    }
+
+    async fn provision(&self, ident: &str, target: &str, then: &str) -> Value {
+        let (s, b) = self
+            .send(
+                reqwest::Method::PUT,
+                &format!("/v1/nodes/{ident}/states/provision"),
+                json!({ "target": target }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        self.converge(ident, &format!("{target} -> {then}"), |n| {
+            n["provision_state"] == then
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, ident: &str) {
+        let r = self
+            .http
+            .post(format!("{}/v1/heartbeat/{ident}", self.base))
+            .header(V, "1.68")
+            .json(&json!({"callback_url": "http://192.0.2.10:9999", "agent_version": "9.10.0"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    }
+}
+
+async fn app(store: &TestStore) -> App {
+    store.conductor("cond-a").await;
+    let config = ConductorConfig {
+        host: "cond-a".into(),
+        node_locked_retry_interval: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let tm = TaskManager::new(store.store.clone(), config, Arc::new(MemorySink::default()));
+    let driver = Arc::new(Redfish::new(RedfishConfig {
+        request_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(2),
+        retries: 3,
+        retry_min_delay: Duration::from_millis(100),
+        retry_max_delay: Duration::from_secs(1),
+        power_state_change_timeout: Duration::from_secs(30),
+        power_poll_interval: Duration::from_millis(250),
+    }));
+    let state = ApiState::new(tm.clone())
+        .with_drivers(Drivers::new().with(driver.clone()))
+        .with_fake_step_delay(Duration::from_millis(10));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        ferric_api::serve(listener, state, std::future::pending())
+            .await
+            .unwrap();
+    });
+    App {
+        base: format!("http://{addr}"),
+        http: reqwest::Client::new(),
+        tm,
+        driver,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redfish_node_against_sushy_tools() {
+    let Some(bmc) = Bmc::from_env() else { return };
+    let started = Instant::now();
+    let store = TestStore::open(Engine::Sqlite).await.unwrap();
+    let app = app(&store).await;
+
+    // Enroll through the API; the password is masked in what the API shows.
+    let (s, n) = app
+        .send(
+            reqwest::Method::POST,
+            "/v1/nodes",
+            json!({"name": "rf1", "driver": "redfish", "driver_info": bmc.driver_info()}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{n}");
+    if let Some(p) = &bmc.password {
+        assert!(!n.to_string().contains(p.as_str()), "password shown: {n}");
+    }
+    let (s, v) = app
+        .send(reqwest::Method::GET, "/v1/nodes/rf1/validate", Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["power"]["result"], true, "{v}");
+    assert_eq!(v["management"]["result"], true, "{v}");
+
+    // Power on, off, reboot: the API's power state follows the BMC once the
+    // emulator has applied the change.
+    let n = app.power("rf1", "power on", "power on").await;
+    assert!(n["last_error"].is_null(), "{n}");
+    assert_eq!(bmc.system(&app.http).await["PowerState"], "On");
+    let n = app.power("rf1", "power off", "power off").await;
+    assert!(n["last_error"].is_null(), "{n}");
+    assert_eq!(bmc.system(&app.http).await["PowerState"], "Off");
+    let n = app.power("rf1", "rebooting", "power on").await;
+    assert!(n["last_error"].is_null(), "{n}");
+    assert_eq!(bmc.system(&app.http).await["PowerState"], "On");
+
+    // Boot device through the driver under the node's lock.
+    let uuid: uuid::Uuid = n["uuid"].as_str().unwrap().parse().unwrap();
+    let task = app
+        .tm
+        .acquire(uuid)
+        .purpose("set boot device")
+        .exclusive()
+        .await
+        .unwrap();
+    use ferric_conductor::drivers::Driver;
+    app.driver
+        .set_boot_device(&task, BootDevice::Pxe, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.driver.get_power_state(task.node()).await.unwrap(),
+        ferric_core::PowerState::On
+    );
+    task.release().await.unwrap();
+    let sys = bmc.system(&app.http).await;
+    assert_eq!(sys["Boot"]["BootSourceOverrideTarget"], "Pxe", "{sys}");
+    // (The emulator's fake driver keeps no BootSourceOverrideEnabled: it always shows Continuous.)
+
+    // The whole provisioning flow on the emulator: cleaning and deploying
+    // boot the ramdisk (PXE, power on) and wait for the agent's call-back.
+    app.provision("rf1", "manage", "manageable").await;
+    app.provision("rf1", "provide", "clean wait").await;
+    app.heartbeat("rf1").await;
+    let n = app
+        .converge("rf1", "cleaning continued", |n| {
+            n["provision_state"] == "available"
+        })
+        .await;
+    assert_eq!(n["power_state"], "power off", "{n}");
+    app.provision("rf1", "active", "wait call-back").await;
+    assert_eq!(
+        bmc.system(&app.http).await["Boot"]["BootSourceOverrideTarget"],
+        "Pxe"
+    );
+    app.heartbeat("rf1").await;
+    let n = app
+        .converge("rf1", "deploy continued", |n| {
+            n["provision_state"] == "active"
+        })
+        .await;
+    assert_eq!(n["power_state"], "power on", "{n}");
+    let sys = bmc.system(&app.http).await;
+    assert_eq!(sys["PowerState"], "On");
+    assert_eq!(sys["Boot"]["BootSourceOverrideTarget"], "Hdd", "{sys}");
+
+    // Wrong credentials: a permanent failure, recorded without the secret.
+    if bmc.username.is_some() {
+        let mut info = bmc.driver_info();
+        info["redfish_password"] = json!("not-the-password-42");
+        let (s, b) = app
+            .send(
+                reqwest::Method::POST,
+                "/v1/nodes",
+                json!({"name": "rf-bad", "driver": "redfish", "driver_info": info}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let n = app.power("rf-bad", "power on", "power on").await;
+        let err = n["last_error"].as_str().unwrap_or_default();
+        assert!(err.contains("401"), "{n}");
+        assert!(!err.contains("not-the-password-42"), "{n}");
+    }
+    eprintln!("redfish test took {:?}", started.elapsed());
+    app.tm.shutdown();
+    store.cleanup().await;
+}
