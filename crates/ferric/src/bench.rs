@@ -1,0 +1,211 @@
+//! `ferric bench ...` (SPEC §11): benchmarks print one JSON object on stdout.
+//! Nothing here asserts a number; BENCHMARKS.md records the results.
+
+use anyhow::Context as _;
+use clap::{Subcommand, ValueEnum};
+use ferric_conductor::bench::{
+    bench_schema, run_lock_bench, run_scale_bench, LockBenchParams, ScaleBenchParams,
+};
+use ferric_store::{SqlStore, StoreOptions};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Engines a benchmark can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchBackend {
+    Sqlite,
+    Postgres,
+}
+
+/// `ferric bench ...`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Lock throughput vs the raw database limit, handoff latency, fairness.
+    Locks {
+        #[arg(long, value_enum, default_value_t = BenchBackend::Sqlite)]
+        backend: BenchBackend,
+        /// Database URL. SQLite default: a fresh temporary file. PostgreSQL:
+        /// required; the run uses a fresh schema and drops it afterwards.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Concurrent workers (and waiters on the contended node).
+        #[arg(long, default_value_t = 8)]
+        workers: usize,
+        /// Nodes for the uncontended phases.
+        #[arg(long, default_value_t = 64)]
+        nodes: usize,
+        /// Seconds per phase (three phases).
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// Milliseconds each contended holder keeps the lock.
+        #[arg(long, default_value_t = 1.0)]
+        hold_ms: f64,
+    },
+    /// Enrol many nodes, list them all, read and write the change feed, run
+    /// a power-sync cycle over fake nodes, report RSS (SPEC §11 targets).
+    Scale {
+        #[arg(long, value_enum, default_value_t = BenchBackend::Sqlite)]
+        backend: BenchBackend,
+        /// Database URL. SQLite default: a fresh temporary file. PostgreSQL:
+        /// required; the run uses a fresh schema and drops it afterwards.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Nodes to enrol.
+        #[arg(long, default_value_t = 100_000)]
+        nodes: usize,
+        /// Of those, nodes the power-sync cycle covers.
+        #[arg(long, default_value_t = 10_000)]
+        sync_nodes: usize,
+        /// Page size of the detail list and the change-feed reads.
+        #[arg(long, default_value_t = 1_000)]
+        page: u32,
+        /// Seconds of change-feed writes (through the TaskManager).
+        #[arg(long, default_value_t = 5.0)]
+        write_seconds: f64,
+        /// Concurrent writers.
+        #[arg(long, default_value_t = 8)]
+        writers: usize,
+    },
+}
+
+/// Open a fresh bench database: a temporary SQLite file under `dir`, or a new
+/// PostgreSQL schema (returned, to be dropped after the run).
+async fn open_bench_store(
+    backend: BenchBackend,
+    url: Option<String>,
+    dir: &tempfile::TempDir,
+    max_connections: u32,
+) -> anyhow::Result<(Arc<SqlStore>, Option<String>)> {
+    let (mut options, schema) = match backend {
+        BenchBackend::Sqlite => {
+            let url = url
+                .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
+            (StoreOptions::new(url), None)
+        }
+        BenchBackend::Postgres => {
+            let url = url.context("--url is required with --backend postgres")?;
+            let schema = bench_schema();
+            let mut o = StoreOptions::new(url);
+            o.pg_schema = Some(schema.clone());
+            (o, Some(schema))
+        }
+    };
+    options.max_connections = max_connections;
+    let store = SqlStore::open(options)
+        .await
+        .context("opening the bench database")?;
+    Ok((Arc::new(store), schema))
+}
+
+/// Run a benchmark and print its JSON.
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Scale {
+            backend,
+            url,
+            nodes,
+            sync_nodes,
+            page,
+            write_seconds,
+            writers,
+        } => {
+            if nodes == 0 || nodes > 10_000_000 || sync_nodes >= nodes {
+                anyhow::bail!(
+                    "--nodes must be 1..=10000000 and --sync-nodes less than --nodes \
+                     (the change-feed phase writes to the nodes outside the power-sync set)"
+                );
+            }
+            if page == 0 || page > 10_000 {
+                anyhow::bail!("--page must be 1..=10000");
+            }
+            if !(0.1..=3600.0).contains(&write_seconds) || writers == 0 || writers > 256 {
+                anyhow::bail!("--write-seconds must be 0.1..=3600 and --writers 1..=256");
+            }
+            let dir = tempfile::tempdir().context("creating a temporary directory")?;
+            let (store, schema) =
+                open_bench_store(backend, url, &dir, (writers as u32 + 4).min(64)).await?;
+            let params = ScaleBenchParams {
+                nodes,
+                sync_nodes,
+                page,
+                feed_write_for: Duration::from_secs_f64(write_seconds),
+                writers,
+                ..Default::default()
+            };
+            let report = run_scale_bench(store.clone(), params).await;
+            if let Some(schema) = schema {
+                store
+                    .drop_schema(&schema)
+                    .await
+                    .context("dropping the bench schema")?;
+            }
+            store.close().await;
+            let report = report.context("running the scale benchmark")?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).context("rendering the report")?
+            );
+            Ok(())
+        }
+        BenchCommand::Locks {
+            backend,
+            url,
+            workers,
+            nodes,
+            duration,
+            hold_ms,
+        } => {
+            if !(0.1..=3600.0).contains(&duration) {
+                anyhow::bail!("--duration must be between 0.1 and 3600 seconds");
+            }
+            if workers == 0 || workers > 1024 || nodes == 0 || nodes > 1_000_000 {
+                anyhow::bail!("--workers must be 1..=1024 and --nodes 1..=1000000");
+            }
+            if !(0.0..=10_000.0).contains(&hold_ms) {
+                anyhow::bail!("--hold-ms must be between 0 and 10000");
+            }
+            let dir = tempfile::tempdir().context("creating a temporary directory")?;
+            let (mut options, schema) = match backend {
+                BenchBackend::Sqlite => {
+                    let url = url.unwrap_or_else(|| {
+                        format!("sqlite://{}", dir.path().join("bench.db").display())
+                    });
+                    (StoreOptions::new(url), None)
+                }
+                BenchBackend::Postgres => {
+                    let url = url.context("--url is required with --backend postgres")?;
+                    let schema = bench_schema();
+                    let mut o = StoreOptions::new(url);
+                    o.pg_schema = Some(schema.clone());
+                    (o, Some(schema))
+                }
+            };
+            options.max_connections = (workers as u32 + 4).min(64);
+            let store = Arc::new(
+                SqlStore::open(options)
+                    .await
+                    .context("opening the bench database")?,
+            );
+            let params = LockBenchParams {
+                workers,
+                nodes,
+                phase: Duration::from_secs_f64(duration),
+                hold: Duration::from_secs_f64(hold_ms / 1000.0),
+            };
+            let report = run_lock_bench(store.clone(), params).await;
+            if let Some(schema) = schema {
+                store
+                    .drop_schema(&schema)
+                    .await
+                    .context("dropping the bench schema")?;
+            }
+            store.close().await;
+            let report = report.context("running the lock benchmark")?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).context("rendering the report")?
+            );
+            Ok(())
+        }
+    }
+}

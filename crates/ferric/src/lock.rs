@@ -1,0 +1,232 @@
+//! `ferric lock list|release|audit`: the 3 a.m. tooling (SPEC §1, §7).
+//!
+//! Releasing is safe by construction: it takes the lock away with a
+//! conditional statement on the holder's exact (holder, task, epoch), so the
+//! old holder's later writes fail with LockLost; a node left in a transient
+//! state is moved to its failure state; every release is audited.
+
+use crate::cli::{format_age_ms, render_table, DbArgs};
+use crate::config::Config;
+use crate::serve;
+use anyhow::{bail, Context as _};
+use clap::Subcommand;
+use ferric_conductor::cluster::{recover_lock, Cause};
+use ferric_conductor::{LogSink, TaskManager};
+use ferric_store::{LockView, NodeIdent, Store as _};
+use std::sync::Arc;
+
+/// `ferric lock ...`.
+#[derive(Debug, Subcommand)]
+pub enum LockCommand {
+    /// Every held lock and non-empty wait queue: holder, whether it is alive,
+    /// purpose, how long held, epoch, waiters.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Release the lock of NODE (UUID or name). Refused while the holder is
+    /// alive unless --force is given with a --reason.
+    Release {
+        /// The node, by UUID or name.
+        node: String,
+        /// Take the lock from a live holder; its later writes fail (fencing).
+        #[arg(long, requires = "reason")]
+        force: bool,
+        /// Why; recorded in the audit trail.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Operator overrides, oldest first.
+    Audit {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// At most this many records (the newest).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+impl LockCommand {
+    /// The database flags of the command.
+    pub fn db(&self) -> &DbArgs {
+        match self {
+            LockCommand::List { db, .. }
+            | LockCommand::Release { db, .. }
+            | LockCommand::Audit { db, .. } => db,
+        }
+    }
+}
+
+/// Who is at the keyboard, for the audit trail.
+fn actor() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".to_string());
+    format!("{user}@{}", ferric_conductor::config::default_host())
+}
+
+/// Locks as a table.
+pub fn lock_table(views: &[LockView]) -> String {
+    let rows = views
+        .iter()
+        .map(|v| {
+            vec![
+                v.node.to_string(),
+                v.node_name.clone().unwrap_or_else(|| "-".into()),
+                v.provision_state.clone(),
+                v.holder.clone().unwrap_or_else(|| "-".into()),
+                match v.holder_online {
+                    Some(true) => "yes".into(),
+                    Some(false) => "NO".into(),
+                    None => "-".into(),
+                },
+                v.purpose.clone().unwrap_or_else(|| "-".into()),
+                v.held_ms.map(format_age_ms).unwrap_or_else(|| "-".into()),
+                v.epoch.to_string(),
+                v.waiters.len().to_string(),
+            ]
+        })
+        .collect();
+    render_table(
+        &[
+            "NODE", "NAME", "STATE", "HOLDER", "ALIVE", "PURPOSE", "HELD", "EPOCH", "WAITERS",
+        ],
+        rows,
+    )
+}
+
+/// Run a lock command.
+pub async fn run(config: &Config, cmd: LockCommand) -> anyhow::Result<()> {
+    let store = Arc::new(serve::open_store(config).await?);
+    let result = run_on(config, store.clone(), cmd).await;
+    store.close().await;
+    result
+}
+
+async fn run_on(
+    config: &Config,
+    store: Arc<ferric_store::SqlStore>,
+    cmd: LockCommand,
+) -> anyhow::Result<()> {
+    match cmd {
+        LockCommand::List { json, .. } => {
+            let views = store.list_locks().await.context("listing locks")?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&views).context("rendering locks")?
+                );
+            } else {
+                print!("{}", lock_table(&views));
+            }
+            Ok(())
+        }
+        LockCommand::Audit { json, limit, .. } => {
+            let records = store
+                .list_audit(limit)
+                .await
+                .context("reading the audit trail")?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&records).context("rendering audit")?
+                );
+            } else {
+                let rows = records
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.id.to_string(),
+                            r.node.to_string(),
+                            r.action.clone(),
+                            r.actor.clone(),
+                            r.previous_holder.clone().unwrap_or_else(|| "-".into()),
+                            r.previous_epoch.to_string(),
+                            r.reason.clone(),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    render_table(
+                        &[
+                            "ID",
+                            "NODE",
+                            "ACTION",
+                            "ACTOR",
+                            "PREVIOUS HOLDER",
+                            "EPOCH",
+                            "REASON"
+                        ],
+                        rows
+                    )
+                );
+            }
+            Ok(())
+        }
+        LockCommand::Release {
+            node,
+            force,
+            reason,
+            ..
+        } => {
+            let n = store
+                .get_node(&NodeIdent::parse(&node))
+                .await
+                .with_context(|| format!("looking up node {node}"))?;
+            let view = store.lock_view(n.uuid).await.context("reading the lock")?;
+            let Some(holder) = view.holder.clone() else {
+                bail!("node {node} is not locked; nothing to release");
+            };
+            let alive = view.holder_online == Some(true);
+            if alive && !force {
+                bail!(
+                    "refusing to release the lock of node {node}: its holder {holder} is alive \
+                     (purpose: {}, held {}). It releases the lock itself when its work ends. To \
+                     take it anyway use --force --reason TEXT; the holder's later writes will \
+                     then fail.",
+                    view.purpose.as_deref().unwrap_or("unspecified"),
+                    view.held_ms.map(format_age_ms).unwrap_or_default()
+                );
+            }
+            let actor = actor();
+            let reason = reason.unwrap_or_else(|| format!("holder {holder} is offline"));
+            let mut conductor = config.conductor.clone();
+            conductor.host = format!("ferric-cli/{actor}");
+            let tm = TaskManager::new(store.clone(), conductor, Arc::new(LogSink));
+            let cause = Cause::Operator {
+                actor: actor.clone(),
+                reason: reason.clone(),
+                forced: alive,
+            };
+            if !recover_lock(&tm, &view, cause)
+                .await
+                .context("releasing the lock")?
+            {
+                bail!("the lock of node {node} changed while releasing it; look again with `ferric lock list`");
+            }
+            let after = store
+                .get_node(&n.uuid.into())
+                .await
+                .context("re-reading the node")?;
+            println!(
+                "released the lock of node {node} held by {holder} (epoch {}); node is now \"{}\"{}",
+                view.epoch,
+                after.provision_state,
+                after
+                    .reservation
+                    .map(|r| format!(", handed to the next waiter {}", r.holder))
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
+    }
+}

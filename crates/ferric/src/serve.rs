@@ -1,0 +1,356 @@
+//! `ferric serve`: the running service.
+//!
+//! [`run`] is the one place where the long-running parts of a ferric process
+//! start and stop, in this order:
+//!
+//! 1. open the store (migrations run);
+//! 2. register this conductor (SPEC §6: hostname, group, drivers);
+//! 3. spawn the heartbeat worker ([`Heartbeat`]);
+//! 4. start the conductor (own stale locks recovered first, then lock
+//!    wakeups, stale-lock recovery, wait timeouts, takeover, power sync) and
+//!    the API server on `api.host:api.port`;
+//! 5. wait for `shutdown` (SIGINT/SIGTERM in the binary, a channel in tests),
+//!    or for a component to end on its own, which is an error;
+//! 6. stop the components, unregister, close the store.
+//!
+//! It takes the shutdown signal as a future so that tests run the whole
+//! service in process and stop it deterministically.
+
+use crate::config::Config;
+use crate::telemetry::cause_chain;
+use anyhow::Context as _;
+use ferric_api::ApiState;
+use ferric_conductor::cluster::{Conductor, StartOptions};
+use ferric_conductor::drivers::{fake::FakeHardware, Drivers};
+use ferric_conductor::TaskManager;
+use ferric_store::{ConductorInfo, SqlStore, Store, StoreError, StoreOptions};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+use tracing::{error, info, info_span, warn, Instrument as _};
+
+/// Drivers this build offers. Only the fake driver exists so far (SPEC §10).
+pub const DRIVERS: &[&str] = &["fake-hardware"];
+
+/// Open (and migrate) the store `config` names.
+pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
+    let mut options = StoreOptions::new(config.database.url.clone());
+    options.max_connections = config.database.max_connections;
+    options.heartbeat_timeout = config.conductor.heartbeat_timeout;
+    SqlStore::open(options)
+        .await
+        .with_context(|| format!("opening database {}", config.database.masked_url()))
+}
+
+/// This conductor's registration, from the config.
+pub fn conductor_info(config: &Config) -> ConductorInfo {
+    ConductorInfo {
+        hostname: config.conductor.host.clone(),
+        conductor_group: config.conductor.conductor_group.clone(),
+        drivers: DRIVERS.iter().map(|d| d.to_string()).collect(),
+    }
+}
+
+/// The conductor's metrics (and the notification sender's) for `/metrics`.
+fn conductor_metrics(
+    tm: &TaskManager,
+    queued: Option<Arc<ferric_conductor::notify::QueuedSink>>,
+) -> Arc<dyn Fn() -> String + Send + Sync> {
+    let metrics = tm.metrics().clone();
+    Arc::new(move || {
+        let mut text = metrics.render();
+        if let Some(q) = &queued {
+            text.push_str(&q.render_metrics());
+        }
+        text
+    })
+}
+
+/// Run ferric until `shutdown` resolves, then stop gracefully.
+///
+/// Returns an error, having started nothing, when the config is invalid or
+/// the database cannot be opened or registered with; returns an error after
+/// stopping when a component ended on its own.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    config.validate()?;
+    let auth = config.api.build_auth()?;
+    let store = Arc::new(open_store(&config).await?);
+    let info = conductor_info(&config);
+
+    warn_if_already_alive(&*store, &info.hostname).await;
+    store
+        .register_conductor(&info)
+        .await
+        .with_context(|| format!("registering conductor {}", info.hostname))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let heartbeat = Heartbeat::new(
+        store.clone(),
+        info.clone(),
+        config.conductor.heartbeat_interval,
+        config.conductor.heartbeat_timeout,
+    );
+    let mut heartbeat_task = tokio::spawn(
+        heartbeat
+            .run(stopped(stop_rx.clone()))
+            .instrument(info_span!("worker", name = "heartbeat")),
+    );
+
+    // The conductor: recovers locks left under this hostname by a previous
+    // life (before any task starts), then runs lock wakeups, stale-lock
+    // recovery, wait timeouts, takeover and power sync. Heartbeats stay with
+    // the worker above.
+    let drivers = Drivers::new()
+        .with(Arc::new(FakeHardware::new()))
+        .with(Arc::new(
+            ferric_conductor::drivers::redfish::Redfish::default(),
+        ));
+    let notifications = config.notifications.build()?;
+    let tm = TaskManager::new(
+        store.clone(),
+        config.conductor.clone(),
+        notifications.sink.clone(),
+    );
+    let conductor = Conductor::start_with(
+        tm.clone(),
+        StartOptions {
+            heartbeat: false,
+            drivers: drivers.clone(),
+        },
+    )
+    .await
+    .context("starting the conductor")?;
+
+    // The API, stopped before the conductor so no new work arrives while it drains.
+    let listener = tokio::net::TcpListener::bind((config.api.host.as_str(), config.api.port))
+        .await
+        .with_context(|| format!("binding the API to {}:{}", config.api.host, config.api.port))?;
+    let api_addr = listener
+        .local_addr()
+        .context("reading the API's bound address")?;
+    let (api_stop_tx, api_stop_rx) = watch::channel(false);
+    let mut api_task = tokio::spawn(
+        ferric_api::serve(
+            listener,
+            ApiState::new(tm.clone())
+                .with_extra_metrics(conductor_metrics(&tm, notifications.queued.clone()))
+                .with_drivers(drivers)
+                .with_auth(auth),
+            stopped(api_stop_rx),
+        )
+        .instrument(info_span!("api")),
+    );
+
+    info!(
+        database = %config.database.masked_url(),
+        backend = ?store.backend(),
+        hostname = %info.hostname,
+        conductor_group = %info.conductor_group,
+        drivers = ?info.drivers,
+        heartbeat_interval = ?config.conductor.heartbeat_interval,
+        api = %format!("http://{api_addr}"),
+        api_auth = ?config.api.auth,
+        "ferric serving"
+    );
+
+    let mut failure = None;
+    tokio::select! {
+        () = shutdown => info!(hostname = %info.hostname, "ferric stopping"),
+        ended = &mut heartbeat_task => {
+            error!(hostname = %info.hostname, "heartbeat worker ended unexpectedly; stopping");
+            failure = Some(match ended {
+                Ok(()) => anyhow::anyhow!("heartbeat worker ended unexpectedly"),
+                Err(e) => anyhow::Error::new(e).context("heartbeat worker failed"),
+            });
+        }
+        ended = &mut api_task => {
+            error!(hostname = %info.hostname, "API server ended unexpectedly; stopping");
+            failure = Some(match ended {
+                Ok(Ok(())) => anyhow::anyhow!("API server ended unexpectedly"),
+                Ok(Err(e)) => anyhow::Error::new(e).context("API server failed"),
+                Err(e) => anyhow::Error::new(e).context("API server failed"),
+            });
+        }
+    }
+
+    // Stop taking requests, let running work finish (heartbeats go on while
+    // it drains, SPEC §6), then stop the heartbeat and leave the cluster.
+    let _receivers_may_be_gone = api_stop_tx.send(true);
+    if !api_task.is_finished() {
+        match api_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error.message = %e, "API server failed while stopping"),
+            Err(e) => warn!(error.message = %e, "API server failed while stopping"),
+        }
+    }
+    conductor.stop().await;
+    let _receivers_may_be_gone = stop_tx.send(true);
+    if !heartbeat_task.is_finished() {
+        if let Err(e) = heartbeat_task.await {
+            warn!(error.message = %e, "heartbeat worker failed while stopping");
+        }
+    }
+    let unregistered = store
+        .unregister_conductor(&info.hostname)
+        .await
+        .with_context(|| format!("unregistering conductor {}", info.hostname));
+    store.close().await;
+    match (failure, unregistered) {
+        (Some(e), _) => Err(e),
+        (None, Err(e)) => Err(e),
+        (None, Ok(())) => {
+            info!(hostname = %info.hostname, "ferric stopped");
+            Ok(())
+        }
+    }
+}
+
+/// A future that resolves once `stop` turns true (or its sender is gone).
+pub async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _sender_gone_means_stop = stop.wait_for(|s| *s).await;
+}
+
+/// Another process registered under the same hostname and still beating
+/// would share lock ownership with us: say so loudly. (Ironic overwrites the
+/// registration too; after a crash the old row looks alive for up to
+/// heartbeat_timeout, so refusing to start would block restarts.)
+async fn warn_if_already_alive(store: &dyn Store, hostname: &str) {
+    match store.list_conductors().await {
+        Ok(rows) => {
+            if let Some(row) = rows.iter().find(|r| r.hostname == hostname && r.alive) {
+                warn!(
+                    hostname,
+                    heartbeat_age_ms = row.heartbeat_age_ms,
+                    "conductor {hostname} is still registered as alive; taking over its \
+                     registration. If another process runs with this host name, stop it: \
+                     two conductors with one name share every lock"
+                );
+            }
+        }
+        Err(e) => warn!(
+            error.message = %e,
+            error.cause_chain = %cause_chain(&e),
+            "cannot list conductors before registering"
+        ),
+    }
+}
+
+/// Counters of the heartbeat worker (tests read them; metrics will).
+#[derive(Debug, Default)]
+pub struct HeartbeatStats {
+    /// Successful beats since start (registration not counted).
+    pub beats: AtomicU64,
+    /// Failed beats since start.
+    pub failures: AtomicU64,
+}
+
+/// The heartbeat worker: refreshes this conductor's heartbeat every
+/// `interval` so that the others judge it alive (SPEC §6).
+///
+/// Invariant: a failed beat never ends the loop. Ironic's heartbeat thread
+/// once died on a database error and left a healthy conductor looking dead
+/// forever; here every error is logged and the next tick tries again.
+pub struct Heartbeat {
+    store: Arc<dyn Store>,
+    info: ConductorInfo,
+    interval: Duration,
+    timeout: Duration,
+    stats: Arc<HeartbeatStats>,
+}
+
+impl Heartbeat {
+    /// A worker for `info` beating every `interval`; `timeout` is the
+    /// heartbeat timeout the cluster judges liveness by.
+    pub fn new(
+        store: Arc<dyn Store>,
+        info: ConductorInfo,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Self {
+        Heartbeat {
+            store,
+            info,
+            interval,
+            timeout,
+            stats: Arc::default(),
+        }
+    }
+
+    /// The worker's counters.
+    pub fn stats(&self) -> Arc<HeartbeatStats> {
+        self.stats.clone()
+    }
+
+    /// One beat, bounded by the heartbeat timeout. Re-registers when the
+    /// conductor row has gone (deleted by hand, or a restored database).
+    pub async fn run_once(&self) -> Result<(), StoreError> {
+        let beat = async {
+            match self.store.heartbeat(&self.info.hostname).await {
+                Err(StoreError::ConductorNotFound(_)) => {
+                    warn!(hostname = %self.info.hostname, "conductor row is gone; registering again");
+                    self.store.register_conductor(&self.info).await
+                }
+                other => other,
+            }
+        };
+        match tokio::time::timeout(self.timeout, beat).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(StoreError::Invalid(format!(
+                "heartbeat took longer than the heartbeat timeout ({:?})",
+                self.timeout
+            ))),
+        }
+    }
+
+    /// Beat every interval until `stop` resolves. The first beat is one
+    /// interval after start: registering counts as a beat.
+    pub async fn run(self, stop: impl Future<Output = ()>) {
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        ticker.tick().await;
+        tokio::pin!(stop);
+        let mut failed_in_a_row: u64 = 0;
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                _ = ticker.tick() => {}
+            }
+            match self.run_once().await {
+                Ok(()) => {
+                    self.stats.beats.fetch_add(1, Ordering::Relaxed);
+                    if failed_in_a_row > 0 {
+                        info!(failed_beats = failed_in_a_row, "heartbeat recovered");
+                        failed_in_a_row = 0;
+                    }
+                }
+                Err(e) => {
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    failed_in_a_row += 1;
+                    let silent_for = self
+                        .interval
+                        .saturating_mul(u32::try_from(failed_in_a_row).unwrap_or(u32::MAX));
+                    if silent_for >= self.timeout {
+                        // Operator must act: the cluster now judges this
+                        // conductor dead and may recover its locks.
+                        error!(
+                            error.message = %e,
+                            error.cause_chain = %cause_chain(&e),
+                            failed_beats = failed_in_a_row,
+                            "heartbeat failing for longer than heartbeat_timeout; \
+                             other conductors consider this one dead; retrying"
+                        );
+                    } else {
+                        warn!(
+                            error.message = %e,
+                            error.cause_chain = %cause_chain(&e),
+                            failed_beats = failed_in_a_row,
+                            "heartbeat failed; retrying at the next interval"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Integration tests of the `ferric` binary crate, in one test binary:
+//! configuration layering and validation (in process), the service run in
+//! process, and the real built binary driven as an operator would.
+//!
+//! Test helpers panic on failure, like the tests themselves.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod chaos;
+mod cli;
+mod client;
+mod config;
+mod helpers;
+mod lock;
+mod serve;
