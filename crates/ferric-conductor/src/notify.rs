@@ -11,6 +11,8 @@
 //! `try_send` into a bounded channel; a background sender delivers with
 //! bounded retries and exponential backoff. When the channel is full the
 //! notification is dropped and counted (`ferric_notifications_dropped_total`).
+//! At shutdown [`QueuedSink::flush`] closes the queue and delivers what is in
+//! it, within a deadline, so a graceful stop loses no notification.
 //!
 //! The message is Ironic's versioned notification: an envelope (`event_type`
 //! `baremetal.node.provision_set.<status>`, `priority`, `publisher_id`,
@@ -26,7 +28,8 @@ use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 /// Receives provision-state notifications. Must not block.
@@ -258,6 +261,10 @@ pub struct QueuedSink {
     tx: mpsc::Sender<Outgoing>,
     kind: &'static str,
     counters: Arc<NotifyCounters>,
+    /// `true` asks the sender to close the queue, deliver what is in it, and end.
+    stop: watch::Sender<bool>,
+    /// The background sender, taken by [`QueuedSink::flush`].
+    sender: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for QueuedSink {
@@ -270,29 +277,80 @@ impl std::fmt::Debug for QueuedSink {
 
 impl QueuedSink {
     /// Start the background sender on the current tokio runtime. It ends
-    /// when the sink is dropped, after delivering what was queued.
-    pub fn start(
-        transport: Arc<dyn Transport>,
-        options: QueueOptions,
-    ) -> (Arc<QueuedSink>, tokio::task::JoinHandle<()>) {
+    /// after [`QueuedSink::flush`], or when the sink is dropped, in both cases
+    /// after delivering what was queued.
+    pub fn start(transport: Arc<dyn Transport>, options: QueueOptions) -> Arc<QueuedSink> {
         let (tx, mut rx) = mpsc::channel::<Outgoing>(options.capacity.max(1));
+        let (stop, mut stop_rx) = watch::channel(false);
         let counters = Arc::new(NotifyCounters::default());
         let kind = transport.kind();
-        let sink = Arc::new(QueuedSink {
-            tx,
-            kind,
-            counters: counters.clone(),
-        });
         let span = tracing::info_span!("worker", name = "notifications", sink = kind);
+        let worker_counters = counters.clone();
         let handle = tokio::spawn(tracing::Instrument::instrument(
             async move {
-                while let Some(msg) = rx.recv().await {
-                    deliver(&*transport, &options, &counters, &msg).await;
+                loop {
+                    tokio::select! {
+                        biased;
+                        msg = rx.recv() => match msg {
+                            Some(msg) => deliver(&*transport, &options, &worker_counters, &msg).await,
+                            None => return,
+                        },
+                        // Stop asked (or the sink is gone): no new messages,
+                        // deliver the queued ones, end.
+                        () = async {
+                            // The watch guard must not live across the drain.
+                            let _stopped_or_sink_gone = stop_rx.wait_for(|stop| *stop).await.is_ok();
+                        } => {
+                            rx.close();
+                            while let Some(msg) = rx.recv().await {
+                                deliver(&*transport, &options, &worker_counters, &msg).await;
+                            }
+                            return;
+                        }
+                    }
                 }
             },
             span,
         ));
-        (sink, handle)
+        Arc::new(QueuedSink {
+            tx,
+            kind,
+            counters,
+            stop,
+            sender: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Close the queue and deliver what is in it, waiting at most `within`.
+    /// Notifications emitted afterwards are dropped (and counted). Returns
+    /// whether everything queued was delivered or given up on in time; on
+    /// `false` the sender is aborted and the undelivered count is logged.
+    pub async fn flush(&self, within: Duration) -> bool {
+        let _receiver_may_be_gone = self.stop.send(true);
+        // The lock is held only to take the handle; never across an await.
+        let handle = match self.sender.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        let Some(mut handle) = handle else {
+            return true; // flushed before
+        };
+        match tokio::time::timeout(within, &mut handle).await {
+            Ok(_) => true,
+            Err(_) => {
+                handle.abort();
+                let c = &self.counters;
+                let done = c.sent.load(Ordering::Relaxed) + c.failed.load(Ordering::Relaxed);
+                let undelivered = c.queued.load(Ordering::Relaxed).saturating_sub(done);
+                warn!(
+                    sink = self.kind,
+                    undelivered,
+                    within_ms = within.as_millis() as u64,
+                    "notifications still undelivered at shutdown; dropping them"
+                );
+                false
+            }
+        }
     }
 
     /// The delivery counters (rendered into `/metrics`).
@@ -644,7 +702,7 @@ mod tests {
             calls: AtomicUsize::new(0),
             gate: tokio::sync::Semaphore::new(100),
         });
-        let (sink, _h) = QueuedSink::start(t.clone(), opts(8, 5));
+        let sink = QueuedSink::start(t.clone(), opts(8, 5));
         sink.emit(sample());
         let c = sink.counters().clone();
         until(|| c.sent.load(Ordering::SeqCst) == 1).await;
@@ -659,7 +717,7 @@ mod tests {
             calls: AtomicUsize::new(0),
             gate: tokio::sync::Semaphore::new(0),
         });
-        let (sink, _h) = QueuedSink::start(t.clone(), opts(8, 3));
+        let sink = QueuedSink::start(t.clone(), opts(8, 3));
         sink.emit(sample());
         let c = sink.counters().clone();
         until(|| c.failed.load(Ordering::SeqCst) == 1).await;
@@ -674,7 +732,7 @@ mod tests {
             calls: AtomicUsize::new(0),
             gate: tokio::sync::Semaphore::new(0),
         });
-        let (sink, _h) = QueuedSink::start(t.clone(), opts(2, 1));
+        let sink = QueuedSink::start(t.clone(), opts(2, 1));
         sink.emit(sample());
         until(|| t.calls.load(Ordering::SeqCst) == 1).await;
         for _ in 0..5 {
@@ -688,5 +746,59 @@ mod tests {
             .contains("ferric_notifications_dropped_total{sink=\"flaky\"} 3"));
         t.gate.add_permits(10);
         until(|| c.sent.load(Ordering::SeqCst) == 3).await;
+    }
+
+    #[tokio::test]
+    async fn flush_delivers_everything_queued_then_refuses_more() {
+        // The sender is held on the first message; four more wait in the queue.
+        let t = Arc::new(Flaky {
+            fail_first: 0,
+            calls: AtomicUsize::new(0),
+            gate: tokio::sync::Semaphore::new(0),
+        });
+        let sink = QueuedSink::start(t.clone(), opts(8, 1));
+        for _ in 0..5 {
+            sink.emit(sample());
+        }
+        until(|| t.calls.load(Ordering::SeqCst) == 1).await;
+        let c = sink.counters().clone();
+        assert_eq!(c.sent.load(Ordering::SeqCst), 0);
+        let gate = t.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            gate.gate.add_permits(100);
+        });
+        assert!(sink.flush(Duration::from_secs(10)).await);
+        assert_eq!(
+            c.sent.load(Ordering::SeqCst),
+            5,
+            "every queued message delivered"
+        );
+        sink.emit(sample());
+        assert_eq!(
+            c.dropped.load(Ordering::SeqCst),
+            1,
+            "closed after the flush"
+        );
+        assert!(
+            sink.flush(Duration::from_secs(1)).await,
+            "a second flush is a no-op"
+        );
+    }
+
+    #[tokio::test]
+    async fn flush_gives_up_at_its_deadline() {
+        let t = Arc::new(Flaky {
+            fail_first: 0,
+            calls: AtomicUsize::new(0),
+            gate: tokio::sync::Semaphore::new(0),
+        });
+        let sink = QueuedSink::start(t.clone(), opts(8, 1));
+        sink.emit(sample());
+        sink.emit(sample());
+        let started = std::time::Instant::now();
+        assert!(!sink.flush(Duration::from_millis(100)).await);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(sink.counters().sent.load(Ordering::SeqCst), 0);
     }
 }

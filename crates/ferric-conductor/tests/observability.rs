@@ -251,7 +251,7 @@ async fn webhook_receives_start_and_end_of_a_deploy_with_retries() {
         min_backoff: Duration::from_millis(10),
         ..Default::default()
     };
-    let (sink, _sender) = QueuedSink::start(Arc::new(transport), options);
+    let sink = QueuedSink::start(Arc::new(transport), options);
     let t = store().await;
     let tm = conductor(&t, "cond-a", sink.clone()).await;
     let n = node(&*t.store, "web-1", ProvisionState::Available).await;
@@ -299,7 +299,7 @@ async fn amqp_receives_start_and_end_on_ironics_exchange() {
         return;
     };
     let transport = Arc::new(AmqpTransport::new(&url, notify::AMQP_EXCHANGE).unwrap());
-    let (sink, _sender) = QueuedSink::start(transport, QueueOptions::default());
+    let sink = QueuedSink::start(transport, QueueOptions::default());
 
     // A listener bound like a notification consumer of Ironic's: declare the
     // exchange (as the publisher would) and a private queue on both priorities.

@@ -6,6 +6,7 @@
 //! sink = "log"          # "log" (default) | "webhook" | "amqp"
 //! webhook_url = "https://hooks.example/ferric"
 //! amqp_url = "amqp://user:password@rabbit:5672/%2f"   # a secret: masked in output
+//! flush_timeout_secs = 10   # a graceful stop delivers what is queued, this long at most
 //! ```
 //!
 //! Webhook and AMQP deliveries go through a bounded queue and a background
@@ -52,6 +53,8 @@ pub struct NotificationsConfig {
     pub queue_capacity: usize,
     /// Delivery attempts per notification (first try included).
     pub max_attempts: usize,
+    /// Seconds a graceful stop waits for queued notifications to be delivered.
+    pub flush_timeout_secs: u64,
 }
 
 impl Default for NotificationsConfig {
@@ -64,6 +67,7 @@ impl Default for NotificationsConfig {
             amqp_exchange: AMQP_EXCHANGE.to_string(),
             queue_capacity: 1024,
             max_attempts: 5,
+            flush_timeout_secs: 10,
         }
     }
 }
@@ -78,6 +82,7 @@ impl std::fmt::Debug for NotificationsConfig {
             .field("amqp_exchange", &self.amqp_exchange)
             .field("queue_capacity", &self.queue_capacity)
             .field("max_attempts", &self.max_attempts)
+            .field("flush_timeout_secs", &self.flush_timeout_secs)
             .finish()
     }
 }
@@ -126,6 +131,12 @@ impl NotificationsConfig {
                 self.max_attempts
             ));
         }
+        if self.flush_timeout_secs > 3600 {
+            p.push(format!(
+                "notifications.flush_timeout_secs ({}) must be at most 3600",
+                self.flush_timeout_secs
+            ));
+        }
         if self.webhook_timeout_secs == 0 || self.webhook_timeout_secs > 600 {
             p.push(format!(
                 "notifications.webhook_timeout_secs ({}) must be between 1 and 600",
@@ -165,7 +176,7 @@ impl NotificationsConfig {
                     .map_err(|e| anyhow::anyhow!("notifications.amqp_url: {e}"))?,
             ),
         };
-        let (queued, _sender) = QueuedSink::start(
+        let queued = QueuedSink::start(
             transport,
             QueueOptions {
                 capacity: self.queue_capacity,

@@ -12,4 +12,5 @@ mod client;
 mod config;
 mod helpers;
 mod lock;
+mod observability;
 mod serve;
