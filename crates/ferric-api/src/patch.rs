@@ -262,7 +262,10 @@ fn apply_one(n: &mut Node, p: &PatchOp) -> Result<(), ApiError> {
             scalar(rest)?;
             n.maintenance_reason = match value {
                 None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s),
+                Some(Value::String(s)) => {
+                    crate::extract::check_text(path, &s)?;
+                    Some(s)
+                }
                 Some(other) => return Err(type_error(path, "a string or null", &other)),
             };
             Ok(())

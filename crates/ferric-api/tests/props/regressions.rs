@@ -41,3 +41,44 @@ fn patches_cannot_nest_dictionaries_beyond_the_limit() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
 
+/// NUL characters in text the store keeps or filters by (PostgreSQL's text
+/// type cannot hold them): stored, or refused with a 400, never a 500.
+#[test]
+fn nul_characters_never_make_a_server_error() {
+    for engine in crate::http::engines() {
+        let h = Harness::new(engine);
+        let reqs = [
+            Req::new(
+                Method::PUT,
+                "/v1/nodes/{main}/maintenance",
+                br#"{"reason": "a\u0000b"}"#.to_vec(),
+            ),
+            patch(&json!([{"op": "add", "path": "/maintenance_reason", "value": "x\u{0}"}])),
+            patch(&json!([{"op": "add", "path": "/extra/k\u{0}", "value": "v\u{0}"}])),
+            Req::new(Method::GET, "/v1/nodes?driver=%00", Vec::new()),
+            Req::new(
+                Method::GET,
+                "/v1/nodes?driver=a%00&provision_state=enroll",
+                Vec::new(),
+            ),
+            Req::new(
+                Method::POST,
+                "/v1/nodes",
+                br#"{"driver": "fake-hardware", "extra": {"\u0000": "\u0000"}}"#.to_vec(),
+            ),
+            Req::new(
+                Method::PUT,
+                "/v1/nodes/{main}/states/power",
+                br#"{"target": "power on\u0000"}"#.to_vec(),
+            ),
+            Req::new(Method::GET, "/v1/nodes/a%00b", Vec::new()),
+        ];
+        for req in &reqs {
+            let (status, body) = h.send(req);
+            assert!(
+                !status.is_server_error(),
+                "{engine:?} {req:?}: {status} {body}"
+            );
+        }
+    }
+}
