@@ -47,6 +47,18 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// Refuse a NUL character in text stored in a text column or compared with
+/// one: PostgreSQL's text type cannot hold it (SQLite can), so without this
+/// the same request would be a 500 on one engine and accepted on the other.
+pub fn check_text(field: &str, text: &str) -> Result<(), ApiError> {
+    if text.contains('\0') {
+        return Err(ApiError::bad_request(format!(
+            "Invalid value for {field}: it must not contain a NUL character."
+        )));
+    }
+    Ok(())
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 

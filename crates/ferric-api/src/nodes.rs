@@ -331,6 +331,9 @@ async fn list_nodes(
         s.parse::<ProvisionState>()
             .map_err(|_| ApiError::bad_request(format!("Invalid provision_state \"{s}\".")))?;
     }
+    if let Some(d) = &q.driver {
+        crate::extract::check_text("driver", d)?;
+    }
     let maintenance = match &q.maintenance {
         Some(m) => Some(parse_bool("maintenance", m)?),
         None => None,

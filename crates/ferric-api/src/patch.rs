@@ -4,7 +4,7 @@
 
 use crate::error::ApiError;
 use crate::render::{default_interface, INTERFACES};
-use ferric_core::node::{normalize_conductor_group, validate_name};
+use ferric_core::node::{json_depth, normalize_conductor_group, validate_name, MAX_DICT_DEPTH};
 use ferric_core::Node;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
@@ -262,7 +262,10 @@ fn apply_one(n: &mut Node, p: &PatchOp) -> Result<(), ApiError> {
             scalar(rest)?;
             n.maintenance_reason = match value {
                 None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s),
+                Some(Value::String(s)) => {
+                    crate::extract::check_text(path, &s)?;
+                    Some(s)
+                }
                 Some(other) => return Err(type_error(path, "a string or null", &other)),
             };
             Ok(())
@@ -331,6 +334,18 @@ fn patch_map(
     value: Option<Value>,
     path: &str,
 ) -> Result<(), ApiError> {
+    // Checked before every operation, not once at the end: a patch of many
+    // operations could otherwise nest without bound, and values that deep
+    // overflow the stack wherever they are cloned, dropped or serialised.
+    let levels_above = rest.len();
+    if let Some(v) = &value {
+        let depth = levels_above + json_depth(v);
+        if depth > MAX_DICT_DEPTH {
+            return Err(ApiError::bad_request(format!(
+                "Invalid value for {path}: /{root} would nest {depth} levels deep; at most {MAX_DICT_DEPTH} are allowed."
+            )));
+        }
+    }
     let Some((last, parents)) = rest.split_last() else {
         // The whole dictionary.
         match value {

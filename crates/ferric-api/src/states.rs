@@ -482,6 +482,9 @@ pub async fn put_maintenance(
     OptionalJsonBody(body): OptionalJsonBody<MaintenanceBody>,
 ) -> Result<Response, ApiError> {
     let reason = body.unwrap_or_default().reason;
+    if let Some(r) = &reason {
+        crate::extract::check_text("reason", r)?;
+    }
     set_maintenance(st, v, &id, true, reason).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }

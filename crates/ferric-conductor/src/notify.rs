@@ -444,18 +444,34 @@ impl NotificationSink for QueuedSink {
 
 /// HTTP POST of the message as JSON. 2xx is delivered; 408, 429 and 5xx and
 /// network errors are retried; other statuses are refusals.
-#[derive(Debug, Clone)]
+///
+/// The URL may carry credentials (`https://user:password@host/`): it is
+/// never part of an error or of `Debug`.
+#[derive(Clone)]
 pub struct WebhookTransport {
     url: String,
     http: reqwest::Client,
 }
 
+impl std::fmt::Debug for WebhookTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let host = reqwest::Url::parse(&self.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        f.debug_struct("WebhookTransport")
+            .field("host", &host)
+            .finish()
+    }
+}
+
 impl WebhookTransport {
-    /// POST to `url` with a per-attempt timeout.
+    /// POST to `url` with a per-attempt timeout. Errors do not repeat the
+    /// URL (callers show it masked).
     pub fn new(url: &str, timeout: Duration) -> Result<WebhookTransport, String> {
-        let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?}: {e}"))?;
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a valid URL: {e}"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(format!("{url:?}: the scheme must be http or https"));
+            return Err("the scheme must be http or https".to_string());
         }
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -482,7 +498,7 @@ impl Transport for WebhookTransport {
             .json(&message.body)
             .send()
             .await
-            .map_err(|e| SendError::Transient(format!("POST failed: {e}")))?;
+            .map_err(|e| SendError::Transient(format!("POST failed: {}", e.without_url())))?;
         let status = resp.status();
         if status.is_success() {
             Ok(())

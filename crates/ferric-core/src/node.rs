@@ -123,12 +123,59 @@ pub fn normalize_conductor_group(group: &str) -> Result<String, DomainError> {
     Ok(group.to_ascii_lowercase())
 }
 
+/// The deepest nesting of a node's dictionary fields (`driver_info`,
+/// `properties`, `extra`, `instance_info`), the dictionary itself counting
+/// as 1. Node documents are read back with serde_json, which refuses
+/// documents nested deeper than 128 levels: with this bound a stored node,
+/// its change-feed snapshot and every response showing it stay well within
+/// that, and nothing recursing over a value can run out of stack.
+pub const MAX_DICT_DEPTH: usize = 64;
+
+/// How deeply `v` nests: 0 for a scalar, 1 for an array or object of
+/// scalars, and so on. Iterative, so any depth is safe to measure.
+pub fn json_depth(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 1usize)];
+    while let Some((v, level)) = stack.pop() {
+        match v {
+            Value::Array(items) => {
+                deepest = deepest.max(level);
+                stack.extend(items.iter().map(|c| (c, level + 1)));
+            }
+            Value::Object(members) => {
+                deepest = deepest.max(level);
+                stack.extend(members.values().map(|c| (c, level + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Refuse a dictionary field nested deeper than [`MAX_DICT_DEPTH`].
+pub fn validate_dict_depth(
+    field: &'static str,
+    dict: &Map<String, Value>,
+) -> Result<(), DomainError> {
+    let depth = 1 + dict.values().map(json_depth).max().unwrap_or(0);
+    if depth > MAX_DICT_DEPTH {
+        return Err(DomainError::InvalidField {
+            field,
+            reason: format!("nests {depth} levels deep; at most {MAX_DICT_DEPTH} are allowed"),
+        });
+    }
+    Ok(())
+}
+
 impl NewNode {
     /// Check every field; the first problem is reported.
     pub fn validate(&mut self) -> Result<(), DomainError> {
         if let Some(name) = &self.name {
             validate_name(name)?;
         }
+        validate_dict_depth("driver_info", &self.driver_info)?;
+        validate_dict_depth("properties", &self.properties)?;
+        validate_dict_depth("extra", &self.extra)?;
         if self.driver.is_empty() || self.driver.len() > 255 {
             return Err(DomainError::InvalidField {
                 field: "driver",
@@ -150,6 +197,40 @@ mod tests {
         assert!(validate_name("").is_err());
         assert!(validate_name("has space").is_err());
         assert!(validate_name("8a4b5c1e-2f3d-4e5f-9a8b-7c6d5e4f3a2b").is_err());
+    }
+
+    #[test]
+    fn json_depth_counts_containers() {
+        use serde_json::json;
+        assert_eq!(json_depth(&json!(1)), 0);
+        assert_eq!(json_depth(&json!([])), 1);
+        assert_eq!(json_depth(&json!({"a": [1, {"b": null}]})), 3);
+        let mut deep = json!(0);
+        for _ in 0..100_000 {
+            // Not `json!([deep])`: that serialises `deep`, recursively.
+            deep = Value::Array(vec![deep]);
+        }
+        assert_eq!(json_depth(&deep), 100_000);
+        // Dropping it recursively would overflow the stack; leak it instead.
+        std::mem::forget(deep);
+    }
+
+    #[test]
+    fn new_nodes_with_too_deep_dictionaries_are_refused() {
+        use serde_json::json;
+        let mut deep = json!(1);
+        for _ in 0..MAX_DICT_DEPTH {
+            deep = json!({ "a": deep });
+        }
+        let mut n = NewNode {
+            driver: "fake-hardware".into(),
+            ..Default::default()
+        };
+        n.extra.insert("ok".into(), deep["a"].clone());
+        assert!(n.validate().is_ok());
+        n.extra.insert("deep".into(), deep);
+        let e = n.validate().unwrap_err().to_string();
+        assert!(e.contains("extra") && e.contains("65 levels"), "{e}");
     }
 
     #[test]

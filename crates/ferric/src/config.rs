@@ -536,8 +536,7 @@ fn layers(sources: &Sources, problems: &mut Vec<String>) -> Vec<Layer> {
             ));
             continue;
         }
-        // Parsed like figment's `Env`: `5` is a number, `true` a bool, `5s` a string.
-        let Ok(value) = value.parse::<Value>();
+        let value = env_value(&key, value);
         layers.push(Layer {
             origin: format!("environment variable {name}"),
             figment: Figment::from(Serialized::default(&key, value)),
@@ -551,6 +550,30 @@ fn layers(sources: &Sources, problems: &mut Vec<String>) -> Vec<Layer> {
     }
     layers
 }
+
+/// The value of an environment variable for `key`. Parsed like figment's
+/// `Env` (`5` is a number, `true` a bool, `5s` a string), except for keys
+/// whose values are strings: those take the text as it is, so a digits-only
+/// API token or host name is not turned into a number (and then refused).
+fn env_value(key: &str, text: &str) -> Value {
+    let defaults = Figment::from(Serialized::defaults(Config::default()));
+    match defaults.find_value(key) {
+        Ok(Value::String(..)) => Value::from(text.to_string()),
+        _ => {
+            let Ok(value) = text.parse::<Value>();
+            value
+        }
+    }
+}
+
+/// Keys whose values may hold a secret: errors about them never show the
+/// value.
+const SECRET_KEYS: &[&str] = &[
+    "database.url",
+    "api.token",
+    "notifications.amqp_url",
+    "notifications.webhook_url",
+];
 
 fn read_toml(path: &Path) -> Result<Figment, String> {
     let text = std::fs::read_to_string(path)
@@ -597,13 +620,20 @@ fn describe(error: figment::Error, layers: &[Layer], section: Option<&str>) -> V
                 }
                 path.insert(0, section.to_string());
             }
+            use figment::error::Kind;
             let what = match &e.kind {
-                figment::error::Kind::UnknownField(field, expected) => {
+                Kind::UnknownField(field, expected) => {
                     if path.last() != Some(field) {
                         path.push(field.clone());
                     }
                     format!("unknown key; expected one of: {}", expected.join(", "))
                 }
+                kind if SECRET_KEYS.contains(&path.join(".").as_str()) => match kind {
+                    Kind::InvalidType(_, expected) => format!(
+                        "invalid type: expected {expected} (the value is not shown: it may be a secret)"
+                    ),
+                    _ => "invalid value (not shown: it may be a secret)".to_string(),
+                },
                 kind => kind.to_string(),
             };
             let key = path.join(".");

@@ -10,6 +10,7 @@ mod chaos;
 mod cli;
 mod client;
 mod config;
+mod config_props;
 mod helpers;
 mod lock;
 mod observability;
