@@ -315,6 +315,32 @@ impl SqlStore {
         Ok(rev)
     }
 
+    /// Bump the revision counter and stamp `node` with the new revision;
+    /// one statement on PostgreSQL, two on SQLite (whose writers are
+    /// serialised by the database anyway).
+    async fn stamp_revision(&self, conn: &mut sqlx::AnyConnection, node: Uuid) -> StoreResult<i64> {
+        if self.backend == Backend::Postgres {
+            let rev: i64 = sqlx::query(
+                "WITH r AS (UPDATE revision_counter SET value = value + 1 WHERE id = 1 \
+                 RETURNING value) \
+                 UPDATE nodes SET revision = (SELECT value FROM r) WHERE uuid = $1 \
+                 RETURNING revision",
+            )
+            .bind(node.to_string())
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get("revision")?;
+            return Ok(rev);
+        }
+        let rev = self.bump_revision(conn).await?;
+        sqlx::query("UPDATE nodes SET revision = $1 WHERE uuid = $2")
+            .bind(rev)
+            .bind(node.to_string())
+            .execute(&mut *conn)
+            .await?;
+        Ok(rev)
+    }
+
     async fn record_change(
         &self,
         conn: &mut sqlx::AnyConnection,
@@ -992,7 +1018,8 @@ impl Store for SqlStore {
              target_power_state = $12, maintenance = $13, maintenance_reason = $14, \
              last_error = $15, conductor_group = $16, conductor_affinity = $17, \
              updated_at = {now} \
-             WHERE uuid = $18 AND reservation = $19 AND lock_task = $20 AND lock_epoch = $21",
+             WHERE uuid = $18 AND reservation = $19 AND lock_task = $20 AND lock_epoch = $21 \
+             RETURNING {node_cols}",
         ))
         .bind(n.name.clone())
         .bind(n.driver.clone())
@@ -1015,10 +1042,10 @@ impl Store for SqlStore {
         .bind(token.holder.clone())
         .bind(token.task_id.to_string())
         .bind(token.epoch)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await;
         let updated = match updated {
-            Ok(r) => r.rows_affected(),
+            Ok(row) => row,
             Err(e) => {
                 let new = NewNode {
                     name: n.name.clone(),
@@ -1027,18 +1054,19 @@ impl Store for SqlStore {
                 return Err(Self::map_unique(e, &new, n.uuid));
             }
         };
-        if updated != 1 {
+        let Some(row) = updated else {
             let err = self.diagnose_fenced(&mut tx, token).await;
             tx.rollback().await?;
             return Err(err);
-        }
-        let rev = self.bump_revision(&mut tx).await?;
-        sqlx::query("UPDATE nodes SET revision = $1 WHERE uuid = $2")
-            .bind(rev)
-            .bind(n.uuid.to_string())
-            .execute(&mut *tx)
-            .await?;
-        let node = self.fetch_node(&mut tx, n.uuid).await?;
+        };
+        // The revision counter is one row: every node write queues on it
+        // from the bump until its commit (that is what keeps the change feed
+        // gap-free and in commit order). So the node is read back by the
+        // UPDATE above, and the counter is taken last, in one statement on
+        // PostgreSQL.
+        let mut node = node_from_row(&row)?;
+        let rev = self.stamp_revision(&mut tx, n.uuid).await?;
+        node.revision = rev;
         self.record_change(&mut tx, rev, n.uuid, ChangeKind::Updated, Some(&node))
             .await?;
         tx.commit().await?;
