@@ -670,6 +670,10 @@ pub async fn revisions_and_change_feed_have_no_gaps(store: Arc<dyn Store>) {
         ]
     );
     assert_eq!(saved.revision, 3);
+    // The change row carries the node exactly as saved, revision included,
+    // and the store holds the revision save_node reported.
+    assert_eq!(changes[2].snapshot.as_ref(), Some(&saved));
+    assert_eq!(s.get_node(&a.into()).await.unwrap().revision, 3);
     assert_eq!(
         changes[2].snapshot.as_ref().unwrap().extra.get("k"),
         Some(&serde_json::json!("v"))
