@@ -7,21 +7,7 @@ use ferric_core::{DbTime, Node, ProvisionState};
 use serde_json::{json, Map, Value};
 
 /// The hardware interfaces a node has, in Ironic's field order.
-pub const INTERFACES: &[&str] = &[
-    "bios",
-    "boot",
-    "console",
-    "deploy",
-    "firmware",
-    "inspect",
-    "management",
-    "network",
-    "power",
-    "raid",
-    "rescue",
-    "storage",
-    "vendor",
-];
+pub use ferric_core::node::INTERFACES;
 
 /// Hardware types ferric offers.
 pub const DRIVERS: &[&str] = &["fake-hardware", "redfish"];

@@ -112,22 +112,7 @@ fn opt_str<T: ToString>(v: Option<T>) -> Value {
 pub fn ironic_message(n: &ProvisionNotification, node: Option<&Node>) -> Value {
     let mut data = Map::new();
     if let Some(node) = node {
-        let interfaces = [
-            "bios",
-            "boot",
-            "console",
-            "deploy",
-            "firmware",
-            "inspect",
-            "management",
-            "network",
-            "power",
-            "raid",
-            "rescue",
-            "storage",
-            "vendor",
-        ];
-        for i in interfaces {
+        for i in ferric_core::node::INTERFACES {
             let key = format!("{i}_interface");
             data.insert(key.clone(), opt_str(node.interfaces.get(&key)));
         }

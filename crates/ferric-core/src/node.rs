@@ -129,6 +129,24 @@ pub fn normalize_conductor_group(group: &str) -> Result<String, DomainError> {
 /// documents nested deeper than 128 levels: with this bound a stored node,
 /// its change-feed snapshot and every response showing it stay well within
 /// that, and nothing recursing over a value can run out of stack.
+/// The hardware interfaces a node has, in Ironic's field order; each is the
+/// field `<name>_interface` of the API and of notification payloads.
+pub const INTERFACES: &[&str] = &[
+    "bios",
+    "boot",
+    "console",
+    "deploy",
+    "firmware",
+    "inspect",
+    "management",
+    "network",
+    "power",
+    "raid",
+    "rescue",
+    "storage",
+    "vendor",
+];
+
 pub const MAX_DICT_DEPTH: usize = 64;
 
 /// How deeply `v` nests: 0 for a scalar, 1 for an array or object of
