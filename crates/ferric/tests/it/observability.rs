@@ -154,10 +154,6 @@ fn metrics_and_notifications_through_a_running_serve() {
             node["provision_state"] == stable
         });
     }
-    // A NodeLocked-free read of the lock state through the API, for the route label.
-    let listed = http_at(&api, "GET", "/v1/nodes?detail=true", None, v);
-    assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
-
     let reply = http_at(&api, "GET", "/metrics", None, None);
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     let metrics = body_of(&reply).to_string();
