@@ -5,8 +5,8 @@
 
 use ferric_conductor::cluster::*;
 use ferric_conductor::*;
-use ferric_core::{NewNode, ProvisionState};
-use ferric_store::testing::{register, Engine, TestStore};
+use ferric_core::ProvisionState;
+use ferric_store::testing::{fake_node as node, register, Engine, TestStore};
 use ferric_store::{Store, StoreError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,18 +21,6 @@ fn config(host: &str) -> ConductorConfig {
         workers_pool_size: 4,
         ..Default::default()
     }
-}
-
-async fn node(s: &dyn Store, name: &str, state: ProvisionState) -> Uuid {
-    s.create_node(NewNode {
-        name: Some(name.into()),
-        driver: "fake-hardware".into(),
-        provision_state: Some(state),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-    .uuid
 }
 
 async fn conductor(t: &TestStore, host: &str, cfg: ConductorConfig) -> TaskManager {

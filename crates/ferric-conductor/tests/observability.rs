@@ -9,8 +9,8 @@
 use ferric_conductor::cluster::*;
 use ferric_conductor::notify::{AmqpTransport, QueueOptions, QueuedSink, WebhookTransport};
 use ferric_conductor::*;
-use ferric_core::{Event, NewNode, ProvisionState};
-use ferric_store::testing::{register, Engine, TestStore};
+use ferric_core::{Event, ProvisionState};
+use ferric_store::testing::{fake_node as node, register, Engine, TestStore};
 use ferric_store::Store;
 use serde_json::Value;
 use std::sync::atomic::Ordering;
@@ -35,18 +35,6 @@ async fn store() -> TestStore {
     })
     .await
     .unwrap()
-}
-
-async fn node(s: &dyn Store, name: &str, state: ProvisionState) -> Uuid {
-    s.create_node(NewNode {
-        name: Some(name.into()),
-        driver: "fake-hardware".into(),
-        provision_state: Some(state),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-    .uuid
 }
 
 async fn conductor(t: &TestStore, host: &str, sink: Arc<dyn NotificationSink>) -> TaskManager {

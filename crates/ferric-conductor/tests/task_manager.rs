@@ -6,7 +6,7 @@
 
 use ferric_conductor::*;
 use ferric_core::notify::NotifyStatus;
-use ferric_core::{Event, NewNode, ProvisionState};
+use ferric_core::{Event, ProvisionState};
 use ferric_store::testing::{register, Engine, TestStore};
 use ferric_store::{Claim, NodeIdent, Store, StoreError};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -26,16 +26,7 @@ impl Env {
     }
 
     async fn node(&self, name: &str, state: ProvisionState) -> Uuid {
-        self.store()
-            .create_node(NewNode {
-                name: Some(name.into()),
-                driver: "fake-hardware".into(),
-                provision_state: Some(state),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .uuid
+        ferric_store::testing::fake_node(&**self.store(), name, state).await
     }
 
     /// A second conductor on its own connection pool, like another process.

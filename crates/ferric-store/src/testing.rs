@@ -5,8 +5,10 @@
 //! skipped (with a message); when it is set but unreachable they fail.
 
 use crate::{ConductorInfo, SqlStore, Store, StoreOptions};
+use ferric_core::{NewNode, ProvisionState};
 use std::sync::Arc;
 use std::time::Duration;
+use uuid::Uuid;
 
 /// The engines the shared suite runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,5 +124,19 @@ pub async fn register(store: &dyn Store, hostname: &str) {
     };
     if let Err(e) = store.register_conductor(&info).await {
         panic!("register conductor {hostname}: {e}");
+    }
+}
+
+/// Enrol a `fake-hardware` node named `name` in `state` on any store.
+pub async fn fake_node(store: &dyn Store, name: &str, state: ProvisionState) -> Uuid {
+    let new = NewNode {
+        name: Some(name.into()),
+        driver: "fake-hardware".into(),
+        provision_state: Some(state),
+        ..Default::default()
+    };
+    match store.create_node(new).await {
+        Ok(node) => node.uuid,
+        Err(e) => panic!("create node {name}: {e}"),
     }
 }
