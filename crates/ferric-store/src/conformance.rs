@@ -35,6 +35,7 @@ macro_rules! for_each_conformance_test {
             delete_is_fenced_and_removes_waiters,
             break_lock_is_conditional_and_audited,
             revisions_and_change_feed_have_no_gaps,
+            power_observations_are_recorded_only_if_nothing_happened_since,
             list_pages_and_filters,
             conductor_liveness_uses_database_clock,
             racing_acquirers_never_share_the_lock
@@ -685,6 +686,122 @@ pub async fn revisions_and_change_feed_have_no_gaps(store: Arc<dyn Store>) {
         s.list_nodes(&NodeQuery::default()).await.unwrap().revision,
         4
     );
+}
+
+pub async fn power_observations_are_recorded_only_if_nothing_happened_since(store: Arc<dyn Store>) {
+    use ferric_core::PowerState;
+    let s: &dyn Store = &*store;
+    let observe = |n: &ferric_core::Node, p: PowerState| PowerObservation {
+        node: n.uuid,
+        lock_epoch: n.lock_epoch,
+        revision: n.revision,
+        power_state: p,
+    };
+    let [a, held, relocked, rewritten] = [
+        node(s, "a").await,
+        node(s, "held").await,
+        node(s, "relocked").await,
+        node(s, "rewritten").await,
+    ];
+    let listed = s.list_nodes(&NodeQuery::default()).await.unwrap();
+    let seen = |u: Uuid| listed.nodes.iter().find(|n| n.uuid == u).unwrap().clone();
+    // Locked now: skipped. Locked and released since: skipped.
+    let hold = s.try_acquire(held, &claim("c", "deploy")).await.unwrap();
+    let t = s.try_acquire(relocked, &claim("c", "edit")).await.unwrap();
+    s.release(&t).await.unwrap();
+    let before = s.changes_since(0, 1_000).await.unwrap().len();
+    let stale_rewrite = observe(&seen(rewritten), PowerState::On);
+    let mut observed = vec![
+        observe(&seen(a), PowerState::On),
+        observe(&seen(held), PowerState::On),
+        observe(&seen(relocked), PowerState::On),
+        stale_rewrite.clone(),
+        PowerObservation {
+            node: Uuid::new_v4(),
+            lock_epoch: 0,
+            revision: 0,
+            power_state: PowerState::On,
+        },
+    ];
+    let recorded = s.record_power_states(&observed).await.unwrap();
+    let got: Vec<Uuid> = recorded.iter().map(|n| n.uuid).collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.contains(&a) && got.contains(&rewritten));
+    for n in [held, relocked] {
+        assert_eq!(s.get_node(&n.into()).await.unwrap().power_state, None);
+    }
+    // Each recorded node has its own revision and change entry, exactly as
+    // stored, and the counter moved by the number recorded.
+    let changes = s.changes_since(0, 1_000).await.unwrap();
+    assert_eq!(changes.len(), before + 2);
+    let revs: Vec<i64> = changes.iter().map(|c| c.revision).collect();
+    assert_eq!(revs, (1..=revs.len() as i64).collect::<Vec<_>>());
+    for n in &recorded {
+        let stored = s.get_node(&n.uuid.into()).await.unwrap();
+        assert_eq!(&stored, n);
+        assert_eq!(stored.power_state, Some(PowerState::On));
+        assert_eq!(stored.lock_epoch, seen(n.uuid).lock_epoch, "no grant taken");
+        let c = changes.iter().find(|c| c.revision == n.revision).unwrap();
+        assert_eq!((c.node, c.kind), (n.uuid, ChangeKind::Updated));
+        assert_eq!(c.snapshot.as_ref(), Some(n));
+    }
+    let page = s.list_nodes(&NodeQuery::default()).await.unwrap();
+    assert_eq!(page.revision, *revs.last().unwrap());
+    // The same observation again is stale (the node was written since): no
+    // change, no revision, nothing in the feed.
+    observed.truncate(0);
+    observed.push(PowerObservation {
+        power_state: PowerState::Off,
+        ..stale_rewrite
+    });
+    assert!(s.record_power_states(&observed).await.unwrap().is_empty());
+    assert_eq!(
+        s.get_node(&rewritten.into()).await.unwrap().power_state,
+        Some(PowerState::On)
+    );
+    assert_eq!(s.changes_since(0, 1_000).await.unwrap().len(), before + 2);
+    assert!(s.record_power_states(&[]).await.unwrap().is_empty());
+    for n in [a, held, relocked, rewritten] {
+        check_lock_invariants(s, n).await;
+    }
+    s.release(&hold).await.unwrap();
+    // More observations than one multi-row statement holds.
+    s.create_nodes(
+        (0..130)
+            .map(|i| NewNode {
+                name: Some(format!("bulk-{i}")),
+                driver: "fake-hardware".to_string(),
+                ..Default::default()
+            })
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let page = s.list_nodes(&NodeQuery::default()).await.unwrap();
+    let bulk: Vec<PowerObservation> = page
+        .nodes
+        .iter()
+        .filter(|n| n.power_state.is_none())
+        .map(|n| observe(n, PowerState::Off))
+        .collect();
+    assert_eq!(bulk.len(), 132);
+    let recorded = s.record_power_states(&bulk).await.unwrap();
+    assert_eq!(recorded.len(), 132);
+    let mut revs: Vec<i64> = recorded.iter().map(|n| n.revision).collect();
+    revs.sort_unstable();
+    assert_eq!(
+        revs,
+        ((page.revision + 1)..=(page.revision + 132)).collect::<Vec<_>>()
+    );
+    let after = s.list_nodes(&NodeQuery::default()).await.unwrap();
+    assert_eq!(after.revision, page.revision + 132);
+    assert!(after.nodes.iter().all(|n| n.power_state.is_some()));
+    let feed = s.changes_since(page.revision, 1_000).await.unwrap();
+    assert_eq!(feed.len(), 132);
+    for c in feed {
+        let n = after.nodes.iter().find(|n| n.uuid == c.node).unwrap();
+        assert_eq!(c.snapshot.as_ref(), Some(n));
+    }
 }
 
 pub async fn list_pages_and_filters(store: Arc<dyn Store>) {

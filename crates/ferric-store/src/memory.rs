@@ -63,6 +63,7 @@ pub enum Op {
     GetNode,
     ListNodes,
     SaveNode,
+    RecordPowerStates,
     DeleteNode,
     ChangesSince,
     TryAcquire,
@@ -764,6 +765,28 @@ impl Store for MemoryStore {
             .get(&token.node)
             .cloned()
             .ok_or_else(|| StoreError::NodeNotFound(token.node.to_string()))
+    }
+
+    async fn record_power_states(&self, observed: &[PowerObservation]) -> StoreResult<Vec<Node>> {
+        self.enter(Op::RecordPowerStates).await?;
+        let mut st = guard(&self.state);
+        let now = self.now_us();
+        let mut recorded = Vec::new();
+        for o in observed {
+            let Some(n) = st.nodes.get_mut(&o.node) else {
+                continue;
+            };
+            if n.reservation.is_some() || n.lock_epoch != o.lock_epoch || n.revision != o.revision {
+                continue;
+            }
+            n.power_state = Some(o.power_state);
+            n.updated_at = Some(DbTime(now));
+            Self::record_change(&mut st, o.node, ChangeKind::Updated, now);
+            if let Some(n) = st.nodes.get(&o.node) {
+                recorded.push(n.clone());
+            }
+        }
+        Ok(recorded)
     }
 
     async fn delete_node(&self, token: &LockToken) -> StoreResult<()> {

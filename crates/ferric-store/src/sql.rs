@@ -6,6 +6,11 @@
 //! begins (`BEGIN IMMEDIATE` on SQLite). Parameters are written `$1, $2, ...`
 //! and must first appear in increasing order (SQLite numbers named
 //! parameters by first appearance).
+//!
+//! One exception: on a SQLite file, node list pages are read through a small
+//! second pool on sqlx's native SQLite driver (same statement text, same row
+//! decoder), because the `Any` driver's per-row conversion cost half of a
+//! 100k-node detail list. Everything else, and every write, uses `Any`.
 
 use crate::types::*;
 use crate::wake::WakeSubscription;
@@ -14,7 +19,8 @@ use async_trait::async_trait;
 use ferric_core::{DbTime, NewNode, Node, PowerState, ProvisionState, Reservation};
 use serde_json::{Map, Value};
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::{Any, AnyPool, AssertSqlSafe, ColumnIndex, Decode, Executor, Row, Transaction, Type};
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -69,6 +75,12 @@ const POSTGRES: Dialect = Dialect {
 /// The SQL store. Cheap to clone behind an `Arc`.
 pub struct SqlStore {
     pool: AnyPool,
+    /// SQLite files only: a second pool on sqlx's native SQLite driver for
+    /// node list pages. The `Any` driver converts every row, value and
+    /// column descriptor into its own types before we decode; that was half
+    /// of a full detail list of 100k nodes (see BENCHMARKS.md). Reads only:
+    /// every write still goes through `pool` and the write gate.
+    sqlite_reads: Option<SqlitePool>,
     backend: Backend,
     dialect: &'static Dialect,
     /// SQLite: one writer at a time per process, queued fairly (tokio's mutex
@@ -148,14 +160,35 @@ impl SqlStore {
             Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
         };
         migrator.run(&pool).await?;
+        let sqlite_reads = match backend {
+            Backend::Sqlite if !url.contains(":memory:") && !url.contains("mode=memory") => {
+                Some(Self::open_sqlite_reads(&url, &options).await?)
+            }
+            _ => None,
+        };
         Ok(SqlStore {
             pool,
+            sqlite_reads,
             backend,
             dialect,
             write_gate: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
             heartbeat_timeout_us: options.heartbeat_timeout.as_micros() as i64,
             options,
         })
+    }
+
+    /// The native read pool over the same SQLite file (after migrations, so
+    /// the schema exists). WAL readers see every committed write.
+    async fn open_sqlite_reads(url: &str, options: &StoreOptions) -> StoreResult<SqlitePool> {
+        let connect = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(false)
+            .busy_timeout(options.sqlite_busy_timeout)
+            .foreign_keys(true);
+        Ok(SqlitePoolOptions::new()
+            .max_connections(options.max_connections.clamp(1, 4))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(connect)
+            .await?)
     }
 
     /// The options this store was opened with.
@@ -208,6 +241,9 @@ impl SqlStore {
 
     /// Close every connection.
     pub async fn close(&self) {
+        if let Some(reads) = &self.sqlite_reads {
+            reads.close().await;
+        }
         self.pool.close().await;
     }
 
@@ -303,6 +339,72 @@ impl SqlStore {
                 current: r.try_get("reservation").unwrap_or(None),
             },
         }
+    }
+
+    /// Rows per multi-row statement. SQLite looks up each bound parameter's
+    /// name with a linear scan (sqlite3_bind_parameter_name), so binding
+    /// costs grow with the square of a statement's parameters: 500 rows per
+    /// statement spent most of an enrolment there. PostgreSQL has no such
+    /// cost; fewer round trips win.
+    fn bulk_rows(&self) -> usize {
+        match self.backend {
+            Backend::Sqlite => 50,
+            Backend::Postgres => 500,
+        }
+    }
+
+    /// `VALUES` rows of `width` parameters each, numbered from `$1`.
+    fn values_marks(rows: usize, width: usize) -> String {
+        (0..rows)
+            .map(|i| {
+                let marks: Vec<String> =
+                    (1..=width).map(|k| format!("${}", i * width + k)).collect();
+                format!("({})", marks.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// One change-feed entry per node, each at the node's own `revision`
+    /// and with its snapshot, in multi-row statements.
+    async fn record_changes(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        kind: ChangeKind,
+        nodes: &[&Node],
+    ) -> StoreResult<()> {
+        let kind = match kind {
+            ChangeKind::Created => "created",
+            ChangeKind::Updated => "updated",
+            ChangeKind::Deleted => "deleted",
+        };
+        for chunk in nodes.chunks(self.bulk_rows()) {
+            let rows = (0..chunk.len())
+                .map(|i| {
+                    format!(
+                        "(${}, ${}, '{kind}', {{now}}, ${})",
+                        i * 3 + 1,
+                        i * 3 + 2,
+                        i * 3 + 3
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut q = sqlx::query(self.sql(&format!(
+                "INSERT INTO node_changes (revision, node_uuid, kind, changed_at, snapshot) \
+                 VALUES {rows}"
+            )));
+            for node in chunk {
+                let snapshot =
+                    serde_json::to_string(node).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                q = q
+                    .bind(node.revision)
+                    .bind(node.uuid.to_string())
+                    .bind(snapshot);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        Ok(())
     }
 
     async fn bump_revision(&self, conn: &mut sqlx::AnyConnection) -> StoreResult<i64> {
@@ -675,7 +777,13 @@ fn parse_uuid(s: &str) -> StoreResult<Uuid> {
     Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("bad uuid {s:?}: {e}")))
 }
 
-fn get_opt_bool(r: &AnyRow, col: &str) -> StoreResult<Option<bool>> {
+fn get_opt_bool<'r, R>(r: &'r R, col: &'static str) -> StoreResult<Option<bool>>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    bool: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
     if let Ok(v) = r.try_get::<Option<bool>, _>(col) {
         return Ok(v);
     }
@@ -699,7 +807,16 @@ fn opt_enum<T: FromStr>(v: Option<String>, col: &str) -> StoreResult<Option<T>> 
     .transpose()
 }
 
-fn node_from_row(r: &AnyRow) -> StoreResult<Node> {
+/// A node from a row of `{node_cols}`, on either driver (the `Any` pool or
+/// the native SQLite read pool).
+fn node_from_row<'r, R>(r: &'r R) -> StoreResult<Node>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    bool: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
     let uuid = parse_uuid(&r.try_get::<String, _>("uuid")?)?;
     let reservation = match (
         r.try_get::<Option<String>, _>("reservation")?,
@@ -820,14 +937,7 @@ impl Store for SqlStore {
     /// and read back and their change rows written in multi-row statements
     /// of `bulk_rows` rows. All or nothing.
     async fn create_nodes(&self, nodes: Vec<NewNode>) -> StoreResult<usize> {
-        // SQLite looks up each bound parameter's name with a linear scan
-        // (sqlite3_bind_parameter_name), so binding costs grow with the square
-        // of a statement's parameters: 500 rows per statement spent most of an
-        // enrolment there. PostgreSQL has no such cost; fewer round trips win.
-        let bulk_rows: usize = match self.backend {
-            Backend::Sqlite => 50,
-            Backend::Postgres => 500,
-        };
+        let bulk_rows = self.bulk_rows();
         if nodes.is_empty() {
             return Ok(0);
         }
@@ -895,41 +1005,22 @@ impl Store for SqlStore {
             for (uuid, _) in chunk {
                 q = q.bind(uuid.to_string());
             }
-            let mut stored = BTreeMap::new();
-            for row in q.fetch_all(&mut *tx).await? {
-                let node = node_from_row(&row)?;
-                stored.insert(node.uuid, node);
+            let stored = q
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(node_from_row)
+                .collect::<StoreResult<Vec<_>>>()?;
+            if stored.len() != chunk.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "{} of {} nodes vanished inside their creating transaction",
+                    chunk.len() - stored.len(),
+                    chunk.len()
+                )));
             }
-            let mut sql = String::from(
-                "INSERT INTO node_changes (revision, node_uuid, kind, changed_at, snapshot) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let b = i * 3;
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, 'created', {{now}}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3
-                ));
-            }
-            let mut q = sqlx::query(self.sql(&sql));
-            for (i, (uuid, _)) in chunk.iter().enumerate() {
-                let node = stored.get(uuid).ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "node {uuid} vanished inside its creating transaction"
-                    ))
-                })?;
-                let snapshot =
-                    serde_json::to_string(node).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                q = q
-                    .bind(base_rev + i as i64)
-                    .bind(uuid.to_string())
-                    .bind(snapshot);
-            }
-            q.execute(&mut *tx).await?;
+            let stored: Vec<&Node> = stored.iter().collect();
+            self.record_changes(&mut tx, ChangeKind::Created, &stored)
+                .await?;
         }
         tx.commit().await?;
         Ok(prepared.len())
@@ -984,8 +1075,28 @@ impl Store for SqlStore {
         if let Some(l) = q.limit {
             sql.push_str(&format!(" LIMIT {l}"));
         }
+        // The page and its revision come from one read transaction.
+        const REVISION: &str = "SELECT value FROM revision_counter WHERE id = 1";
+        if let Some(reads) = &self.sqlite_reads {
+            let mut tx = reads.begin().await?;
+            let revision: i64 = sqlx::query(REVISION)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("value")?;
+            let mut query = sqlx::query(self.sql(&sql));
+            for b in binds {
+                query = query.bind(b);
+            }
+            let rows = query.fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            let nodes = rows
+                .iter()
+                .map(node_from_row)
+                .collect::<StoreResult<Vec<_>>>()?;
+            return Ok(NodePage { nodes, revision });
+        }
         let mut tx = self.begin_read().await?;
-        let revision: i64 = sqlx::query("SELECT value FROM revision_counter WHERE id = 1")
+        let revision: i64 = sqlx::query(REVISION)
             .fetch_one(&mut *tx)
             .await?
             .try_get("value")?;
@@ -1078,6 +1189,70 @@ impl Store for SqlStore {
             .await?;
         tx.commit().await?;
         Ok(node)
+    }
+
+    async fn record_power_states(&self, observed: &[PowerObservation]) -> StoreResult<Vec<Node>> {
+        if observed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _g = self.write_guard().await;
+        let mut tx = self.begin_write().await?;
+        // The conditional write: unlocked, not granted since (lock_epoch),
+        // not written since (revision). Row locks serialise it with grants.
+        let mut recorded = Vec::new();
+        for chunk in observed.chunks(self.bulk_rows()) {
+            let mut q = sqlx::query(self.sql(&format!(
+                "UPDATE nodes SET power_state = v.column4, updated_at = {{now}} \
+                 FROM (VALUES {}) AS v \
+                 WHERE nodes.uuid = v.column1 AND nodes.reservation IS NULL \
+                 AND nodes.lock_epoch = v.column2 AND nodes.revision = v.column3 \
+                 RETURNING {{node_cols}}",
+                Self::values_marks(chunk.len(), 4)
+            )));
+            for o in chunk {
+                q = q
+                    .bind(o.node.to_string())
+                    .bind(o.lock_epoch)
+                    .bind(o.revision)
+                    .bind(o.power_state.as_str());
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                recorded.push(node_from_row(&row)?);
+            }
+        }
+        if recorded.is_empty() {
+            tx.rollback().await?;
+            return Ok(recorded);
+        }
+        // Revisions last, as in save_node: the one-row counter is held from
+        // here to the commit.
+        let count = recorded.len() as i64;
+        let last: i64 = sqlx::query(
+            "UPDATE revision_counter SET value = value + $1 WHERE id = 1 RETURNING value",
+        )
+        .bind(count)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("value")?;
+        for (i, node) in recorded.iter_mut().enumerate() {
+            node.revision = last - count + 1 + i as i64;
+        }
+        for chunk in recorded.chunks(self.bulk_rows()) {
+            let mut q = sqlx::query(AssertSqlSafe(format!(
+                "UPDATE nodes SET revision = v.column2 FROM (VALUES {}) AS v \
+                 WHERE nodes.uuid = v.column1",
+                Self::values_marks(chunk.len(), 2)
+            )));
+            for node in chunk {
+                q = q.bind(node.uuid.to_string()).bind(node.revision);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let nodes: Vec<&Node> = recorded.iter().collect();
+        self.record_changes(&mut tx, ChangeKind::Updated, &nodes)
+            .await?;
+        tx.commit().await?;
+        Ok(recorded)
     }
 
     async fn delete_node(&self, token: &LockToken) -> StoreResult<()> {

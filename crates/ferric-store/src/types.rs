@@ -207,6 +207,19 @@ pub struct ConductorRow {
     pub heartbeat_age_ms: i64,
 }
 
+/// A power state read from a node's BMC by power sync, to be recorded
+/// without taking the lock (see [`crate::Store::record_power_states`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PowerObservation {
+    pub node: Uuid,
+    /// The node's `lock_epoch` when it was listed, before the BMC was read.
+    pub lock_epoch: i64,
+    /// The node's `revision` when it was listed.
+    pub revision: i64,
+    /// What the BMC said.
+    pub power_state: ferric_core::PowerState,
+}
+
 /// Node listing parameters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeQuery {
