@@ -5,7 +5,7 @@ use crate::drivers::{Driver, Drivers};
 use crate::task::{ExclusiveTask, Retry, TaskManager};
 use crate::TaskError;
 use ferric_core::{PowerState, ProvisionState};
-use ferric_store::NodeQuery;
+use ferric_store::{NodeQuery, PowerObservation};
 use futures_util::StreamExt as _;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -65,7 +65,8 @@ pub struct PowerSyncReport {
     pub checked: usize,
     /// Nodes whose DB state was recorded or whose hardware was corrected.
     pub corrected: Vec<Uuid>,
-    /// Nodes skipped because someone held their lock (no error, next round).
+    /// Nodes skipped because someone held their lock, or took it or wrote
+    /// the node between listing and recording (no error, next round).
     pub skipped_locked: usize,
     /// BMC read failures this round.
     pub bmc_failures: usize,
@@ -129,6 +130,7 @@ impl PowerSync {
         let workers = tm.config().sync_power_state_workers.max(1) as usize;
         let mut queue = candidates.into_iter();
         let mut outcomes = futures_util::stream::FuturesUnordered::new();
+        let mut observed = Vec::new();
         loop {
             while outcomes.len() < workers {
                 let Some((node, driver)) = queue.next() else {
@@ -143,6 +145,12 @@ impl PowerSync {
                 Outcome::InSync => {}
                 Outcome::Locked => report.skipped_locked += 1,
                 Outcome::Corrected => report.corrected.push(uuid),
+                Outcome::Observed(o) => {
+                    observed.push(o);
+                    if observed.len() >= RECORD_BATCH {
+                        Self::record(tm, &mut observed, &mut report).await?;
+                    }
+                }
                 Outcome::BmcFailed { to_maintenance } => {
                     report.bmc_failures += 1;
                     if to_maintenance {
@@ -151,7 +159,25 @@ impl PowerSync {
                 }
             }
         }
+        Self::record(tm, &mut observed, &mut report).await?;
         Ok(report)
+    }
+
+    /// Record a batch of observed power states (one transaction). A node
+    /// locked or written since it was listed is skipped, like a locked one.
+    async fn record(
+        tm: &TaskManager,
+        observed: &mut Vec<PowerObservation>,
+        report: &mut PowerSyncReport,
+    ) -> Result<(), TaskError> {
+        if observed.is_empty() {
+            return Ok(());
+        }
+        let recorded = tm.store().record_power_states(observed).await?;
+        report.skipped_locked += observed.len() - recorded.len();
+        report.corrected.extend(recorded.iter().map(|n| n.uuid));
+        observed.clear();
+        Ok(())
     }
 
     /// One node of a sync round.
@@ -178,10 +204,32 @@ impl PowerSync {
         max_retries: u32,
     ) -> Result<Outcome, TaskError> {
         let bmc = driver.get_power_state(&node).await;
-        if let Ok(state) = &bmc {
-            if node.power_state == Some(*state) {
-                self.reset(node.uuid);
-                return Ok(Outcome::InSync);
+        if let Ok(state) = bmc {
+            let force = tm.config().force_power_state_during_sync;
+            match node.power_state {
+                Some(db) if db == state => {
+                    self.reset(node.uuid);
+                    return Ok(Outcome::InSync);
+                }
+                // Not known yet, or recorded wrong and we believe the
+                // hardware: record what the BMC says, batched, without the
+                // lock (Store::record_power_states is fenced by lock_epoch
+                // and revision, so it is skipped if anyone locked or wrote
+                // the node since it was listed).
+                db if db.is_none() || !force => {
+                    self.reset(node.uuid);
+                    if let Some(db) = db {
+                        info!(node_uuid = %node.uuid, db = %db, bmc = %state, "power state sync: recording the hardware state");
+                    }
+                    return Ok(Outcome::Observed(PowerObservation {
+                        node: node.uuid,
+                        lock_epoch: node.lock_epoch,
+                        revision: node.revision,
+                        power_state: state,
+                    }));
+                }
+                // Correcting the hardware is an action: under the lock.
+                _ => {}
             }
         }
         let mut task = match tm
@@ -217,7 +265,7 @@ impl PowerSync {
             Ok(state) => {
                 self.reset(node.uuid);
                 match task.node().power_state {
-                    // Not known yet (or changed under us): record what the BMC says.
+                    // Changed under us since it was listed: record what the BMC says.
                     None => {
                         task.node_mut().power_state = Some(state);
                         task.save().await?;
@@ -245,10 +293,18 @@ impl PowerSync {
     }
 }
 
+/// Observations recorded per transaction: bounds how long one batch holds
+/// SQLite's writer (or PostgreSQL's revision counter) against other writes.
+const RECORD_BATCH: usize = 256;
+
 /// What happened to one node in a sync round.
 enum Outcome {
     InSync,
     Locked,
     Corrected,
-    BmcFailed { to_maintenance: bool },
+    /// The BMC's state, to record in a batch.
+    Observed(PowerObservation),
+    BmcFailed {
+        to_maintenance: bool,
+    },
 }

@@ -65,7 +65,54 @@ both_engines!(
     graceful_stop_lets_work_finish_then_goes_offline,
     power_action_records_result_and_errors,
     power_sync_records_corrects_skips_locked_and_gives_up_into_maintenance,
+    power_sync_never_records_a_reading_older_than_a_power_action,
 );
+
+/// Power sync records the BMC's answer without holding the lock; an answer
+/// that an operator's power action overtook must not overwrite its result.
+async fn power_sync_never_records_a_reading_older_than_a_power_action(t: &TestStore) {
+    use ferric_conductor::drivers::{fake::FakeHardware, Drivers};
+    use ferric_conductor::power::{power_action, PowerSync};
+    use ferric_core::PowerState;
+    let s: &dyn Store = &*t.store;
+    let fake = Arc::new(FakeHardware::new());
+    let drivers = Drivers::new().with(fake.clone());
+    let a = conductor(t, "cond-a", config("cond-a")).await;
+    let n = node(s, "slow-bmc", ProvisionState::Available).await;
+    let mut task = a.acquire(n).exclusive().await.unwrap();
+    task.node_mut()
+        .driver_info
+        .insert("fake_power_read_delay_ms".into(), serde_json::json!(1_000));
+    task.save().await.unwrap();
+    task.release().await.unwrap();
+    // The sync lists the node (power unknown) and asks the BMC: "off"...
+    let sync = {
+        let (a, drivers) = (a.clone(), drivers.clone());
+        tokio::spawn(async move { PowerSync::default().sync_once(&a, &drivers).await })
+    };
+    while fake.power_reads() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // ...and while that answer is on its way, an operator powers it on.
+    let mut task = a.acquire(n).purpose("power on").exclusive().await.unwrap();
+    power_action(&mut task, &*fake, PowerState::On)
+        .await
+        .unwrap();
+    task.release().await.unwrap();
+    let report = sync.await.unwrap().unwrap();
+    assert_eq!(report.corrected, Vec::<Uuid>::new());
+    assert_eq!(report.skipped_locked, 1, "{report:?}");
+    let stored = s.get_node(&n.into()).await.unwrap();
+    assert_eq!(
+        stored.power_state,
+        Some(PowerState::On),
+        "stale reading recorded"
+    );
+    assert_eq!(fake.bmc_power(n), PowerState::On);
+    // The next round sees hardware and record agree.
+    let report = PowerSync::default().sync_once(&a, &drivers).await.unwrap();
+    assert_eq!((report.checked, report.corrected.len()), (1, 0));
+}
 
 async fn power_action_records_result_and_errors(t: &TestStore) {
     use ferric_conductor::drivers::fake::FakeHardware;

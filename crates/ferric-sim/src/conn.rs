@@ -205,6 +205,12 @@ impl Store for SimConn {
         self.answer(r).await
     }
 
+    async fn record_power_states(&self, observed: &[PowerObservation]) -> StoreResult<Vec<Node>> {
+        self.gate().await?;
+        let r = self.inner.record_power_states(observed).await;
+        self.answer(r).await
+    }
+
     async fn delete_node(&self, token: &LockToken) -> StoreResult<()> {
         self.gate().await?;
         let r = self.inner.delete_node(token).await;

@@ -2,6 +2,8 @@
 //!
 //! Behaviour is set per node in `driver_info` (all optional):
 //! `fake_power_delay_ms`, `fake_deploy_delay_ms` (how long actions take),
+//! `fake_power_read_delay_ms` (a power-state read answers this late, with
+//! the state as it was when asked),
 //! `fake_fail_power` / `fake_fail_deploy` / `fake_fail_clean` (a message: the
 //! action fails with it), `fake_power_state_error` (reading the power state
 //! fails), `fake_deploy` / `fake_clean` = `"wait"` (the step waits for an agent
@@ -20,6 +22,7 @@ use uuid::Uuid;
 #[derive(Debug, Default)]
 pub struct FakeHardware {
     power: Mutex<HashMap<Uuid, PowerState>>,
+    power_reads: std::sync::atomic::AtomicU64,
     boot: Mutex<HashMap<Uuid, (BootDevice, bool)>>,
 }
 
@@ -53,6 +56,11 @@ impl FakeHardware {
                 .copied()
                 .unwrap_or(PowerState::Off),
         }
+    }
+
+    /// How many power-state reads have been asked of any fake BMC.
+    pub fn power_reads(&self) -> u64 {
+        self.power_reads.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Change the fake BMC's power state directly.
@@ -97,7 +105,16 @@ impl Driver for FakeHardware {
         if let Some(m) = opt_str(node, "fake_power_state_error") {
             return Err(DriverError::transient(m));
         }
-        Ok(self.bmc_power(node.uuid))
+        let state = self.bmc_power(node.uuid);
+        self.power_reads
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // A zero sleep still waits for the next timer tick (1 ms): only
+        // sleep when asked to.
+        let late = delay(node, "fake_power_read_delay_ms");
+        if !late.is_zero() {
+            tokio::time::sleep(late).await;
+        }
+        Ok(state)
     }
 
     async fn set_power_state(
