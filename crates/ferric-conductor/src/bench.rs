@@ -382,21 +382,30 @@ pub struct ScaleBenchReport {
     /// Enrolment through `Store::create_nodes` (each node its own revision and change).
     pub enroll_s: f64,
     pub enroll_nodes_per_s: f64,
+    /// Anchor: the same rows by raw multi-row INSERT into a scratch table
+    /// (no revisions, no change feed).
+    pub raw_enroll_rows_per_s: f64,
     /// Full paginated detail list through `Store::list_nodes` with a marker.
     pub list_page_size: u32,
     pub list_pages: usize,
     pub list_nodes_seen: usize,
     pub list_s: f64,
+    /// Anchor: the same pages by the same SELECT and pool, rows not decoded.
+    pub raw_list_s: f64,
     pub list_target_s: f64,
     /// Reading the whole change feed from revision 0 in pages.
     pub feed_read_changes: usize,
     pub feed_read_s: f64,
     pub feed_read_changes_per_s: f64,
+    /// Anchor: the same pages of `node_changes`, rows not decoded.
+    pub raw_feed_read_changes_per_s: f64,
     /// Node updates through the TaskManager (acquire, fenced save, release),
     /// `writers` at once; each is one change.
     pub feed_write_changes: u64,
     pub feed_write_s: f64,
     pub feed_write_changes_per_s: f64,
+    /// Anchor: `writers` at once, each commit one single-row UPDATE.
+    pub raw_feed_write_commits_per_s: f64,
     /// A tailer following the feed while the writers ran: the largest gap
     /// between the head and what it had read, and how long it needed after
     /// the writers stopped to reach the head.
@@ -404,13 +413,22 @@ pub struct ScaleBenchReport {
     pub feed_tail_catch_up_ms: f64,
     pub feed_target_changes_per_s: f64,
     /// Power sync over `sync_nodes` fake nodes: the first cycle records every
-    /// node's power state (lock, fenced save, release per node); the second
-    /// finds nothing to do.
+    /// node's power state (batched fenced writes, `Store::record_power_states`);
+    /// the second finds nothing to do.
     pub sync_nodes: usize,
     pub sync_first_cycle_s: f64,
     pub sync_first_cycle_corrected: usize,
+    /// The first cycle is a burst of change-feed entries (one per node
+    /// recorded): its rate, and a tailer following the feed through it, as
+    /// in the write phase.
+    pub sync_first_cycle_changes_per_s: f64,
+    pub sync_feed_tail_max_lag_changes: i64,
+    pub sync_feed_tail_catch_up_ms: f64,
     pub sync_steady_cycle_s: f64,
     pub sync_steady_cycle_checked: usize,
+    /// Anchor: writing the same nodes' power state by raw multi-row UPDATE in
+    /// the same batches (no list, no BMC, no fence, no change feed).
+    pub raw_sync_record_s: f64,
     pub sync_target_s: f64,
     /// This process after the run (VmRSS) and at its peak (VmHWM).
     pub rss_mb: f64,
@@ -430,6 +448,75 @@ pub fn rss_mb() -> (f64, f64) {
             .map_or(0.0, |kb| kb / 1024.0)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// A change-feed consumer following the head while a phase writes: the
+/// largest gap between the head and what it had read, and how long it
+/// needed after the phase ended to reach the head.
+struct Tailer {
+    stop: Arc<AtomicBool>,
+    max_lag: Arc<std::sync::atomic::AtomicI64>,
+    task: tokio::task::JoinHandle<Result<f64, TaskError>>,
+}
+
+impl Tailer {
+    fn start(store: Arc<SqlStore>, mut since: i64, page: u32) -> Tailer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let max_lag = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let task = {
+            let (stop, max_lag) = (stop.clone(), max_lag.clone());
+            tokio::spawn(async move {
+                let mut caught_up_after_stop: Option<Instant> = None;
+                loop {
+                    let changes = store.changes_since(since, page).await?;
+                    if let Some(c) = changes.last() {
+                        since = c.revision;
+                    }
+                    let head = store
+                        .list_nodes(&ferric_store::NodeQuery {
+                            limit: Some(0),
+                            ..Default::default()
+                        })
+                        .await?
+                        .revision;
+                    max_lag.fetch_max(head - since, Ordering::Relaxed);
+                    if stop.load(Ordering::Relaxed) {
+                        let t = *caught_up_after_stop.get_or_insert_with(Instant::now);
+                        if since >= head {
+                            return Ok(t.elapsed().as_secs_f64() * 1000.0);
+                        }
+                    } else if changes.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+            })
+        };
+        Tailer {
+            stop,
+            max_lag,
+            task,
+        }
+    }
+
+    /// Stop after reaching the head: (max lag in changes, catch-up ms).
+    async fn finish(self) -> Result<(i64, f64), TaskError> {
+        self.stop.store(true, Ordering::Relaxed);
+        let catch_up_ms = self
+            .task
+            .await
+            .map_err(|e| TaskError::Store(ferric_store::StoreError::Invalid(e.to_string())))??;
+        Ok((self.max_lag.load(Ordering::Relaxed), catch_up_ms))
+    }
+}
+
+/// An anchor must have done the same work as the workload it stands beside.
+fn same_work(what: &str, anchor: usize, ours: usize) -> Result<(), TaskError> {
+    if anchor == ours {
+        return Ok(());
+    }
+    Err(TaskError::Store(ferric_store::StoreError::Invalid(
+        format!("{what} read {anchor} rows where the product path read {ours}"),
+    )))
 }
 
 /// Run the scale benchmark on `store` (an empty database).
@@ -470,6 +557,9 @@ pub async fn run_scale_bench(
         made += store.create_nodes(batch).await?;
     }
     let enroll_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    store.raw_enroll(p.nodes, p.enroll_batch).await?;
+    let raw_enroll_s = started.elapsed().as_secs_f64();
 
     // The full detail list, page by page.
     let started = Instant::now();
@@ -490,6 +580,9 @@ pub async fn run_scale_bench(
         marker = page.nodes.last().map(|n| n.uuid);
     }
     let list_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    same_work("raw list", store.raw_list(p.page).await?, seen)?;
+    let raw_list_s = started.elapsed().as_secs_f64();
 
     // Read the whole feed.
     let started = Instant::now();
@@ -503,6 +596,13 @@ pub async fn run_scale_bench(
         }
     }
     let feed_read_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    same_work(
+        "raw feed read",
+        store.raw_feed_read(p.page).await?,
+        feed_read,
+    )?;
+    let raw_feed_read_s = started.elapsed().as_secs_f64();
 
     // Write changes through the TaskManager while a tailer follows the feed.
     let config = ConductorConfig {
@@ -531,41 +631,7 @@ pub async fn run_scale_bench(
         )));
     }
     let writable = Arc::new(writable);
-    let stop = Arc::new(AtomicBool::new(false));
-    let max_lag = Arc::new(std::sync::atomic::AtomicI64::new(0));
-    let head_at_start = since;
-    let tailer = {
-        let store = store.clone();
-        let stop = stop.clone();
-        let max_lag = max_lag.clone();
-        let page = p.page;
-        tokio::spawn(async move {
-            let mut since = head_at_start;
-            let mut caught_up_after_stop: Option<Instant> = None;
-            loop {
-                let changes = store.changes_since(since, page).await?;
-                if let Some(c) = changes.last() {
-                    since = c.revision;
-                }
-                let head = store
-                    .list_nodes(&NodeQuery {
-                        limit: Some(0),
-                        ..Default::default()
-                    })
-                    .await?
-                    .revision;
-                max_lag.fetch_max(head - since, Ordering::Relaxed);
-                if stop.load(Ordering::Relaxed) {
-                    let t = *caught_up_after_stop.get_or_insert_with(Instant::now);
-                    if since >= head {
-                        return Ok::<f64, TaskError>(t.elapsed().as_secs_f64() * 1000.0);
-                    }
-                } else if changes.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            }
-        })
-    };
+    let tailer = Tailer::start(store.clone(), since, p.page);
     let written = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut handles = Vec::new();
@@ -601,11 +667,35 @@ pub async fn run_scale_bench(
             .map_err(|e| TaskError::Store(ferric_store::StoreError::Invalid(e.to_string())))??;
     }
     let feed_write_s = started.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    let catch_up_ms = tailer
-        .await
-        .map_err(|e| TaskError::Store(ferric_store::StoreError::Invalid(e.to_string())))??;
+    let (max_lag, catch_up_ms) = tailer.finish().await?;
     let feed_write = written.load(Ordering::Relaxed);
+    // The anchor: the same writers, each commit one bare UPDATE.
+    let raw_written = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for w in 0..p.writers.max(1) {
+        let store = store.clone();
+        let nodes = writable.clone();
+        let written = raw_written.clone();
+        let until = started + p.feed_write_for;
+        let writers = p.writers.max(1);
+        handles.push(tokio::spawn(async move {
+            let mut i = 0usize;
+            while Instant::now() < until {
+                i += 1;
+                store
+                    .raw_write_one(nodes[(w + i * writers) % nodes.len()], i as i64)
+                    .await?;
+                written.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<(), TaskError>(())
+        }));
+    }
+    for h in handles {
+        h.await
+            .map_err(|e| TaskError::Store(ferric_store::StoreError::Invalid(e.to_string())))??;
+    }
+    let raw_feed_write_s = started.elapsed().as_secs_f64();
 
     // Power sync over the sync group's fake nodes.
     let drivers =
@@ -614,13 +704,37 @@ pub async fn run_scale_bench(
     // The bench conductor does not heartbeat on its own: beat before each
     // cycle so the ring still names it (a long run outlives the timeout).
     store.heartbeat(host).await?;
+    let head = store
+        .list_nodes(&NodeQuery {
+            limit: Some(0),
+            ..Default::default()
+        })
+        .await?
+        .revision;
+    let tailer = Tailer::start(store.clone(), head, p.page);
     let started = Instant::now();
     let first = sync.sync_once(&tm, &drivers).await?;
     let sync_first_cycle_s = started.elapsed().as_secs_f64();
+    let (sync_tail_max_lag, sync_tail_catch_up_ms) = tailer.finish().await?;
     store.heartbeat(host).await?;
     let started = Instant::now();
     let steady = sync.sync_once(&tm, &drivers).await?;
     let sync_steady_cycle_s = started.elapsed().as_secs_f64();
+    let sync_set: Vec<Uuid> = store
+        .list_nodes(&NodeQuery {
+            conductor_group: Some(sync_group.into()),
+            ..Default::default()
+        })
+        .await?
+        .nodes
+        .iter()
+        .map(|n| n.uuid)
+        .collect();
+    let started = Instant::now();
+    store
+        .raw_record_power(&sync_set, "power off", crate::power::RECORD_BATCH)
+        .await?;
+    let raw_sync_record_s = started.elapsed().as_secs_f64();
 
     let (rss, peak) = rss_mb();
     Ok(ScaleBenchReport {
@@ -629,25 +743,34 @@ pub async fn run_scale_bench(
         nodes: made,
         enroll_s,
         enroll_nodes_per_s: made as f64 / enroll_s.max(1e-9),
+        raw_enroll_rows_per_s: p.nodes as f64 / raw_enroll_s.max(1e-9),
         list_page_size: p.page,
         list_pages: pages,
         list_nodes_seen: seen,
         list_s,
+        raw_list_s,
         list_target_s: 2.0,
         feed_read_changes: feed_read,
         feed_read_s,
         feed_read_changes_per_s: feed_read as f64 / feed_read_s.max(1e-9),
+        raw_feed_read_changes_per_s: feed_read as f64 / raw_feed_read_s.max(1e-9),
         feed_write_changes: feed_write,
         feed_write_s,
         feed_write_changes_per_s: feed_write as f64 / feed_write_s.max(1e-9),
-        feed_tail_max_lag_changes: max_lag.load(Ordering::Relaxed),
+        raw_feed_write_commits_per_s: raw_written.load(Ordering::Relaxed) as f64
+            / raw_feed_write_s.max(1e-9),
+        feed_tail_max_lag_changes: max_lag,
         feed_tail_catch_up_ms: catch_up_ms,
         feed_target_changes_per_s: 5_000.0,
         sync_nodes: p.sync_nodes.min(made),
         sync_first_cycle_s,
         sync_first_cycle_corrected: first.corrected.len(),
+        sync_first_cycle_changes_per_s: first.corrected.len() as f64 / sync_first_cycle_s.max(1e-9),
+        sync_feed_tail_max_lag_changes: sync_tail_max_lag,
+        sync_feed_tail_catch_up_ms: sync_tail_catch_up_ms,
         sync_steady_cycle_s,
         sync_steady_cycle_checked: steady.checked,
+        raw_sync_record_s,
         sync_target_s: 10.0,
         rss_mb: rss,
         peak_rss_mb: peak,
@@ -674,10 +797,19 @@ mod tests {
     /// A small scale run: every phase sees what it should (counts only;
     /// timings are BENCHMARKS.md's business).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn scale_bench_runs_every_phase() {
-        let t = ferric_store::testing::TestStore::open(ferric_store::testing::Engine::Sqlite)
-            .await
-            .unwrap();
+    async fn scale_bench_runs_every_phase_on_sqlite() {
+        scale_bench_runs_every_phase(ferric_store::testing::Engine::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scale_bench_runs_every_phase_on_postgres() {
+        scale_bench_runs_every_phase(ferric_store::testing::Engine::Postgres).await;
+    }
+
+    async fn scale_bench_runs_every_phase(engine: ferric_store::testing::Engine) {
+        let Some(t) = ferric_store::testing::TestStore::open(engine).await else {
+            return; // PostgreSQL not configured (FERRIC_TEST_PG_URL)
+        };
         let r = run_scale_bench(
             t.store.clone(),
             ScaleBenchParams {
@@ -695,6 +827,17 @@ mod tests {
         assert_eq!((r.list_nodes_seen, r.list_pages), (1_234, 13));
         assert_eq!(r.feed_read_changes, 1_234);
         assert!(r.feed_write_changes > 0);
+        // Every anchor ran (the bench itself checks they read what we read).
+        for v in [
+            r.raw_enroll_rows_per_s,
+            r.raw_list_s,
+            r.raw_feed_read_changes_per_s,
+            r.raw_feed_write_commits_per_s,
+            r.raw_sync_record_s,
+            r.sync_first_cycle_changes_per_s,
+        ] {
+            assert!(v > 0.0, "{r:?}");
+        }
         assert_eq!(r.sync_first_cycle_corrected, 200);
         assert_eq!(r.sync_steady_cycle_checked, 200);
         assert!(r.rss_mb > 0.0 && r.peak_rss_mb >= r.rss_mb);

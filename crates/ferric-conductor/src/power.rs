@@ -295,7 +295,7 @@ impl PowerSync {
 
 /// Observations recorded per transaction: bounds how long one batch holds
 /// SQLite's writer (or PostgreSQL's revision counter) against other writes.
-const RECORD_BATCH: usize = 256;
+pub const RECORD_BATCH: usize = 256;
 
 /// What happened to one node in a sync round.
 enum Outcome {

@@ -28,6 +28,8 @@ use std::time::Duration;
 use tokio::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
+mod raw;
+
 /// How to open a store.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
