@@ -422,6 +422,12 @@ pub async fn set_power(
         release(task).await;
         return Err(e.into());
     }
+    // No free worker: the action never starts, so the node must not go on
+    // showing a target (Ironic's power_state_error_handler).
+    task.set_spawn_error_hook(|_err, n| {
+        n.target_power_state = None;
+        n.last_error = Some("No free conductor workers available".to_string());
+    });
     let delay = st.fake_step_delay;
     let driver = st.drivers.get(&task.node().driver);
     task.spawn_after("power action", move |t| {

@@ -1146,6 +1146,21 @@ async fn no_free_worker_is_503_and_the_node_is_restored() {
     assert_eq!(after["reservation"], Value::Null);
     assert_eq!(after["last_error"], "No free conductor workers available");
     assert_eq!(after["name"], before["name"]);
+
+    // A power action that cannot start leaves no target power state behind.
+    let r = app
+        .send(
+            Method::PUT,
+            "/v1/nodes/w-b/states/power",
+            json!({"target": "power on"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    let after = app.node("w-b").await;
+    assert_eq!(after["target_power_state"], Value::Null, "{after}");
+    assert_eq!(after["power_state"], before["power_state"]);
+    assert_eq!(after["reservation"], Value::Null);
+    assert_eq!(after["last_error"], "No free conductor workers available");
 }
 
 #[tokio::test]
