@@ -3,7 +3,9 @@
 //!
 //! The model does not trust the store. Every event is validated against what
 //! the model says the lock and queue are at that moment (safety: one holder,
-//! fencing, FIFO); [`Model::check_state`] compares the stored rows with the
+//! fencing, FIFO, power states recorded without the lock only when nobody
+//! took the lock or wrote the node since it was read);
+//! [`Model::check_state`] compares the stored rows with the
 //! model and checks the queue invariants of `conformance::check_lock_invariants`;
 //! the world adds liveness checks that need to know which conductors run.
 
@@ -50,6 +52,8 @@ struct QueuedWaiter {
 struct NodeModel {
     held: Option<Held>,
     epoch: i64,
+    /// The node's revision after its last write (fenced or observed).
+    revision: i64,
     queue: BTreeMap<i64, QueuedWaiter>,
 }
 
@@ -80,12 +84,18 @@ pub struct Model {
 }
 
 impl Model {
-    /// A model for `nodes` (all unlocked) with the store's heartbeat timeout.
-    pub fn new(nodes: &[Uuid], timeout_us: i64, origin_us: i64, keep_trace: bool) -> Self {
+    /// A model for `nodes` as stored (all unlocked) with the store's
+    /// heartbeat timeout.
+    pub fn new(nodes: &[Node], timeout_us: i64, origin_us: i64, keep_trace: bool) -> Self {
+        let model = |n: &Node| NodeModel {
+            epoch: n.lock_epoch,
+            revision: n.revision,
+            ..Default::default()
+        };
         Model {
             timeout_us,
             origin_us,
-            nodes: nodes.iter().map(|n| (*n, NodeModel::default())).collect(),
+            nodes: nodes.iter().map(|n| (n.uuid, model(n))).collect(),
             conductors: BTreeMap::new(),
             last_ticket: 0,
             labels: BTreeMap::new(),
@@ -186,7 +196,19 @@ impl Model {
             } => self.granted(fence, purpose, *via, at.0),
             LockEvent::Released { fence, at } => self.ended(fence, at.0, "released"),
             LockEvent::Broken { fence, at } => self.ended(fence, at.0, "broken"),
-            LockEvent::Written { fence, deleted, at } => self.written(fence, *deleted, at.0),
+            LockEvent::Written {
+                fence,
+                deleted,
+                revision,
+                at,
+            } => self.written(fence, *deleted, *revision, at.0),
+            LockEvent::Observed {
+                node,
+                lock_epoch,
+                revision,
+                recorded,
+                at,
+            } => self.observed(*node, *lock_epoch, *revision, *recorded, at.0),
             LockEvent::Queued {
                 node,
                 ticket,
@@ -319,7 +341,7 @@ impl Model {
         }
     }
 
-    fn written(&mut self, fence: &Fence, deleted: bool, at: i64) {
+    fn written(&mut self, fence: &Fence, deleted: bool, revision: i64, at: i64) {
         let f = self.fence_str(fence);
         let what = if deleted { "delete" } else { "write" };
         self.line(at, format!("{what:<7} {f} node {}", short(fence.node)));
@@ -337,6 +359,65 @@ impl Model {
         }
         if deleted {
             self.nodes.remove(&fence.node);
+        } else if let Some(m) = self.nodes.get_mut(&fence.node) {
+            m.revision = revision;
+        }
+    }
+
+    /// A power state recorded without the lock, from a reading of the node
+    /// at `lock_epoch` and `revision`: the same as taking the lock, writing
+    /// and releasing with nobody in between only if nobody holds the lock
+    /// now, nobody was granted it since (epoch) and nobody wrote the node
+    /// since (revision).
+    fn observed(&mut self, node: Uuid, lock_epoch: i64, revision: i64, recorded: i64, at: i64) {
+        self.line(
+            at,
+            format!(
+                "observe node {} read at e{lock_epoch} r{revision} -> r{recorded}",
+                short(node)
+            ),
+        );
+        let Some(n) = self.nodes.get(&node).cloned() else {
+            self.violate(
+                at,
+                "observation-existing-node",
+                format!("power state recorded for unknown node {}", short(node)),
+            );
+            return;
+        };
+        if let Some(h) = &n.held {
+            let holder = self.fence_str(&h.fence.clone());
+            self.violate(
+                at,
+                "observation-while-held",
+                format!(
+                    "power state read at epoch {lock_epoch} recorded while {holder} holds node {}",
+                    short(node)
+                ),
+            );
+        } else if n.epoch != lock_epoch {
+            self.violate(
+                at,
+                "observation-after-grant",
+                format!(
+                    "power state read at epoch {lock_epoch} recorded after the grant of epoch {} on node {}",
+                    n.epoch,
+                    short(node)
+                ),
+            );
+        } else if n.revision != revision {
+            self.violate(
+                at,
+                "observation-after-write",
+                format!(
+                    "power state read at revision {revision} recorded after the write of revision {} on node {}",
+                    n.revision,
+                    short(node)
+                ),
+            );
+        }
+        if let Some(m) = self.nodes.get_mut(&node) {
+            m.revision = recorded;
         }
     }
 
@@ -417,6 +498,18 @@ impl Model {
                     at,
                     "store-matches-model",
                     format!("node {} stored {stored:?} model {model:?}", short(n.uuid)),
+                );
+            }
+            let revision = self.nodes.get(&n.uuid).map(|m| m.revision);
+            if revision != Some(n.revision) {
+                self.violate(
+                    at,
+                    "store-matches-model",
+                    format!(
+                        "node {} revision {} model {revision:?}",
+                        short(n.uuid),
+                        n.revision
+                    ),
                 );
             }
             let tickets: Vec<i64> = ws.iter().map(|w| w.ticket).collect();

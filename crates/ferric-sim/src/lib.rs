@@ -21,12 +21,17 @@
 //! of `acquire` goes away, like an HTTP handler whose client disconnected). Workers take nodes patiently or once, walk them
 //! through transient provision states, write under the lock, and release or
 //! hand the lock to another conductor, whose adopter takes it with
-//! `TaskManager::adopt`.
+//! `TaskManager::adopt`. Each conductor also runs a power sync that reads
+//! nodes, waits a while (its BMC round trip) and records power states
+//! without the lock (`Store::record_power_states`), fenced by the
+//! `lock_epoch` and `revision` it read.
 //!
 //! Checkers ([`checker`]): every lock event is validated against a model at
 //! its linearization point (one holder, epoch + 1 per grant, fenced writes,
 //! releases and breaks, no barging, FIFO among live waiters, only dead or
-//! expired waiters skipped); every 100 ms of simulated time the stored rows
+//! expired waiters skipped, a power state recorded without the lock only if
+//! nobody holds the lock, was granted it or wrote the node since it was
+//! read); every 100 ms of simulated time the stored rows
 //! are compared with the model and the queue invariants checked; liveness:
 //! a granted waiter has its task within one retry interval, a dead holder's
 //! lock is recovered within the bound, no live conductor keeps a lock no

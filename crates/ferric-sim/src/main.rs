@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: ferric-sim (--seed N | --seeds N [--start S] [--time-limit SECS]) \
-[--bug unfenced-write|release-without-holder-check|lifo-grant] \
+[--bug unfenced-write|release-without-holder-check|lifo-grant|unfenced-observation] \
 [--no-workarounds | --without cancel-left-waiter|retry-release|drop-own-waiters-on-restart|release-after-failed-recovery] \
 [--active SECS] \
 [--no-crashes] [--no-pauses] [--no-lost-notifications] [--no-store-errors] [--no-operator-releases] \
-[--no-ambiguous-commits] [--no-cancelled-waits]";
+[--no-ambiguous-commits] [--no-cancelled-waits] [--no-power-sync]";
 
 struct Args {
     seed: Option<u64>,
@@ -58,11 +58,13 @@ fn parse() -> Result<Args, String> {
             "--no-store-errors" => a.cfg.store_errors = false,
             "--no-operator-releases" => a.cfg.operator_releases = false,
             "--no-cancelled-waits" => a.cfg.cancelled_waits = false,
+            "--no-power-sync" => a.cfg.power_sync = false,
             "--bug" => {
                 a.cfg.bug = Some(match it.next().as_deref() {
                     Some("unfenced-write") => Bug::UnfencedWrite,
                     Some("release-without-holder-check") => Bug::ReleaseWithoutHolderCheck,
                     Some("lifo-grant") => Bug::LifoGrant,
+                    Some("unfenced-observation") => Bug::UnfencedObservation,
                     other => return Err(format!("unknown bug {other:?}")),
                 })
             }

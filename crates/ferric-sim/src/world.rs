@@ -9,9 +9,11 @@ use ferric_conductor::{
     ConductorConfig, EventOpts, ExclusiveTask, MemorySink, RemoteWake, Retry, TaskError,
     TaskManager,
 };
-use ferric_core::{DbTime, Event, NewNode, ProvisionState};
+use ferric_core::{DbTime, Event, NewNode, PowerState, ProvisionState};
 use ferric_store::memory::{Bug, Clock, Fence, LatencyFn, MemoryStore};
-use ferric_store::{Claim, ConductorInfo, LockToken, Store, StoreError};
+use ferric_store::{
+    Claim, ConductorInfo, LockToken, NodeQuery, PowerObservation, Store, StoreError,
+};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,6 +42,9 @@ pub struct SimConfig {
     /// A waiting acquisition is dropped (its caller went away, like an HTTP
     /// handler whose client disconnected).
     pub cancelled_waits: bool,
+    /// Each conductor runs a power sync that records power states without
+    /// the lock (`Store::record_power_states`), read a while before.
+    pub power_sync: bool,
     /// Clean up after the TaskManager's known gaps (see crate docs). Off:
     /// the simulator reports them.
     pub workarounds: Workarounds,
@@ -61,6 +66,7 @@ impl Default for SimConfig {
             operator_releases: true,
             ambiguous_commits: true,
             cancelled_waits: true,
+            power_sync: true,
             workarounds: Workarounds::ALL,
             bug: None,
             keep_trace: false,
@@ -306,7 +312,7 @@ async fn simulate(seed: u64, cfg: SimConfig) -> Outcome {
     let nodes = create_nodes(&store, seed, p.nodes).await;
     let timeout_us = i64::try_from(p.heartbeat_timeout.as_micros()).unwrap_or(i64::MAX);
     let model = Arc::new(Mutex::new(Model::new(
-        &nodes,
+        &store.peek_nodes(),
         timeout_us,
         ORIGIN_US,
         cfg.keep_trace,
@@ -519,6 +525,14 @@ async fn start_conductor(world: &Arc<World>, i: usize, life: u32) {
         actor_id(i, life, 98),
         Rng::fork(world.seed, actor_id(i, life, 98)),
     )));
+    if world.cfg.power_sync {
+        actors.push(tokio::spawn(power_sync(
+            world.clone(),
+            conn.clone(),
+            host.clone(),
+            Rng::fork(world.seed, actor_id(i, life, 96)),
+        )));
+    }
     let mut workers = Vec::new();
     for w in 0..world.p.workers {
         let rng = Rng::fork(world.seed, actor_id(i, life, w as u64));
@@ -1021,6 +1035,77 @@ async fn adopter(world: Arc<World>, tm: TaskManager, conn: Arc<SimConn>, id: u64
         }
         if world.cfg.workarounds.cancel_left_waiter {
             reconcile(&world, &conn, id, None).await;
+        }
+    }
+}
+
+/// Power sync without the lock, as `ferric_conductor::power` does it: read
+/// some nodes, ask their "BMCs" (a random simulated while, during which
+/// other actors take the lock and write), then record what was read with
+/// `record_power_states`, fenced by the `lock_epoch` and `revision` read.
+/// The store must drop every reading someone took the lock or wrote the node
+/// since; the checker validates each one it records.
+async fn power_sync(world: Arc<World>, conn: Arc<SimConn>, host: String, mut rng: Rng) {
+    loop {
+        tokio::time::sleep(rng.millis(1000, 5000)).await;
+        let one = rng.chance(30).then(|| rng.pick(world.nodes.len()));
+        let read = if let Some(node) = one.and_then(|i| world.nodes.get(i)) {
+            conn.get_node(&(*node).into()).await.map(|n| vec![n])
+        } else {
+            conn.list_nodes(&NodeQuery::default())
+                .await
+                .map(|page| page.nodes)
+        };
+        let nodes = match read {
+            Ok(nodes) => nodes,
+            Err(e) => {
+                world.line(format!("{host} power sync read: {e}"));
+                continue;
+            }
+        };
+        // Power sync leaves locked nodes alone; now and then a caller that
+        // does not, whose readings the store must refuse all the same.
+        let careless = rng.chance(20);
+        let observed: Vec<PowerObservation> = nodes
+            .iter()
+            .filter(|n| careless || n.reservation.is_none())
+            .map(|n| PowerObservation {
+                node: n.uuid,
+                lock_epoch: n.lock_epoch,
+                revision: n.revision,
+                power_state: if rng.chance(50) {
+                    PowerState::On
+                } else {
+                    PowerState::Off
+                },
+            })
+            .collect();
+        if observed.is_empty() {
+            continue;
+        }
+        let bmc = match rng.range(0, 100) {
+            0..50 => rng.millis(0, 20),
+            50..85 => rng.millis(20, 1000),
+            _ => rng.millis(1000, 5000),
+        };
+        tokio::time::sleep(bmc).await;
+        // A store error is retried a few times with the same readings: after
+        // an ambiguous commit they are stale, and must be refused.
+        for _ in 0..3 {
+            match conn.record_power_states(&observed).await {
+                Ok(recorded) => {
+                    world.line(format!(
+                        "{host} power sync recorded {} of {} after {bmc:?}",
+                        recorded.len(),
+                        observed.len()
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    world.line(format!("{host} power sync record: {e}"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
         }
     }
 }

@@ -13,8 +13,9 @@
 //!   before they apply (`StoreError::Invalid("injected fault")`), and
 //!   [`MemoryStore::set_latency`] delays each operation before it applies;
 //! * observation: [`MemoryStore::set_observer`] sees every lock-relevant
-//!   change as a [`LockEvent`], in linearization order, so a checker can
-//!   validate the history with its own model instead of trusting the store;
+//!   change (and every power state recorded without the lock) as a
+//!   [`LockEvent`], in linearization order, so a checker can validate the
+//!   history with its own model instead of trusting the store;
 //! * planted bugs ([`MemoryStore::plant_bug`], for tests of the checkers
 //!   only): a store that forgets a fencing condition must be caught.
 //!
@@ -94,6 +95,9 @@ pub enum Bug {
     ReleaseWithoutHolderCheck,
     /// Grant-on-release hands the lock to the *last* live waiter, not the first.
     LifoGrant,
+    /// `record_power_states` ignores its fence (unlocked, same `lock_epoch`,
+    /// same `revision`): every observation of an existing node is recorded.
+    UnfencedObservation,
 }
 
 /// The identity of a grant: (node, holder, task, epoch).
@@ -156,6 +160,18 @@ pub enum LockEvent {
     Written {
         fence: Fence,
         deleted: bool,
+        /// The change-feed revision of the write (the node's new `revision`).
+        revision: i64,
+        at: DbTime,
+    },
+    /// `record_power_states` recorded a power state without the lock: the
+    /// observation was made of the node at `lock_epoch` and `revision` (as
+    /// listed); the node's new revision is `recorded`.
+    Observed {
+        node: Uuid,
+        lock_epoch: i64,
+        revision: i64,
+        recorded: i64,
         at: DbTime,
     },
     Queued {
@@ -755,10 +771,11 @@ impl Store for MemoryStore {
         stored.conductor_group = group;
         stored.conductor_affinity = n.conductor_affinity.clone();
         stored.updated_at = Some(DbTime(now));
-        Self::record_change(&mut st, token.node, ChangeKind::Updated, now);
+        let revision = Self::record_change(&mut st, token.node, ChangeKind::Updated, now);
         self.emit(LockEvent::Written {
             fence: Fence::from(token),
             deleted: false,
+            revision,
             at: DbTime(now),
         });
         st.nodes
@@ -769,6 +786,7 @@ impl Store for MemoryStore {
 
     async fn record_power_states(&self, observed: &[PowerObservation]) -> StoreResult<Vec<Node>> {
         self.enter(Op::RecordPowerStates).await?;
+        let unfenced = self.bug(Bug::UnfencedObservation);
         let mut st = guard(&self.state);
         let now = self.now_us();
         let mut recorded = Vec::new();
@@ -776,12 +794,23 @@ impl Store for MemoryStore {
             let Some(n) = st.nodes.get_mut(&o.node) else {
                 continue;
             };
-            if n.reservation.is_some() || n.lock_epoch != o.lock_epoch || n.revision != o.revision {
+            let fenced_ok =
+                n.reservation.is_none() && n.lock_epoch == o.lock_epoch && n.revision == o.revision;
+            if !fenced_ok && !unfenced {
                 continue;
             }
             n.power_state = Some(o.power_state);
             n.updated_at = Some(DbTime(now));
-            Self::record_change(&mut st, o.node, ChangeKind::Updated, now);
+            let revision = Self::record_change(&mut st, o.node, ChangeKind::Updated, now);
+            // Reported with the write, under the same mutex: the checker sees
+            // it in linearization order with grants and fenced writes.
+            self.emit(LockEvent::Observed {
+                node: o.node,
+                lock_epoch: o.lock_epoch,
+                revision: o.revision,
+                recorded: revision,
+                at: DbTime(now),
+            });
             if let Some(n) = st.nodes.get(&o.node) {
                 recorded.push(n.clone());
             }
@@ -817,10 +846,11 @@ impl Store for MemoryStore {
                 at: DbTime(now),
             });
         }
-        Self::record_change(&mut st, token.node, ChangeKind::Deleted, now);
+        let revision = Self::record_change(&mut st, token.node, ChangeKind::Deleted, now);
         self.emit(LockEvent::Written {
             fence: Fence::from(token),
             deleted: true,
+            revision,
             at: DbTime(now),
         });
         Ok(())

@@ -26,12 +26,12 @@ for_each_conformance_test!(instantiate);
 
 /// The memory store's own hooks: injected faults, the injected clock, planted bugs.
 mod hooks {
-    use ferric_core::{DbTime, NewNode};
-    use ferric_store::memory::{Bug, Clock, INJECTED_FAULT};
+    use ferric_core::{DbTime, NewNode, PowerState};
+    use ferric_store::memory::{Bug, Clock, LockEvent, INJECTED_FAULT};
     use ferric_store::testing::register;
-    use ferric_store::{Claim, MemoryStore, Store, StoreError};
+    use ferric_store::{Claim, MemoryStore, PowerObservation, Store, StoreError};
     use std::sync::atomic::{AtomicI64, Ordering};
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
     use uuid::Uuid;
 
@@ -121,5 +121,68 @@ mod hooks {
             s.release(&t2).await.unwrap_err(),
             StoreError::NodeNotLocked { .. }
         ));
+    }
+
+    /// Power states recorded without the lock are reported to the observer
+    /// (with the reading's epoch and revision and the new revision), stale
+    /// readings are neither recorded nor reported, and the planted bug
+    /// records them anyway.
+    #[tokio::test]
+    async fn recorded_power_states_are_observed_and_the_planted_bug_unfences_them() {
+        let s = MemoryStore::new(Duration::from_secs(60));
+        let events = Arc::new(Mutex::new(Vec::<LockEvent>::new()));
+        {
+            let events = events.clone();
+            s.set_observer(Some(Arc::new(move |e| {
+                events.lock().unwrap().push(e.clone())
+            })));
+        }
+        let last = || events.lock().unwrap().last().cloned();
+        let count = || events.lock().unwrap().len();
+        let n = node(&s).await;
+        let read = |n: &ferric_core::Node| PowerObservation {
+            node: n.uuid,
+            lock_epoch: n.lock_epoch,
+            revision: n.revision,
+            power_state: PowerState::On,
+        };
+        let listed = s.get_node(&n.into()).await.unwrap();
+        let recorded = s.record_power_states(&[read(&listed)]).await.unwrap();
+        assert_eq!(recorded.len(), 1);
+        assert!(matches!(
+            last(),
+            Some(LockEvent::Observed { node, lock_epoch: 0, revision, recorded: r, .. })
+                if node == n && revision == listed.revision && r == recorded[0].revision
+        ));
+        // Written since: refused, not reported.
+        let before = count();
+        assert!(s
+            .record_power_states(&[read(&listed)])
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(count(), before);
+        // Held now: refused; a fenced write reports its revision.
+        let t = s.try_acquire(n, &claim("a")).await.unwrap();
+        let held = s.get_node(&n.into()).await.unwrap();
+        assert!(s
+            .record_power_states(&[read(&held)])
+            .await
+            .unwrap()
+            .is_empty());
+        let saved = s.save_node(&t, &held).await.unwrap();
+        assert!(matches!(
+            last(),
+            Some(LockEvent::Written { deleted: false, revision, .. }) if revision == saved.revision
+        ));
+        // The planted bug records a stale reading of a held node.
+        s.plant_bug(Some(Bug::UnfencedObservation));
+        let recorded = s.record_power_states(&[read(&listed)]).await.unwrap();
+        assert_eq!(recorded.len(), 1);
+        assert!(matches!(
+            last(),
+            Some(LockEvent::Observed { lock_epoch: 0, .. })
+        ));
+        assert!(recorded[0].reservation.is_some());
     }
 }
