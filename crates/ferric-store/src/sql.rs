@@ -1197,6 +1197,13 @@ impl Store for SqlStore {
         if observed.is_empty() {
             return Ok(Vec::new());
         }
+        // A node observed twice: the first reading counts, the second is
+        // stale by then (as in the memory store). Without this, one
+        // UPDATE ... FROM would apply an arbitrary one of the two, and two
+        // chunks would both match (revisions are stamped after all chunks).
+        let mut seen = std::collections::HashSet::new();
+        let observed: Vec<&PowerObservation> =
+            observed.iter().filter(|o| seen.insert(o.node)).collect();
         let _g = self.write_guard().await;
         let mut tx = self.begin_write().await?;
         // The conditional write: unlocked, not granted since (lock_epoch),
