@@ -92,6 +92,10 @@ pub struct SqlStore {
     options: StoreOptions,
 }
 
+/// A page of the change feed: `$1` = after this revision, `$2` = limit.
+const CHANGES_PAGE: &str = "SELECT revision, node_uuid, kind, changed_at, snapshot \
+    FROM node_changes WHERE revision > $1 ORDER BY revision LIMIT $2";
+
 const NODE_COLS: &str = "uuid, name, driver, driver_info, properties, extra, instance_info, \
     instance_uuid, interfaces, provision_state, target_provision_state, power_state, \
     target_power_state, maintenance, maintenance_reason, last_error, conductor_group, \
@@ -375,11 +379,7 @@ impl SqlStore {
         kind: ChangeKind,
         nodes: &[&Node],
     ) -> StoreResult<()> {
-        let kind = match kind {
-            ChangeKind::Created => "created",
-            ChangeKind::Updated => "updated",
-            ChangeKind::Deleted => "deleted",
-        };
+        let kind = kind.as_str();
         for chunk in nodes.chunks(self.bulk_rows()) {
             let rows = (0..chunk.len())
                 .map(|i| {
@@ -453,11 +453,7 @@ impl SqlStore {
         kind: ChangeKind,
         snapshot: Option<&Node>,
     ) -> StoreResult<()> {
-        let kind = match kind {
-            ChangeKind::Created => "created",
-            ChangeKind::Updated => "updated",
-            ChangeKind::Deleted => "deleted",
-        };
+        let kind = kind.as_str();
         let snapshot = snapshot
             .map(serde_json::to_string)
             .transpose()
@@ -1077,42 +1073,33 @@ impl Store for SqlStore {
         if let Some(l) = q.limit {
             sql.push_str(&format!(" LIMIT {l}"));
         }
-        // The page and its revision come from one read transaction.
-        const REVISION: &str = "SELECT value FROM revision_counter WHERE id = 1";
-        if let Some(reads) = &self.sqlite_reads {
-            let mut tx = reads.begin().await?;
-            let revision: i64 = sqlx::query(REVISION)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("value")?;
-            let mut query = sqlx::query(self.sql(&sql));
-            for b in binds {
-                query = query.bind(b);
-            }
-            let rows = query.fetch_all(&mut *tx).await?;
-            tx.commit().await?;
-            let nodes = rows
-                .iter()
-                .map(node_from_row)
-                .collect::<StoreResult<Vec<_>>>()?;
-            return Ok(NodePage { nodes, revision });
+        // The page and its revision come from one read transaction, on the
+        // native SQLite read pool where there is one (the same code for
+        // either driver's transaction type).
+        macro_rules! page_in {
+            ($tx:expr) => {{
+                let mut tx = $tx;
+                let revision: i64 = sqlx::query("SELECT value FROM revision_counter WHERE id = 1")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("value")?;
+                let mut query = sqlx::query(self.sql(&sql));
+                for b in binds {
+                    query = query.bind(b);
+                }
+                let rows = query.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                let nodes = rows
+                    .iter()
+                    .map(node_from_row)
+                    .collect::<StoreResult<Vec<_>>>()?;
+                NodePage { nodes, revision }
+            }};
         }
-        let mut tx = self.begin_read().await?;
-        let revision: i64 = sqlx::query(REVISION)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("value")?;
-        let mut query = sqlx::query(self.sql(&sql));
-        for b in binds {
-            query = query.bind(b);
-        }
-        let rows = query.fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        let nodes = rows
-            .iter()
-            .map(node_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(NodePage { nodes, revision })
+        Ok(match &self.sqlite_reads {
+            Some(reads) => page_in!(reads.begin().await?),
+            None => page_in!(self.begin_read().await?),
+        })
     }
 
     async fn save_node(&self, token: &LockToken, n: &Node) -> StoreResult<Node> {
@@ -1297,14 +1284,11 @@ impl Store for SqlStore {
     }
 
     async fn changes_since(&self, since: i64, limit: u32) -> StoreResult<Vec<NodeChange>> {
-        let rows = sqlx::query(
-            "SELECT revision, node_uuid, kind, changed_at, snapshot FROM node_changes \
-             WHERE revision > $1 ORDER BY revision LIMIT $2",
-        )
-        .bind(since)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(CHANGES_PAGE)
+            .bind(since)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 let kind = match r.try_get::<String, _>("kind")?.as_str() {

@@ -251,6 +251,17 @@ pub enum ChangeKind {
     Deleted,
 }
 
+impl ChangeKind {
+    /// The stored (and serialized) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Created => "created",
+            ChangeKind::Updated => "updated",
+            ChangeKind::Deleted => "deleted",
+        }
+    }
+}
+
 /// One committed node change (SPEC §8.5).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NodeChange {

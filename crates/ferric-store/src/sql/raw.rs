@@ -78,34 +78,29 @@ impl SqlStore {
             super::NODE_COLS
         );
         let (mut marker, mut seen) = (String::new(), 0);
+        // Rows of the next page from `$pool`: (count, last uuid).
+        macro_rules! page_from {
+            ($pool:expr) => {{
+                let rows = sqlx::query(AssertSqlSafe(sql.clone()))
+                    .bind(marker.clone())
+                    .fetch_all($pool)
+                    .await?;
+                let last: Option<String> = match rows.last() {
+                    Some(r) => Some(r.try_get("uuid")?),
+                    None => None,
+                };
+                (rows.len(), last)
+            }};
+        }
         loop {
-            let last = match &self.sqlite_reads {
-                Some(reads) => {
-                    let rows = sqlx::query(AssertSqlSafe(sql.clone()))
-                        .bind(marker.clone())
-                        .fetch_all(reads)
-                        .await?;
-                    seen += rows.len();
-                    match rows.last() {
-                        Some(r) if rows.len() == page as usize => Some(r.try_get("uuid")?),
-                        _ => None,
-                    }
-                }
-                None => {
-                    let rows = sqlx::query(AssertSqlSafe(sql.clone()))
-                        .bind(marker.clone())
-                        .fetch_all(&self.pool)
-                        .await?;
-                    seen += rows.len();
-                    match rows.last() {
-                        Some(r) if rows.len() == page as usize => Some(r.try_get("uuid")?),
-                        _ => None,
-                    }
-                }
+            let (n, last) = match &self.sqlite_reads {
+                Some(reads) => page_from!(reads),
+                None => page_from!(&self.pool),
             };
+            seen += n;
             match last {
-                Some(m) => marker = m,
-                None => return Ok(seen),
+                Some(m) if n == page as usize => marker = m,
+                _ => return Ok(seen),
             }
         }
     }
@@ -116,14 +111,11 @@ impl SqlStore {
     pub async fn raw_feed_read(&self, page: u32) -> StoreResult<usize> {
         let (mut since, mut seen) = (0i64, 0);
         loop {
-            let rows = sqlx::query(
-                "SELECT revision, node_uuid, kind, changed_at, snapshot FROM node_changes \
-                 WHERE revision > $1 ORDER BY revision LIMIT $2",
-            )
-            .bind(since)
-            .bind(i64::from(page))
-            .fetch_all(&self.pool)
-            .await?;
+            let rows = sqlx::query(super::CHANGES_PAGE)
+                .bind(since)
+                .bind(i64::from(page))
+                .fetch_all(&self.pool)
+                .await?;
             seen += rows.len();
             match rows.last() {
                 Some(r) => since = r.try_get("revision")?,
