@@ -10,7 +10,7 @@ use crate::{ConductorConfig, LogSink, Retry, TaskError, TaskManager};
 use ferric_core::NewNode;
 use ferric_store::{ConductorInfo, SqlStore, Store};
 use serde::Serialize;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -632,20 +632,13 @@ pub async fn run_scale_bench(
     }
     let writable = Arc::new(writable);
     let tailer = Tailer::start(store.clone(), since, p.page);
-    let written = Arc::new(AtomicU64::new(0));
+    let writers = p.writers.max(1);
     let started = Instant::now();
-    let mut handles = Vec::new();
-    for w in 0..p.writers.max(1) {
-        let tm = tm.clone();
-        let nodes = writable.clone();
-        let written = written.clone();
-        let until = started + p.feed_write_for;
-        let writers = p.writers.max(1);
-        handles.push(tokio::spawn(async move {
-            let mut i = 0usize;
-            while Instant::now() < until {
-                let node = nodes[(w + i * writers) % nodes.len()];
-                i += 1;
+    let feed_write = run_phase(writers, p.feed_write_for, {
+        let (tm, nodes) = (tm.clone(), writable.clone());
+        move |w, i| {
+            let (tm, node) = (tm.clone(), nodes[(w + i * writers) % nodes.len()]);
+            async move {
                 let mut task = tm
                     .acquire(node)
                     .purpose("bench")
@@ -657,44 +650,23 @@ pub async fn run_scale_bench(
                     .insert("bench".into(), serde_json::json!(i));
                 task.save().await?;
                 task.release().await?;
-                written.fetch_add(1, Ordering::Relaxed);
+                Ok(())
             }
-            Ok::<(), TaskError>(())
-        }));
-    }
-    for h in handles {
-        h.await
-            .map_err(|e| TaskError::Store(ferric_store::StoreError::Invalid(e.to_string())))??;
-    }
+        }
+    })
+    .await?;
     let feed_write_s = started.elapsed().as_secs_f64();
     let (max_lag, catch_up_ms) = tailer.finish().await?;
-    let feed_write = written.load(Ordering::Relaxed);
     // The anchor: the same writers, each commit one bare UPDATE.
-    let raw_written = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let mut handles = Vec::new();
-    for w in 0..p.writers.max(1) {
-        let store = store.clone();
-        let nodes = writable.clone();
-        let written = raw_written.clone();
-        let until = started + p.feed_write_for;
-        let writers = p.writers.max(1);
-        handles.push(tokio::spawn(async move {
-            let mut i = 0usize;
-            while Instant::now() < until {
-                i += 1;
-                store
-                    .raw_write_one(nodes[(w + i * writers) % nodes.len()], i as i64)
-                    .await?;
-                written.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok::<(), TaskError>(())
-        }));
-    }
-    for h in handles {
-        h.await
-            .map_err(|e| TaskError::Store(ferric_store::StoreError::Invalid(e.to_string())))??;
-    }
+    let raw_written = run_phase(writers, p.feed_write_for, {
+        let (store, nodes) = (store.clone(), writable.clone());
+        move |w, i| {
+            let (store, node) = (store.clone(), nodes[(w + i * writers) % nodes.len()]);
+            async move { Ok(store.raw_write_one(node, i as i64).await?) }
+        }
+    })
+    .await?;
     let raw_feed_write_s = started.elapsed().as_secs_f64();
 
     // Power sync over the sync group's fake nodes.
@@ -757,8 +729,7 @@ pub async fn run_scale_bench(
         feed_write_changes: feed_write,
         feed_write_s,
         feed_write_changes_per_s: feed_write as f64 / feed_write_s.max(1e-9),
-        raw_feed_write_commits_per_s: raw_written.load(Ordering::Relaxed) as f64
-            / raw_feed_write_s.max(1e-9),
+        raw_feed_write_commits_per_s: raw_written as f64 / raw_feed_write_s.max(1e-9),
         feed_tail_max_lag_changes: max_lag,
         feed_tail_catch_up_ms: catch_up_ms,
         feed_target_changes_per_s: 5_000.0,
