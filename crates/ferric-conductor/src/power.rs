@@ -262,30 +262,28 @@ impl PowerSync {
                 }
                 Outcome::BmcFailed { to_maintenance }
             }
+            // Only a mismatch under force_power_state_during_sync gets here
+            // (every other reading is recorded without the lock); look again
+            // under the lock, the node may have changed since it was listed.
             Ok(state) => {
                 self.reset(node.uuid);
                 match task.node().power_state {
-                    // Changed under us since it was listed: record what the BMC says.
-                    None => {
-                        task.node_mut().power_state = Some(state);
-                        task.save().await?;
-                    }
-                    Some(db) if db != state && tm.config().force_power_state_during_sync => {
+                    Some(db) if db == state => Outcome::InSync,
+                    Some(db) => {
                         info!(node_uuid = %node.uuid, db = %db, bmc = %state, "power state sync: correcting hardware to the recorded state");
                         if let Err(e) = driver.set_power_state(&task, db).await {
                             task.node_mut().last_error =
                                 Some(format!("Failed to correct power state to '{db}': {e}"));
                             task.save().await?;
                         }
+                        Outcome::Corrected
                     }
-                    Some(db) if db != state => {
-                        info!(node_uuid = %node.uuid, db = %db, bmc = %state, "power state sync: recording the hardware state");
+                    None => {
                         task.node_mut().power_state = Some(state);
                         task.save().await?;
+                        Outcome::Corrected
                     }
-                    Some(_) => {}
                 }
-                Outcome::Corrected
             }
         };
         task.release().await?;

@@ -66,7 +66,41 @@ both_engines!(
     power_action_records_result_and_errors,
     power_sync_records_corrects_skips_locked_and_gives_up_into_maintenance,
     power_sync_never_records_a_reading_older_than_a_power_action,
+    power_sync_without_force_records_the_hardware_state,
 );
+
+/// `force_power_state_during_sync = false`: a node whose hardware drifted
+/// gets the hardware's state recorded, and the hardware is left alone.
+async fn power_sync_without_force_records_the_hardware_state(t: &TestStore) {
+    use ferric_conductor::drivers::{fake::FakeHardware, Drivers};
+    use ferric_conductor::power::PowerSync;
+    use ferric_core::PowerState;
+    let s: &dyn Store = &*t.store;
+    let fake = Arc::new(FakeHardware::new());
+    let drivers = Drivers::new().with(fake.clone());
+    let cfg = ConductorConfig {
+        force_power_state_during_sync: false,
+        ..config("cond-a")
+    };
+    let a = conductor(t, "cond-a", cfg).await;
+    let drifted = node(s, "drifted", ProvisionState::Active).await;
+    let mut d = a.acquire(drifted).exclusive().await.unwrap();
+    d.node_mut().power_state = Some(PowerState::On);
+    d.save().await.unwrap();
+    d.release().await.unwrap();
+    let epoch = s.get_node(&drifted.into()).await.unwrap().lock_epoch;
+    fake.set_bmc_power(drifted, PowerState::Off);
+    let report = PowerSync::default().sync_once(&a, &drivers).await.unwrap();
+    assert_eq!(report.corrected, vec![drifted]);
+    let stored = s.get_node(&drifted.into()).await.unwrap();
+    assert_eq!(stored.power_state, Some(PowerState::Off));
+    assert_eq!(stored.lock_epoch, epoch, "recorded without taking the lock");
+    assert_eq!(
+        fake.bmc_power(drifted),
+        PowerState::Off,
+        "hardware left alone"
+    );
+}
 
 /// Power sync records the BMC's answer without holding the lock; an answer
 /// that an operator's power action overtook must not overwrite its result.

@@ -386,7 +386,7 @@ impl Model {
             return;
         };
         if let Some(h) = &n.held {
-            let holder = self.fence_str(&h.fence.clone());
+            let holder = self.fence_str(&h.fence);
             self.violate(
                 at,
                 "observation-while-held",
