@@ -205,6 +205,16 @@ impl From<DomainError> for ApiError {
     }
 }
 
+impl From<ferric_conductor::provision::ProvisionError> for ApiError {
+    fn from(e: ferric_conductor::provision::ProvisionError) -> Self {
+        use ferric_conductor::provision::ProvisionError as P;
+        match e {
+            P::Invalid(m) => ApiError::bad_request(m),
+            P::Task(t) => t.into(),
+        }
+    }
+}
+
 impl From<TaskError> for ApiError {
     fn from(e: TaskError) -> Self {
         match e {

@@ -40,6 +40,7 @@ use axum::routing::get;
 use axum::Router;
 use ferric_conductor::cluster::current_ring;
 use ferric_conductor::drivers::Drivers;
+use ferric_conductor::provision::Provisioner;
 use ferric_conductor::ring::HashRing;
 use ferric_conductor::{Retry, TaskManager};
 use std::sync::{Arc, Mutex};
@@ -47,16 +48,15 @@ use std::time::{Duration, Instant};
 use tower::ServiceExt;
 
 /// Default pause before each step of the provision and power flows.
-pub const DEFAULT_FAKE_STEP_DELAY: Duration = Duration::from_millis(500);
+pub const DEFAULT_FAKE_STEP_DELAY: Duration = ferric_conductor::provision::DEFAULT_STEP_DELAY;
 
 /// What the handlers share. Cheap to clone.
 #[derive(Clone)]
 pub struct ApiState {
     /// The conductor's TaskManager; also gives the store.
     pub tm: TaskManager,
-    /// Hardware drivers by name. A node whose driver is registered here has
-    /// its power, deploy, clean, tear-down and validation done by that driver;
-    /// otherwise the built-in fake flow runs (every step succeeds).
+    /// The hardware types and interfaces (`GET /v1/drivers`, node interface
+    /// fields). Set with [`ApiState::with_drivers`].
     pub drivers: Drivers,
     /// Pause before each step of the provision and power flows (lets clients
     /// observe the transient states, as on Ironic).
@@ -76,8 +76,9 @@ pub struct ApiState {
     /// The hash ring of this conductor's group, briefly cached: it names the
     /// `conductor` of each node in responses.
     ring: Arc<Mutex<Option<CachedRing>>>,
-    /// Agent continuations queued by this process.
-    pub(crate) agent: Arc<agent::Continuations>,
+    /// The conductor's provisioning flow: every verb, power action and
+    /// agent heartbeat goes through it.
+    pub(crate) prov: Provisioner,
 }
 
 /// A ring and when it was read.
@@ -116,11 +117,11 @@ impl std::fmt::Debug for ApiState {
 }
 
 impl ApiState {
-    /// State with the defaults: no drivers (fake flow), 500 ms steps,
+    /// State with the defaults: the built-in hardware types, 500 ms steps,
     /// `Retry::Default`.
     pub fn new(tm: TaskManager) -> Self {
         ApiState {
-            tm,
+            tm: tm.clone(),
             drivers: Drivers::new(),
             fake_step_delay: DEFAULT_FAKE_STEP_DELAY,
             retry: Retry::Default,
@@ -129,8 +130,18 @@ impl ApiState {
             extra_metrics: None,
             stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
             ring: Arc::new(Mutex::new(None)),
-            agent: Arc::default(),
+            prov: Provisioner::new(tm, Drivers::new(), DEFAULT_FAKE_STEP_DELAY),
         }
+    }
+
+    /// The provisioning flow with the current drivers and step delay.
+    fn rebuild_provisioner(&mut self) {
+        self.prov = Provisioner::new(self.tm.clone(), self.drivers.clone(), self.fake_step_delay);
+    }
+
+    /// The provisioning flow.
+    pub fn provisioner(&self) -> &Provisioner {
+        &self.prov
     }
 
     /// The current ring owners (cached for [`RING_CACHE_TTL`]). A store
@@ -177,12 +188,14 @@ impl ApiState {
     /// Use these hardware drivers.
     pub fn with_drivers(mut self, drivers: Drivers) -> Self {
         self.drivers = drivers;
+        self.rebuild_provisioner();
         self
     }
 
     /// Set the pause before each step of the provision and power flows.
     pub fn with_fake_step_delay(mut self, delay: Duration) -> Self {
         self.fake_step_delay = delay;
+        self.rebuild_provisioner();
         self
     }
 

@@ -4,13 +4,14 @@
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery, BaseUrl};
 use crate::nodes::{parse_bool, REVISION_HEADER};
-use crate::render::{self, links, DRIVERS, INTERFACES};
+use crate::render::{self, links};
 use crate::version::{Version, MAX_MINOR};
 use crate::ApiState;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use ferric_conductor::drivers::Drivers;
 use ferric_store::ConductorRow;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -145,7 +146,8 @@ pub async fn conductor(
     Ok(Json(select_fields(conductor_doc(c, &base.0, true), &q.fields)?).into_response())
 }
 
-async fn alive_hosts(st: &ApiState) -> Result<Vec<String>, ApiError> {
+/// The alive conductors.
+async fn alive_hosts(st: &ApiState) -> Result<Vec<ConductorRow>, ApiError> {
     Ok(st
         .tm
         .store()
@@ -153,11 +155,19 @@ async fn alive_hosts(st: &ApiState) -> Result<Vec<String>, ApiError> {
         .await?
         .into_iter()
         .filter(|c| c.alive)
-        .map(|c| c.hostname)
         .collect())
 }
 
-fn driver_doc(name: &str, hosts: &[String], base: &str, detail: bool) -> Value {
+/// The hostnames of `conductors` that offer hardware type `driver`.
+fn hosts_of(conductors: &[ConductorRow], driver: &str) -> Vec<String> {
+    conductors
+        .iter()
+        .filter(|c| c.drivers.iter().any(|d| d == driver))
+        .map(|c| c.hostname.clone())
+        .collect()
+}
+
+fn driver_doc(drivers: &Drivers, name: &str, hosts: &[String], base: &str, detail: bool) -> Value {
     let mut d = json!({
         "name": name,
         "hosts": hosts,
@@ -166,10 +176,10 @@ fn driver_doc(name: &str, hosts: &[String], base: &str, detail: bool) -> Value {
         "properties": links(base, &format!("drivers/{name}/properties")),
     });
     if detail {
-        for iface in INTERFACES {
-            let def = render::default_interface(name, iface);
-            d[format!("default_{iface}_interface")] = json!(def);
-            d[format!("enabled_{iface}_interfaces")] = json!([def]);
+        for doc in drivers.describe(name).unwrap_or_default() {
+            let iface = doc.kind.as_str();
+            d[format!("default_{iface}_interface")] = json!(doc.default);
+            d[format!("enabled_{iface}_interfaces")] = json!(doc.enabled);
         }
     }
     d
@@ -196,9 +206,16 @@ pub async fn drivers(
     let items = if q.kind.as_deref() == Some("classic") {
         Vec::new()
     } else {
-        DRIVERS
-            .iter()
-            .map(|d| select_fields(driver_doc(d, &hosts, &base.0, detail), &q.fields))
+        st.drivers
+            .names()
+            .into_iter()
+            .map(|d| {
+                let hosts = hosts_of(&hosts, d);
+                select_fields(
+                    driver_doc(&st.drivers, d, &hosts, &base.0, detail),
+                    &q.fields,
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?
     };
     Ok(Json(json!({ "drivers": items })).into_response())
@@ -211,14 +228,14 @@ pub async fn driver(
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<DetailQuery>,
 ) -> Result<Response, ApiError> {
-    if !DRIVERS.contains(&name.as_str()) {
+    if !st.drivers.has(&name) {
         return Err(ApiError::not_found(format!(
             "Could not find the following driver(s) or hardware type(s): {name}."
         )));
     }
-    let hosts = alive_hosts(&st).await?;
+    let hosts = hosts_of(&alive_hosts(&st).await?, &name);
     Ok(Json(select_fields(
-        driver_doc(&name, &hosts, &base.0, true),
+        driver_doc(&st.drivers, &name, &hosts, &base.0, true),
         &q.fields,
     )?)
     .into_response())

@@ -3,14 +3,15 @@
 
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery, BaseUrl, JsonBody};
-use crate::patch::{apply_patch, PatchOp};
-use crate::render::{self, DRIVERS, INTERFACES, LIST_FIELDS};
+use crate::patch::{apply_patch_with, PatchOp};
+use crate::render::{self, INTERFACES, LIST_FIELDS};
 use crate::version::Version;
 use crate::{ApiState, Owners};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use ferric_conductor::drivers::Drivers;
 use ferric_conductor::ExclusiveTask;
 use ferric_core::{NewNode, Node, ProvisionState};
 use ferric_store::{NodeIdent, NodeQuery};
@@ -135,12 +136,19 @@ impl CreateNode {
 
     /// Validate and convert, with the initial state for version `v`.
     pub fn into_new_node(self, v: Version) -> Result<NewNode, ApiError> {
-        if !DRIVERS.contains(&self.driver.as_str()) {
+        self.into_new_node_with(Drivers::builtin(), v)
+    }
+
+    /// Validate and convert against `drivers`: the hardware type must be
+    /// enabled, every interface given enabled and supported by it; the
+    /// others get their defaults (Ironic's `check_and_update_node_interfaces`).
+    pub fn into_new_node_with(self, drivers: &Drivers, v: Version) -> Result<NewNode, ApiError> {
+        if !drivers.has(&self.driver) {
             return Err(ApiError::bad_request(format!(
                 "No valid host was found. Reason: No conductor service registered which supports driver {} for conductor group \"{}\". Available drivers: {}.",
                 self.driver,
                 self.conductor_group.as_deref().unwrap_or(""),
-                DRIVERS.join(", ")
+                drivers.names().join(", ")
             )));
         }
         if self.name.is_some() {
@@ -157,9 +165,7 @@ impl CreateNode {
         let mut interfaces = BTreeMap::new();
         for (iface, value) in self.interfaces() {
             debug_assert!(INTERFACES.contains(&iface));
-            let value = value
-                .clone()
-                .unwrap_or_else(|| render::default_interface(&self.driver, iface).to_string());
+            let Some(value) = value.clone() else { continue };
             if value.is_empty()
                 || !value
                     .bytes()
@@ -171,6 +177,9 @@ impl CreateNode {
             }
             interfaces.insert(format!("{iface}_interface"), value);
         }
+        drivers
+            .check_and_fill(&self.driver, &mut interfaces)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let mut new = NewNode {
             uuid: self.uuid,
             name: self.name,
@@ -199,7 +208,7 @@ pub async fn create(
     base: BaseUrl,
     JsonBody(body): JsonBody<CreateNode>,
 ) -> Result<Response, ApiError> {
-    let new = body.into_new_node(v)?;
+    let new = body.into_new_node_with(&st.drivers, v)?;
     let node = st.tm.store().create_node(new).await?;
     let location = format!("{}/v1/nodes/{}", base.0, node.uuid);
     let mut resp = (
@@ -417,6 +426,9 @@ fn placeholder() -> Node {
         instance_info: Map::new(),
         instance_uuid: None,
         interfaces: BTreeMap::new(),
+        driver_internal_info: Default::default(),
+        clean_step: Default::default(),
+        deploy_step: Default::default(),
         provision_state: ProvisionState::Enroll,
         target_provision_state: None,
         power_state: None,
@@ -522,7 +534,7 @@ pub async fn patch(
                 )));
             }
         }
-        let patched = apply_patch(task.node(), &ops)?;
+        let patched = apply_patch_with(&st.drivers, task.node(), &ops)?;
         if &patched != task.node() {
             *task.node_mut() = patched;
             task.save().await?;

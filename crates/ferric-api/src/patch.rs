@@ -1,9 +1,12 @@
 //! JSON Patch (RFC 6902 `add`, `replace`, `remove`) on a node, as
-//! `PATCH /v1/nodes/{ident}` takes it. [`apply_patch`] is pure: it either
-//! returns the whole patched node or rejects the whole patch.
+//! `PATCH /v1/nodes/{ident}` takes it. [`apply_patch_with`] is pure: it
+//! either returns the whole patched node or rejects the whole patch. The
+//! driver and interface fields are checked against the hardware registry
+//! (Ironic's `check_and_update_node_interfaces`).
 
 use crate::error::ApiError;
-use crate::render::{default_interface, INTERFACES};
+use crate::render::INTERFACES;
+use ferric_conductor::drivers::Drivers;
 use ferric_core::node::{json_depth, normalize_conductor_group, validate_name, MAX_DICT_DEPTH};
 use ferric_core::Node;
 use serde::{Deserialize, Deserializer};
@@ -102,9 +105,16 @@ fn pointer(path: &str) -> Result<Vec<String>, ApiError> {
         .collect())
 }
 
-/// Apply `ops` to a copy of `node`. Read-only fields, unknown fields, bad
-/// values and impossible operations reject the whole patch with a 400.
+/// [`apply_patch_with`] over the built-in hardware types and default config.
 pub fn apply_patch(node: &Node, ops: &[PatchOp]) -> Result<Node, ApiError> {
+    apply_patch_with(Drivers::builtin(), node, ops)
+}
+
+/// Apply `ops` to a copy of `node`. Read-only fields, unknown fields, bad
+/// values, impossible operations, an unknown driver and an interface the
+/// driver does not support or `drivers` does not enable reject the whole
+/// patch with a 400.
+pub fn apply_patch_with(drivers: &Drivers, node: &Node, ops: &[PatchOp]) -> Result<Node, ApiError> {
     if ops.is_empty() {
         return Err(ApiError::bad_request("The patch is empty."));
     }
@@ -119,11 +129,13 @@ pub fn apply_patch(node: &Node, ops: &[PatchOp]) -> Result<Node, ApiError> {
             let key = format!("{iface}_interface");
             let touched = ops.iter().any(|p| p.path == format!("/{key}"));
             if !touched {
-                n.interfaces
-                    .insert(key, default_interface(&n.driver, iface).to_string());
+                n.interfaces.remove(&key);
             }
         }
     }
+    drivers
+        .check_and_fill(&n.driver, &mut n.interfaces)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(n)
 }
 
@@ -214,7 +226,8 @@ fn apply_one(n: &mut Node, p: &PatchOp) -> Result<(), ApiError> {
                 None => Err(ApiError::bad_request(
                     "'/driver' is a mandatory attribute and can not be removed",
                 )),
-                Some(Value::String(s)) if crate::render::DRIVERS.contains(&s.as_str()) => {
+                // Whether a conductor offers it is checked after the patch.
+                Some(Value::String(s)) if !s.is_empty() && s.len() <= 255 => {
                     n.driver = s;
                     Ok(())
                 }
@@ -295,8 +308,7 @@ fn apply_one(n: &mut Node, p: &PatchOp) -> Result<(), ApiError> {
                 }
                 Some(Value::String(s)) => {
                     return Err(ApiError::bad_request(format!(
-                        "Invalid {iface} \"{s}\"; expected a name such as \"{}\".",
-                        default_interface(&n.driver, iface.trim_end_matches("_interface"))
+                        "Invalid {iface} \"{s}\"; expected an interface name such as \"fake\"."
                     )))
                 }
                 Some(other) => return Err(type_error(path, "a string", &other)),
@@ -418,6 +430,9 @@ mod tests {
             instance_info: Map::new(),
             instance_uuid: None,
             interfaces: Default::default(),
+            driver_internal_info: Default::default(),
+            clean_step: Default::default(),
+            deploy_step: Default::default(),
             provision_state: ProvisionState::Enroll,
             target_provision_state: None,
             power_state: None,
@@ -615,7 +630,7 @@ mod tests {
         .unwrap();
         assert_eq!(p.driver, "redfish");
         assert_eq!(p.interfaces["power_interface"], "redfish");
-        assert_eq!(p.interfaces["boot_interface"], "redfish-virtual-media");
+        assert_eq!(p.interfaces["boot_interface"], "ipxe");
         let mut n2 = node();
         n2.interfaces
             .insert("deploy_interface".into(), "fake".into());
@@ -623,12 +638,22 @@ mod tests {
             &n2,
             &ops(json!([
                 {"op": "replace", "path": "/driver", "value": "redfish"},
-                {"op": "replace", "path": "/boot_interface", "value": "fake"},
+                {"op": "replace", "path": "/boot_interface", "value": "pxe"},
             ])),
         )
         .unwrap();
         assert_eq!(p.interfaces["deploy_interface"], "direct");
-        assert_eq!(p.interfaces["boot_interface"], "fake");
+        assert_eq!(p.interfaces["boot_interface"], "pxe");
+        // redfish does not support the fake boot interface.
+        let e = apply_patch(
+            &n2,
+            &ops(json!([
+                {"op": "replace", "path": "/driver", "value": "redfish"},
+                {"op": "replace", "path": "/boot_interface", "value": "fake"},
+            ])),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("boot_interface"), "{e}");
         let e = apply_patch(
             &n,
             &ops(json!([{"op": "replace", "path": "/driver", "value": "ipmi-x"}])),

@@ -3,28 +3,12 @@
 
 use crate::error::ApiError;
 use crate::version::Version;
+use ferric_conductor::drivers::{Drivers, InterfaceKind};
 use ferric_core::{DbTime, Node, ProvisionState};
 use serde_json::{json, Map, Value};
 
 /// The hardware interfaces a node has, in Ironic's field order.
 pub use ferric_core::node::INTERFACES;
-
-/// Hardware types ferric offers.
-pub const DRIVERS: &[&str] = &["fake-hardware", "redfish"];
-
-/// The default implementation of `iface` for `driver`.
-pub fn default_interface(driver: &str, iface: &str) -> &'static str {
-    match (driver, iface) {
-        (_, "network" | "storage") => "noop",
-        ("redfish", "boot") => "redfish-virtual-media",
-        ("redfish", "console") => "no-console",
-        ("redfish", "deploy") => "direct",
-        ("redfish", "rescue") => "no-rescue",
-        ("redfish", "vendor") => "redfish",
-        ("redfish", _) => "redfish",
-        _ => "fake",
-    }
-}
 
 /// Default fields of a node list item without `detail`.
 pub const LIST_FIELDS: &[&str] = &[
@@ -181,19 +165,21 @@ pub fn node(n: &Node, base: &str, v: Version, conductor: Option<&str>) -> Map<St
     put("created_at", timestamp(n.created_at));
     put("updated_at", opt_timestamp(n.updated_at));
     put("automated_clean", Value::Null);
-    for iface in INTERFACES {
+    for kind in InterfaceKind::ALL {
+        // Nodes enrolled straight into the store may lack the field: show
+        // the built-in default.
         let value = n
             .interfaces
-            .get(&format!("{iface}_interface"))
-            .map(String::as_str)
-            .unwrap_or_else(|| default_interface(&n.driver, iface));
-        put(&format!("{iface}_interface"), json!(value));
+            .get(&kind.field())
+            .cloned()
+            .or_else(|| Drivers::builtin().interface_name(n, kind));
+        put(&kind.field(), json!(value));
     }
     put("boot_mode", Value::Null);
-    put("clean_step", json!({}));
+    put("clean_step", Value::Object(n.clean_step.clone()));
     put("conductor_group", json!(n.conductor_group));
     put("console_enabled", json!(false));
-    put("deploy_step", json!({}));
+    put("deploy_step", Value::Object(n.deploy_step.clone()));
     put("description", Value::Null);
     put("disable_power_off", json!(false));
     put("driver", json!(n.driver));
@@ -201,7 +187,10 @@ pub fn node(n: &Node, base: &str, v: Version, conductor: Option<&str>) -> Map<St
         "driver_info",
         Value::Object(mask_driver_info(&n.driver_info)),
     );
-    put("driver_internal_info", json!({}));
+    put(
+        "driver_internal_info",
+        Value::Object(n.driver_internal_info.clone()),
+    );
     put("extra", Value::Object(n.extra.clone()));
     put("fault", Value::Null);
     put("health", Value::Null);

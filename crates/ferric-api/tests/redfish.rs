@@ -254,7 +254,7 @@ async fn redfish_node_against_sushy_tools() {
         .exclusive()
         .await
         .unwrap();
-    use ferric_conductor::drivers::Driver;
+    use ferric_conductor::drivers::{ManagementInterface, PowerInterface};
     app.driver
         .set_boot_device(&task, BootDevice::Pxe, false)
         .await

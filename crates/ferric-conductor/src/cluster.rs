@@ -337,6 +337,7 @@ pub async fn fail_timed_out_waits_once(tm: &TaskManager) -> Result<Vec<Uuid>, Ta
                 "Timeout reached while waiting for callback for node {} (\"{state}\")",
                 node.uuid
             );
+            crate::provision::steps::wipe(task.node_mut());
             task.process_event(
                 Event::Fail,
                 EventOpts {
@@ -415,7 +416,7 @@ impl Default for StartOptions {
     fn default() -> Self {
         StartOptions {
             heartbeat: true,
-            drivers: Drivers::new(),
+            drivers: Drivers::empty(),
         }
     }
 }

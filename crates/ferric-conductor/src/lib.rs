@@ -12,6 +12,7 @@ pub mod error;
 pub mod metrics;
 pub mod notify;
 pub mod power;
+pub mod provision;
 pub mod ring;
 pub mod task;
 pub mod wait;

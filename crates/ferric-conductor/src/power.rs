@@ -1,7 +1,7 @@
 //! Power actions under a lock and the periodic power-state sync (SPEC §7).
 
 use crate::cluster::current_ring;
-use crate::drivers::{Driver, Drivers};
+use crate::drivers::{Drivers, PowerInterface};
 use crate::task::{ExclusiveTask, Retry, TaskManager};
 use crate::TaskError;
 use ferric_core::{PowerState, ProvisionState};
@@ -17,7 +17,7 @@ use uuid::Uuid;
 /// written to `last_error` and returned.
 pub async fn power_action(
     task: &mut ExclusiveTask,
-    driver: &dyn Driver,
+    driver: &dyn PowerInterface,
     target: PowerState,
 ) -> Result<(), TaskError> {
     task.node_mut().target_power_state = Some(target);
@@ -119,7 +119,7 @@ impl PowerSync {
                 report.skipped_locked += 1;
                 continue;
             }
-            let Some(driver) = drivers.get(&node.driver) else {
+            let Some(driver) = drivers.power_for(&node) else {
                 continue;
             };
             candidates.push((node, driver));
@@ -184,7 +184,7 @@ impl PowerSync {
     async fn sync_node(
         &self,
         tm: &TaskManager,
-        driver: std::sync::Arc<dyn Driver>,
+        driver: std::sync::Arc<dyn PowerInterface>,
         node: ferric_core::Node,
         max_retries: u32,
     ) -> (uuid::Uuid, Result<Outcome, TaskError>) {
@@ -199,7 +199,7 @@ impl PowerSync {
     async fn sync_node_inner(
         &self,
         tm: &TaskManager,
-        driver: &dyn Driver,
+        driver: &dyn PowerInterface,
         node: ferric_core::Node,
         max_retries: u32,
     ) -> Result<Outcome, TaskError> {

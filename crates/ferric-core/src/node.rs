@@ -47,6 +47,16 @@ pub struct Node {
     pub instance_uuid: Option<Uuid>,
     /// Hardware interface names (power_interface, deploy_interface, ...).
     pub interfaces: BTreeMap<String, String>,
+    /// Conductor-private state (Ironic's `driver_internal_info`): the step
+    /// lists of a running deploy or clean, the agent's URL, ...
+    #[serde(default)]
+    pub driver_internal_info: Map<String, Value>,
+    /// The clean step running now (`{}` when none).
+    #[serde(default)]
+    pub clean_step: Map<String, Value>,
+    /// The deploy step running now (`{}` when none).
+    #[serde(default)]
+    pub deploy_step: Map<String, Value>,
     pub provision_state: ProvisionState,
     pub target_provision_state: Option<ProvisionState>,
     pub power_state: Option<PowerState>,

@@ -664,6 +664,9 @@ impl Store for MemoryStore {
             instance_info: Default::default(),
             instance_uuid: None,
             interfaces: new.interfaces,
+            driver_internal_info: Default::default(),
+            clean_step: Default::default(),
+            deploy_step: Default::default(),
             provision_state: new.provision_state.unwrap_or(ProvisionState::Enroll),
             target_provision_state: None,
             power_state: None,
@@ -761,6 +764,9 @@ impl Store for MemoryStore {
         stored.instance_info = n.instance_info.clone();
         stored.instance_uuid = n.instance_uuid;
         stored.interfaces = n.interfaces.clone();
+        stored.driver_internal_info = n.driver_internal_info.clone();
+        stored.clean_step = n.clean_step.clone();
+        stored.deploy_step = n.deploy_step.clone();
         stored.provision_state = n.provision_state;
         stored.target_provision_state = n.target_provision_state;
         stored.power_state = n.power_state;

@@ -100,7 +100,8 @@ const NODE_COLS: &str = "uuid, name, driver, driver_info, properties, extra, ins
     instance_uuid, interfaces, provision_state, target_provision_state, power_state, \
     target_power_state, maintenance, maintenance_reason, last_error, conductor_group, \
     conductor_affinity, reservation, lock_task, lock_epoch, lock_purpose, lock_acquired_at, \
-    lock_waiters, revision, created_at, updated_at, provision_updated_at";
+    lock_waiters, revision, created_at, updated_at, provision_updated_at, \
+    driver_internal_info, clean_step, deploy_step";
 
 impl SqlStore {
     /// Connect, apply migrations and return the store.
@@ -856,6 +857,12 @@ where
             .map(parse_uuid)
             .transpose()?,
         interfaces,
+        driver_internal_info: json_map(
+            &r.try_get::<String, _>("driver_internal_info")?,
+            "driver_internal_info",
+        )?,
+        clean_step: json_map(&r.try_get::<String, _>("clean_step")?, "clean_step")?,
+        deploy_step: json_map(&r.try_get::<String, _>("deploy_step")?, "deploy_step")?,
         provision_state: ProvisionState::from_str(&provision_state)
             .map_err(|_| StoreError::Corrupt(format!("provision_state {provision_state:?}")))?,
         target_provision_state: opt_enum(
@@ -1124,6 +1131,7 @@ impl Store for SqlStore {
              provision_state = $9, target_provision_state = $10, power_state = $11, \
              target_power_state = $12, maintenance = $13, maintenance_reason = $14, \
              last_error = $15, conductor_group = $16, conductor_affinity = $17, \
+             driver_internal_info = $22, clean_step = $23, deploy_step = $24, \
              updated_at = {now} \
              WHERE uuid = $18 AND reservation = $19 AND lock_task = $20 AND lock_epoch = $21 \
              RETURNING {node_cols}",
@@ -1149,6 +1157,9 @@ impl Store for SqlStore {
         .bind(token.holder.clone())
         .bind(token.task_id.to_string())
         .bind(token.epoch)
+        .bind(json_text(&n.driver_internal_info)?)
+        .bind(json_text(&n.clean_step)?)
+        .bind(json_text(&n.deploy_step)?)
         .fetch_optional(&mut *tx)
         .await;
         let updated = match updated {

@@ -21,6 +21,7 @@
 //! Secrets: the password in `database.url` (masked by [`mask_url`]) and
 //! `api.token` are masked in `Debug`, in logs and in `ferric config show`.
 
+use ferric_conductor::drivers::{Drivers, HardwareConfig};
 use ferric_conductor::ConductorConfig;
 use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Value};
@@ -48,7 +49,7 @@ pub mod defaults {
 }
 
 /// The sections of [`Config`], as written in TOML.
-pub const SECTIONS: [&str; 4] = ["database", "conductor", "api", "notifications"];
+pub const SECTIONS: [&str; 5] = ["database", "conductor", "api", "notifications", "hardware"];
 
 /// Everything `ferric` can be configured with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -62,6 +63,9 @@ pub struct Config {
     pub api: ApiConfig,
     /// `[notifications]`: where provision notifications go.
     pub notifications: crate::notifications::NotificationsConfig,
+    /// `[hardware]`: enabled hardware types and interfaces (Ironic's
+    /// `enabled_*` / `default_*` options).
+    pub hardware: HardwareConfig,
 }
 
 /// `[database]`.
@@ -400,8 +404,9 @@ impl Config {
             &layers,
             &mut problems,
         );
-        match (database, conductor, api, notifications) {
-            (Some(database), Some(conductor), Some(api), Some(notifications))
+        let hardware = section::<HardwareConfig>(&merged, "hardware", &layers, &mut problems);
+        match (database, conductor, api, notifications, hardware) {
+            (Some(database), Some(conductor), Some(api), Some(notifications), Some(hardware))
                 if problems.is_empty() =>
             {
                 Ok(Config {
@@ -409,6 +414,7 @@ impl Config {
                     conductor,
                     api,
                     notifications,
+                    hardware,
                 })
             }
             _ => Err(ConfigError { problems }),
@@ -448,6 +454,7 @@ impl Config {
         }
         p.extend(self.conductor.problems());
         p.extend(self.notifications.problems());
+        p.extend(Drivers::new().problems(&self.hardware));
         if self.api.host.parse::<IpAddr>().is_err() && !is_hostname(&self.api.host) {
             p.push(format!(
                 "api.host {:?} must be an IP address or a host name",

@@ -22,7 +22,7 @@ use crate::telemetry::cause_chain;
 use anyhow::Context as _;
 use ferric_api::ApiState;
 use ferric_conductor::cluster::{Conductor, StartOptions};
-use ferric_conductor::drivers::{fake::FakeHardware, Drivers};
+use ferric_conductor::drivers::Drivers;
 use ferric_conductor::TaskManager;
 use ferric_store::{ConductorInfo, SqlStore, Store, StoreError, StoreOptions};
 use std::future::Future;
@@ -32,9 +32,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tracing::{error, info, info_span, warn, Instrument as _};
-
-/// Drivers this build offers. Only the fake driver exists so far (SPEC §10).
-pub const DRIVERS: &[&str] = &["fake-hardware"];
 
 /// Open (and migrate) the store `config` names.
 pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
@@ -46,12 +43,20 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
         .with_context(|| format!("opening database {}", config.database.masked_url()))
 }
 
-/// This conductor's registration, from the config.
-pub fn conductor_info(config: &Config) -> ConductorInfo {
+/// The hardware registry the config enables.
+pub fn drivers(config: &Config) -> anyhow::Result<Drivers> {
+    Drivers::new()
+        .with_config(config.hardware.clone())
+        .map_err(|problems| anyhow::anyhow!(problems.join("; ")))
+}
+
+/// This conductor's registration, from the config: its hardware types are
+/// the enabled ones.
+pub fn conductor_info(config: &Config, drivers: &Drivers) -> ConductorInfo {
     ConductorInfo {
         hostname: config.conductor.host.clone(),
         conductor_group: config.conductor.conductor_group.clone(),
-        drivers: DRIVERS.iter().map(|d| d.to_string()).collect(),
+        drivers: drivers.names().iter().map(|d| d.to_string()).collect(),
     }
 }
 
@@ -79,7 +84,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     config.validate()?;
     let auth = config.api.build_auth()?;
     let store = Arc::new(open_store(&config).await?);
-    let info = conductor_info(&config);
+    let drivers = drivers(&config)?;
+    let info = conductor_info(&config, &drivers);
 
     warn_if_already_alive(&*store, &info.hostname).await;
     store
@@ -103,11 +109,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // life (before any task starts), then runs lock wakeups, stale-lock
     // recovery, wait timeouts, takeover and power sync. Heartbeats stay with
     // the worker above.
-    let drivers = Drivers::new()
-        .with(Arc::new(FakeHardware::new()))
-        .with(Arc::new(
-            ferric_conductor::drivers::redfish::Redfish::default(),
-        ));
     let notifications = config.notifications.build()?;
     let tm = TaskManager::new(
         store.clone(),

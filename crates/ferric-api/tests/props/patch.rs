@@ -42,8 +42,11 @@ fn node() -> impl Strategy<Value = Node> {
     )
         .prop_map(
             |(name, instance_uuid, maintenance, driver, state, reservation)| {
+                // A stored node has every interface field, valid for its driver.
                 let mut interfaces = BTreeMap::new();
-                interfaces.insert("power_interface".to_string(), "fake".to_string());
+                ferric_conductor::drivers::Drivers::builtin()
+                    .check_and_fill(driver, &mut interfaces)
+                    .expect("the built-in hardware types have defaults");
                 Node {
                     uuid: Uuid::from_u128(0x0d8b_5a41_6f7e_4e0a_9d3b_6c1f_0b3a_1e22),
                     name: name.map(str::to_string),
@@ -56,6 +59,9 @@ fn node() -> impl Strategy<Value = Node> {
                     instance_info: Map::new(),
                     instance_uuid,
                     interfaces,
+                    driver_internal_info: Default::default(),
+                    clean_step: Default::default(),
+                    deploy_step: Default::default(),
                     provision_state: state,
                     target_provision_state: None,
                     power_state: Some(PowerState::Off),
@@ -118,7 +124,7 @@ fn check_accepted(before: &Node, after: &Node) -> Result<(), TestCaseError> {
             name
         );
     }
-    prop_assert!(render::DRIVERS.contains(&after.driver.as_str()));
+    prop_assert!(ferric_conductor::drivers::Drivers::builtin().has(&after.driver));
     prop_assert_eq!(
         ferric_core::node::normalize_conductor_group(&after.conductor_group).ok(),
         Some(after.conductor_group.clone())

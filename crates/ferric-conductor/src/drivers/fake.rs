@@ -8,12 +8,21 @@
 //! action fails with it), `fake_power_state_error` (reading the power state
 //! fails), `fake_deploy` / `fake_clean` = `"wait"` (the step waits for an agent
 //! call-back instead of finishing), `fake_invalid` (validation fails).
+//!
+//! [`FakeHardware`] is the `fake` power and management interface (the BMC);
+//! [`FakeDeploy`] the `fake` deploy interface (its one deploy step, `deploy`,
+//! and the cleaning frame); [`FakeOptional`] the `fake` boot and optional
+//! interfaces, which succeed at everything and offer a few manual clean steps.
 
-use super::{BootDevice, Driver, DriverError, StepOutcome};
+use super::{
+    BootDevice, BootInterface, Composed, DeployInterface, DriverError, Interface, InterfaceKind,
+    Invalid, ManagementInterface, PowerInterface, Step, StepOutcome,
+};
 use crate::task::ExclusiveTask;
 use async_trait::async_trait;
 use ferric_core::{Node, PowerState};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 use uuid::Uuid;
@@ -84,23 +93,26 @@ impl FakeHardware {
     }
 }
 
+fn fake_validate(node: &Node) -> Result<(), Invalid> {
+    match opt_str(node, "fake_invalid") {
+        Some(m) => Err(Invalid::Config(m.to_string())),
+        None => Ok(()),
+    }
+}
+
 #[async_trait]
-impl Driver for FakeHardware {
+impl Interface for FakeHardware {
     fn name(&self) -> &'static str {
-        "fake-hardware"
+        "fake"
     }
 
-    async fn validate(&self, node: &Node) -> BTreeMap<&'static str, Result<(), String>> {
-        let verdict = match opt_str(node, "fake_invalid") {
-            Some(m) => Err(m.to_string()),
-            None => Ok(()),
-        };
-        ["boot", "deploy", "management", "power"]
-            .into_iter()
-            .map(|i| (i, verdict.clone()))
-            .collect()
+    async fn validate(&self, node: &Node) -> Result<(), Invalid> {
+        fake_validate(node)
     }
+}
 
+#[async_trait]
+impl PowerInterface for FakeHardware {
     async fn get_power_state(&self, node: &Node) -> Result<PowerState, DriverError> {
         if let Some(m) = opt_str(node, "fake_power_state_error") {
             return Err(DriverError::transient(m));
@@ -137,7 +149,10 @@ impl Driver for FakeHardware {
         self.set_bmc_power(node.uuid, end);
         Ok(())
     }
+}
 
+#[async_trait]
+impl ManagementInterface for FakeHardware {
     async fn set_boot_device(
         &self,
         task: &ExclusiveTask,
@@ -152,22 +167,78 @@ impl Driver for FakeHardware {
         };
         Ok(())
     }
+}
 
-    async fn deploy(&self, task: &ExclusiveTask) -> Result<StepOutcome, DriverError> {
-        let node = task.node();
-        tokio::time::sleep(delay(node, "fake_deploy_delay_ms")).await;
-        if let Some(m) = opt_str(node, "fake_fail_deploy") {
-            return Err(DriverError::permanent(m));
-        }
-        self.set_bmc_power(node.uuid, PowerState::On);
-        Ok(if opt_str(node, "fake_deploy") == Some("wait") {
-            StepOutcome::Wait
-        } else {
-            StepOutcome::Done
-        })
+/// The `fake` deploy interface: one deploy step, `deploy` (priority 100),
+/// honouring the `fake_*` knobs; cleaning prepares with the same knobs.
+#[derive(Debug)]
+pub struct FakeDeploy {
+    hw: Arc<FakeHardware>,
+}
+
+impl FakeDeploy {
+    /// The fake deploy interface over the fake BMCs `hw`.
+    pub fn new(hw: Arc<FakeHardware>) -> Self {
+        FakeDeploy { hw }
+    }
+}
+
+#[async_trait]
+impl Interface for FakeDeploy {
+    fn name(&self) -> &'static str {
+        "fake"
     }
 
-    async fn clean(&self, task: &ExclusiveTask) -> Result<StepOutcome, DriverError> {
+    async fn validate(&self, node: &Node) -> Result<(), Invalid> {
+        fake_validate(node)
+    }
+
+    fn deploy_steps(&self, _node: &Node) -> Vec<Step> {
+        vec![Step::new(InterfaceKind::Deploy, "deploy", 100)]
+    }
+
+    fn clean_steps(&self, _node: &Node) -> Vec<Step> {
+        vec![
+            Step::new(InterfaceKind::Deploy, "erase_devices", 0),
+            Step::new(InterfaceKind::Deploy, "erase_devices_metadata", 0),
+        ]
+    }
+
+    async fn execute_step(
+        &self,
+        _driver: &Composed,
+        task: &mut ExclusiveTask,
+        step: &Step,
+    ) -> Result<StepOutcome, DriverError> {
+        let node = task.node();
+        match step.step.as_str() {
+            "deploy" => {
+                tokio::time::sleep(delay(node, "fake_deploy_delay_ms")).await;
+                if let Some(m) = opt_str(node, "fake_fail_deploy") {
+                    return Err(DriverError::permanent(m));
+                }
+                self.hw.set_bmc_power(node.uuid, PowerState::On);
+                Ok(if opt_str(node, "fake_deploy") == Some("wait") {
+                    StepOutcome::Wait
+                } else {
+                    StepOutcome::Done
+                })
+            }
+            "erase_devices" | "erase_devices_metadata" => Ok(StepOutcome::Done),
+            other => Err(DriverError::permanent(format!(
+                "the fake deploy interface has no step {other}"
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl DeployInterface for FakeDeploy {
+    async fn prepare_cleaning(
+        &self,
+        _driver: &Composed,
+        task: &mut ExclusiveTask,
+    ) -> Result<StepOutcome, DriverError> {
         let node = task.node();
         tokio::time::sleep(delay(node, "fake_deploy_delay_ms")).await;
         if let Some(m) = opt_str(node, "fake_fail_clean") {
@@ -180,8 +251,92 @@ impl Driver for FakeHardware {
         })
     }
 
-    async fn tear_down(&self, task: &ExclusiveTask) -> Result<(), DriverError> {
-        self.set_bmc_power(task.node().uuid, PowerState::Off);
+    async fn tear_down(
+        &self,
+        _driver: &Composed,
+        task: &mut ExclusiveTask,
+    ) -> Result<(), DriverError> {
+        self.hw.set_bmc_power(task.node().uuid, PowerState::Off);
+        Ok(())
+    }
+}
+
+/// The `fake` implementation of the boot and optional interfaces: every
+/// action succeeds at once. RAID and BIOS offer Ironic's fake manual clean
+/// steps.
+#[derive(Debug)]
+pub struct FakeOptional {
+    kind: InterfaceKind,
+}
+
+impl FakeOptional {
+    /// The fake `kind` interface.
+    pub fn new(kind: InterfaceKind) -> Self {
+        FakeOptional { kind }
+    }
+}
+
+#[async_trait]
+impl Interface for FakeOptional {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn validate(&self, node: &Node) -> Result<(), Invalid> {
+        // `fake_invalid` is about the BMC: it fails power, management,
+        // boot and deploy; the optional interfaces stay valid.
+        if self.kind == InterfaceKind::Boot {
+            fake_validate(node)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn clean_steps(&self, _node: &Node) -> Vec<Step> {
+        let names: &[&str] = match self.kind {
+            InterfaceKind::Raid => &["create_configuration", "delete_configuration"],
+            InterfaceKind::Bios => &["apply_configuration", "factory_reset"],
+            _ => &[],
+        };
+        names.iter().map(|n| Step::new(self.kind, n, 0)).collect()
+    }
+
+    async fn execute_step(
+        &self,
+        _driver: &Composed,
+        _task: &mut ExclusiveTask,
+        step: &Step,
+    ) -> Result<StepOutcome, DriverError> {
+        if self
+            .clean_steps(_task.node())
+            .iter()
+            .any(|s| s.step == step.step)
+        {
+            Ok(StepOutcome::Done)
+        } else {
+            Err(DriverError::permanent(format!(
+                "the fake {} interface has no step {}",
+                self.kind, step.step
+            )))
+        }
+    }
+}
+
+#[async_trait]
+impl BootInterface for FakeOptional {
+    async fn prepare_ramdisk(
+        &self,
+        _driver: &Composed,
+        _task: &ExclusiveTask,
+    ) -> Result<(), DriverError> {
+        Ok(())
+    }
+
+    async fn prepare_instance(
+        &self,
+        _driver: &Composed,
+        _task: &ExclusiveTask,
+    ) -> Result<(), DriverError> {
         Ok(())
     }
 }

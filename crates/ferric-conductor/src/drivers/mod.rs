@@ -1,17 +1,33 @@
-//! Hardware drivers (SPEC §10): power, management and deploy interfaces.
+//! Hardware interfaces (SPEC §10), composed as Ironic composes them.
+//!
+//! A node's driver is not one object: it is a *hardware type* (`fake-hardware`,
+//! `redfish`, ...) plus one implementation per *interface* (power,
+//! management, boot, deploy, and the optional bios, console, firmware,
+//! inspect, network, raid, rescue, storage and vendor). The node names each
+//! implementation in its `<interface>_interface` field; [`registry::Drivers`]
+//! knows which implementations exist, which a hardware type supports, which
+//! the operator enabled, and builds the node's [`Composed`] driver.
 //!
 //! Actions that change hardware take an [`ExclusiveTask`]: calling them under
 //! a shared task does not compile (Ironic checks this at run time). Reads take
-//! the node. No HTTP or protocol types cross this boundary.
+//! the node. No HTTP types of ferric's own API cross this boundary.
+//!
+//! Steps: every interface may offer deploy and clean steps (a name, a
+//! priority, arguments); the conductor's steps engine (`crate::provision`)
+//! orders them and runs them one by one through [`Interface::execute_step`].
 
 pub mod fake;
+pub mod generic;
 pub mod redfish;
+pub mod registry;
+
+pub use registry::{Composed, Drivers, HardwareConfig, InterfaceError};
 
 use crate::task::ExclusiveTask;
 use async_trait::async_trait;
 use ferric_core::{Node, PowerState};
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// A driver failure. `retryable` separates a flaky BMC from a bad request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,21 +68,208 @@ pub enum BootDevice {
 /// What a deploy or clean step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepOutcome {
-    /// Finished: the node can move to its target.
+    /// Finished: the engine goes on with the next step.
     Done,
     /// Waits for the ramdisk agent to call back (`wait call-back` / `clean wait`).
     Wait,
 }
 
-/// One hardware type.
+/// The interfaces of a node, in Ironic's field order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InterfaceKind {
+    Bios,
+    Boot,
+    Console,
+    Deploy,
+    Firmware,
+    Inspect,
+    Management,
+    Network,
+    Power,
+    Raid,
+    Rescue,
+    Storage,
+    Vendor,
+}
+
+impl InterfaceKind {
+    /// Every interface, in Ironic's field order.
+    pub const ALL: [InterfaceKind; 13] = [
+        InterfaceKind::Bios,
+        InterfaceKind::Boot,
+        InterfaceKind::Console,
+        InterfaceKind::Deploy,
+        InterfaceKind::Firmware,
+        InterfaceKind::Inspect,
+        InterfaceKind::Management,
+        InterfaceKind::Network,
+        InterfaceKind::Power,
+        InterfaceKind::Raid,
+        InterfaceKind::Rescue,
+        InterfaceKind::Storage,
+        InterfaceKind::Vendor,
+    ];
+
+    /// Ironic's name (`power`, `boot`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InterfaceKind::Bios => "bios",
+            InterfaceKind::Boot => "boot",
+            InterfaceKind::Console => "console",
+            InterfaceKind::Deploy => "deploy",
+            InterfaceKind::Firmware => "firmware",
+            InterfaceKind::Inspect => "inspect",
+            InterfaceKind::Management => "management",
+            InterfaceKind::Network => "network",
+            InterfaceKind::Power => "power",
+            InterfaceKind::Raid => "raid",
+            InterfaceKind::Rescue => "rescue",
+            InterfaceKind::Storage => "storage",
+            InterfaceKind::Vendor => "vendor",
+        }
+    }
+
+    /// The interface called `name`.
+    pub fn parse(name: &str) -> Option<InterfaceKind> {
+        InterfaceKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// The node field naming this interface's implementation (`power_interface`).
+    pub fn field(self) -> String {
+        format!("{}_interface", self.as_str())
+    }
+
+    /// Which interface's step runs first among steps of equal priority
+    /// (Ironic's `CLEANING_INTERFACE_PRIORITY` / `DEPLOYING_INTERFACE_PRIORITY`;
+    /// higher first).
+    pub fn step_order(self) -> u8 {
+        match self {
+            InterfaceKind::Power => 7,
+            InterfaceKind::Management => 6,
+            InterfaceKind::Deploy => 5,
+            InterfaceKind::Firmware => 4,
+            InterfaceKind::Bios => 3,
+            InterfaceKind::Raid => 2,
+            _ => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for InterfaceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One deploy or clean step, as Ironic writes it
+/// (`{"interface": "deploy", "step": "erase_devices", "priority": 10, "args": {}}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub interface: InterfaceKind,
+    pub step: String,
+    #[serde(default)]
+    pub priority: i64,
+    #[serde(default)]
+    pub args: Map<String, Value>,
+    #[serde(default)]
+    pub abortable: bool,
+}
+
+impl Step {
+    /// A step with no arguments.
+    pub fn new(interface: InterfaceKind, step: &str, priority: i64) -> Step {
+        Step {
+            interface,
+            step: step.to_string(),
+            priority,
+            args: Map::new(),
+            abortable: false,
+        }
+    }
+
+    /// `interface.step`, for messages.
+    pub fn label(&self) -> String {
+        format!("{}.{}", self.interface, self.step)
+    }
+
+    /// The step as a JSON object (what `clean_step` / `deploy_step` show).
+    pub fn to_map(&self) -> Map<String, Value> {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(m)) => m,
+            // A struct of strings, numbers and maps always serialises to an object.
+            _ => Map::new(),
+        }
+    }
+}
+
+/// Why an interface cannot be used for a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalid {
+    /// The node's settings are wrong or missing (fixable by the operator).
+    Config(String),
+    /// The implementation does nothing by design (`no-*`).
+    Unsupported(String),
+}
+
+/// What every interface implementation has: a name, validation, and steps.
 #[async_trait]
-pub trait Driver: Send + Sync + 'static {
-    /// The hardware type name (`fake-hardware`, `redfish`).
+pub trait Interface: Send + Sync + 'static {
+    /// The implementation's name (`fake`, `redfish`, `ipxe`, `no-rescue`, ...).
     fn name(&self) -> &'static str;
 
-    /// Check the node's driver_info; per interface, `Err(reason)` when unusable.
-    async fn validate(&self, node: &Node) -> BTreeMap<&'static str, Result<(), String>>;
+    /// Whether the node's settings let this interface work.
+    async fn validate(&self, _node: &Node) -> Result<(), Invalid> {
+        Ok(())
+    }
 
+    /// `false` for the `no-*` implementations: verbs that need the
+    /// interface are refused.
+    fn supported(&self) -> bool {
+        true
+    }
+
+    /// The clean steps this interface offers for `node` (priority 0: manual
+    /// cleaning only).
+    fn clean_steps(&self, _node: &Node) -> Vec<Step> {
+        Vec::new()
+    }
+
+    /// The deploy steps this interface offers for `node`.
+    fn deploy_steps(&self, _node: &Node) -> Vec<Step> {
+        Vec::new()
+    }
+
+    /// Run one of this interface's steps.
+    async fn execute_step(
+        &self,
+        _driver: &Composed,
+        _task: &mut ExclusiveTask,
+        step: &Step,
+    ) -> Result<StepOutcome, DriverError> {
+        Err(DriverError::permanent(format!(
+            "the {} {} interface has no step {}",
+            self.name(),
+            step.interface,
+            step.step
+        )))
+    }
+
+    /// A step that waited for the agent: the agent called back. Default: the
+    /// agent finished the step.
+    async fn continue_step(
+        &self,
+        _driver: &Composed,
+        _task: &mut ExclusiveTask,
+        _step: &Step,
+    ) -> Result<StepOutcome, DriverError> {
+        Ok(StepOutcome::Done)
+    }
+}
+
+/// Power: read and change the power state through the BMC.
+#[async_trait]
+pub trait PowerInterface: Interface {
     /// Read the power state from the BMC.
     async fn get_power_state(&self, node: &Node) -> Result<PowerState, DriverError>;
 
@@ -76,7 +279,11 @@ pub trait Driver: Send + Sync + 'static {
         task: &ExclusiveTask,
         target: PowerState,
     ) -> Result<(), DriverError>;
+}
 
+/// Management: boot device (and later boot mode, sensors).
+#[async_trait]
+pub trait ManagementInterface: Interface {
     /// Set the next boot device.
     async fn set_boot_device(
         &self,
@@ -84,54 +291,71 @@ pub trait Driver: Send + Sync + 'static {
         device: BootDevice,
         persistent: bool,
     ) -> Result<(), DriverError>;
+}
 
-    /// Start or run the deployment.
-    async fn deploy(&self, task: &ExclusiveTask) -> Result<StepOutcome, DriverError>;
+/// Boot: how the node gets to the deploy ramdisk and to its instance.
+#[async_trait]
+pub trait BootInterface: Interface {
+    /// Make the next boot start the deploy/cleaning ramdisk.
+    async fn prepare_ramdisk(
+        &self,
+        driver: &Composed,
+        task: &ExclusiveTask,
+    ) -> Result<(), DriverError>;
 
-    /// Start or run cleaning.
-    async fn clean(&self, task: &ExclusiveTask) -> Result<StepOutcome, DriverError>;
+    /// Undo [`BootInterface::prepare_ramdisk`].
+    async fn clean_up_ramdisk(
+        &self,
+        _driver: &Composed,
+        _task: &ExclusiveTask,
+    ) -> Result<(), DriverError> {
+        Ok(())
+    }
 
-    /// Continue a deployment after the agent called back (`wait call-back`
-    /// → `deploying`). Default: the agent finished the work.
-    async fn continue_deploy(&self, _task: &ExclusiveTask) -> Result<StepOutcome, DriverError> {
+    /// Make the next boot start the deployed instance.
+    async fn prepare_instance(
+        &self,
+        driver: &Composed,
+        task: &ExclusiveTask,
+    ) -> Result<(), DriverError>;
+
+    /// Undo [`BootInterface::prepare_instance`] (tear down).
+    async fn clean_up_instance(
+        &self,
+        _driver: &Composed,
+        _task: &ExclusiveTask,
+    ) -> Result<(), DriverError> {
+        Ok(())
+    }
+}
+
+/// Deploy: the deploy steps (through [`Interface`]) and the frame around
+/// cleaning and tear-down.
+#[async_trait]
+pub trait DeployInterface: Interface {
+    /// Get the node ready for clean steps (boot the agent). `Wait` parks the
+    /// node in `clean wait` until the agent calls back.
+    async fn prepare_cleaning(
+        &self,
+        _driver: &Composed,
+        _task: &mut ExclusiveTask,
+    ) -> Result<StepOutcome, DriverError> {
         Ok(StepOutcome::Done)
     }
 
-    /// Continue cleaning after the agent called back (`clean wait` →
-    /// `cleaning`). Default: the agent finished the work.
-    async fn continue_clean(&self, _task: &ExclusiveTask) -> Result<StepOutcome, DriverError> {
-        Ok(StepOutcome::Done)
+    /// After the last clean step (power the agent off).
+    async fn tear_down_cleaning(
+        &self,
+        _driver: &Composed,
+        _task: &mut ExclusiveTask,
+    ) -> Result<(), DriverError> {
+        Ok(())
     }
 
-    /// Tear down an instance.
-    async fn tear_down(&self, task: &ExclusiveTask) -> Result<(), DriverError>;
-}
-
-/// Drivers by name.
-#[derive(Clone, Default)]
-pub struct Drivers {
-    by_name: BTreeMap<&'static str, Arc<dyn Driver>>,
-}
-
-impl Drivers {
-    /// An empty registry.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Register `driver` under its name.
-    pub fn with(mut self, driver: Arc<dyn Driver>) -> Self {
-        self.by_name.insert(driver.name(), driver);
-        self
-    }
-
-    /// The driver called `name`.
-    pub fn get(&self, name: &str) -> Option<Arc<dyn Driver>> {
-        self.by_name.get(name).cloned()
-    }
-
-    /// Registered names, sorted.
-    pub fn names(&self) -> Vec<&'static str> {
-        self.by_name.keys().copied().collect()
-    }
+    /// Tear down an instance (`deleting`).
+    async fn tear_down(
+        &self,
+        driver: &Composed,
+        task: &mut ExclusiveTask,
+    ) -> Result<(), DriverError>;
 }

@@ -22,18 +22,17 @@
 //! timeouts, 5xx except 501, 429, 409) are retried with exponential backoff
 //! (`backon`); 4xx and 501 are permanent.
 //!
-//! Deploy and clean follow Ironic's agent interfaces: the step boots the
-//! node from the network (PXE once, power on or reboot) and waits for the
-//! ramdisk agent's call-back; the continuation boots the instance from
-//! disk (deploy) or powers the node off (clean).
+//! This is the `redfish` power and management interface; the `redfish`
+//! hardware type pairs it with the `ipxe`/`pxe` boot and `direct`/`ramdisk`
+//! deploy interfaces (`super::generic`).
 
-use super::{BootDevice, Driver, DriverError, StepOutcome};
+use super::{BootDevice, DriverError, Interface, Invalid, ManagementInterface, PowerInterface};
 use crate::task::ExclusiveTask;
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use ferric_core::{Node, PowerState};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -417,29 +416,21 @@ impl Redfish {
         .await?;
         Ok(())
     }
-
-    /// Boot the node's ramdisk from the network: PXE once, then power on (or
-    /// reboot when it is on).
-    async fn boot_ramdisk(&self, node: &Node) -> Result<(), DriverError> {
-        self.boot(node, BootDevice::Pxe, false).await?;
-        self.power(node, PowerState::Rebooting).await
-    }
 }
 
 #[async_trait]
-impl Driver for Redfish {
+impl Interface for Redfish {
     fn name(&self) -> &'static str {
         "redfish"
     }
 
-    async fn validate(&self, node: &Node) -> BTreeMap<&'static str, Result<(), String>> {
-        let verdict = Bmc::from_node(node).map(|_| ());
-        ["boot", "deploy", "management", "power"]
-            .into_iter()
-            .map(|i| (i, verdict.clone()))
-            .collect()
+    async fn validate(&self, node: &Node) -> Result<(), Invalid> {
+        Bmc::from_node(node).map(|_| ()).map_err(Invalid::Config)
     }
+}
 
+#[async_trait]
+impl PowerInterface for Redfish {
     async fn get_power_state(&self, node: &Node) -> Result<PowerState, DriverError> {
         let bmc = Bmc::from_node(node).map_err(DriverError::permanent)?;
         self.read_power(&bmc).await
@@ -452,7 +443,10 @@ impl Driver for Redfish {
     ) -> Result<(), DriverError> {
         self.power(task.node(), target).await
     }
+}
 
+#[async_trait]
+impl ManagementInterface for Redfish {
     async fn set_boot_device(
         &self,
         task: &ExclusiveTask,
@@ -460,31 +454,6 @@ impl Driver for Redfish {
         persistent: bool,
     ) -> Result<(), DriverError> {
         self.boot(task.node(), device, persistent).await
-    }
-
-    async fn deploy(&self, task: &ExclusiveTask) -> Result<StepOutcome, DriverError> {
-        self.boot_ramdisk(task.node()).await?;
-        Ok(StepOutcome::Wait)
-    }
-
-    async fn continue_deploy(&self, task: &ExclusiveTask) -> Result<StepOutcome, DriverError> {
-        self.boot(task.node(), BootDevice::Disk, true).await?;
-        self.power(task.node(), PowerState::Rebooting).await?;
-        Ok(StepOutcome::Done)
-    }
-
-    async fn clean(&self, task: &ExclusiveTask) -> Result<StepOutcome, DriverError> {
-        self.boot_ramdisk(task.node()).await?;
-        Ok(StepOutcome::Wait)
-    }
-
-    async fn continue_clean(&self, task: &ExclusiveTask) -> Result<StepOutcome, DriverError> {
-        self.power(task.node(), PowerState::Off).await?;
-        Ok(StepOutcome::Done)
-    }
-
-    async fn tear_down(&self, task: &ExclusiveTask) -> Result<(), DriverError> {
-        self.power(task.node(), PowerState::Off).await
     }
 }
 

@@ -1,0 +1,287 @@
+//! Interface implementations that work with any BMC: they act through the
+//! node's power and management interfaces.
+//!
+//! * `ipxe` / `pxe` boot: the ramdisk boots from the network (one-time PXE
+//!   boot device), the instance from its disk (persistent). Serving the
+//!   ramdisk (TFTP, iPXE scripts, DHCP) is not built yet: the deployment
+//!   network must provide it.
+//! * `direct` deploy (Ironic's agent deploy): boot the agent ramdisk and wait
+//!   for it to call back; then boot the instance from disk. Writing the image
+//!   is the agent's work (the agent command client is not built yet).
+//! * `ramdisk` deploy: the instance *is* a ramdisk booted from the network.
+//! * `no-*` and `noop`: the optional interfaces that do nothing.
+
+use super::{
+    BootDevice, BootInterface, Composed, DeployInterface, DriverError, Interface, InterfaceKind,
+    Invalid, Step, StepOutcome,
+};
+use crate::task::ExclusiveTask;
+use async_trait::async_trait;
+use ferric_core::{Node, PowerState};
+
+/// `ipxe` and `pxe`: network boot for the ramdisk, disk for the instance.
+#[derive(Debug)]
+pub struct PxeBoot {
+    name: &'static str,
+}
+
+impl PxeBoot {
+    /// The boot interface called `name` (`ipxe` or `pxe`).
+    pub fn new(name: &'static str) -> Self {
+        PxeBoot { name }
+    }
+}
+
+#[async_trait]
+impl Interface for PxeBoot {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+#[async_trait]
+impl BootInterface for PxeBoot {
+    async fn prepare_ramdisk(
+        &self,
+        driver: &Composed,
+        task: &ExclusiveTask,
+    ) -> Result<(), DriverError> {
+        driver
+            .management
+            .set_boot_device(task, BootDevice::Pxe, false)
+            .await
+    }
+
+    async fn prepare_instance(
+        &self,
+        driver: &Composed,
+        task: &ExclusiveTask,
+    ) -> Result<(), DriverError> {
+        driver
+            .management
+            .set_boot_device(task, BootDevice::Disk, true)
+            .await
+    }
+}
+
+/// Boot the ramdisk: the boot interface prepares it, then a reboot (power
+/// on when off).
+async fn boot_ramdisk(driver: &Composed, task: &ExclusiveTask) -> Result<(), DriverError> {
+    driver.boot.prepare_ramdisk(driver, task).await?;
+    driver
+        .power
+        .set_power_state(task, PowerState::Rebooting)
+        .await
+}
+
+/// `direct`: Ironic's agent deploy.
+#[derive(Debug)]
+pub struct DirectDeploy;
+
+#[async_trait]
+impl Interface for DirectDeploy {
+    fn name(&self) -> &'static str {
+        "direct"
+    }
+
+    fn deploy_steps(&self, _node: &Node) -> Vec<Step> {
+        vec![
+            Step::new(InterfaceKind::Deploy, "deploy", 100),
+            Step::new(InterfaceKind::Deploy, "prepare_instance_boot", 60),
+            Step::new(InterfaceKind::Deploy, "boot_instance", 20),
+        ]
+    }
+
+    fn clean_steps(&self, _node: &Node) -> Vec<Step> {
+        // Run by the agent; manual cleaning only until the agent command
+        // client exists.
+        vec![
+            Step::new(InterfaceKind::Deploy, "erase_devices", 0),
+            Step::new(InterfaceKind::Deploy, "erase_devices_metadata", 0),
+        ]
+    }
+
+    async fn execute_step(
+        &self,
+        driver: &Composed,
+        task: &mut ExclusiveTask,
+        step: &Step,
+    ) -> Result<StepOutcome, DriverError> {
+        match step.step.as_str() {
+            "deploy" => {
+                boot_ramdisk(driver, task).await?;
+                Ok(StepOutcome::Wait)
+            }
+            "prepare_instance_boot" => {
+                driver.boot.prepare_instance(driver, task).await?;
+                Ok(StepOutcome::Done)
+            }
+            "boot_instance" => {
+                driver
+                    .power
+                    .set_power_state(task, PowerState::Rebooting)
+                    .await?;
+                Ok(StepOutcome::Done)
+            }
+            "erase_devices" | "erase_devices_metadata" => Err(DriverError::permanent(format!(
+                "clean step deploy.{} needs the agent command client, which ferric does not have yet",
+                step.step
+            ))),
+            other => Err(DriverError::permanent(format!(
+                "the direct deploy interface has no step {other}"
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl DeployInterface for DirectDeploy {
+    async fn prepare_cleaning(
+        &self,
+        driver: &Composed,
+        task: &mut ExclusiveTask,
+    ) -> Result<StepOutcome, DriverError> {
+        boot_ramdisk(driver, task).await?;
+        Ok(StepOutcome::Wait)
+    }
+
+    async fn tear_down_cleaning(
+        &self,
+        driver: &Composed,
+        task: &mut ExclusiveTask,
+    ) -> Result<(), DriverError> {
+        driver.boot.clean_up_ramdisk(driver, task).await?;
+        driver.power.set_power_state(task, PowerState::Off).await
+    }
+
+    async fn tear_down(
+        &self,
+        driver: &Composed,
+        task: &mut ExclusiveTask,
+    ) -> Result<(), DriverError> {
+        driver.power.set_power_state(task, PowerState::Off).await?;
+        driver.boot.clean_up_instance(driver, task).await
+    }
+}
+
+/// `ramdisk`: the instance is a network-booted ramdisk; no agent.
+#[derive(Debug)]
+pub struct RamdiskDeploy;
+
+#[async_trait]
+impl Interface for RamdiskDeploy {
+    fn name(&self) -> &'static str {
+        "ramdisk"
+    }
+
+    fn deploy_steps(&self, _node: &Node) -> Vec<Step> {
+        vec![Step::new(InterfaceKind::Deploy, "deploy", 100)]
+    }
+
+    async fn execute_step(
+        &self,
+        driver: &Composed,
+        task: &mut ExclusiveTask,
+        step: &Step,
+    ) -> Result<StepOutcome, DriverError> {
+        if step.step != "deploy" {
+            return Err(DriverError::permanent(format!(
+                "the ramdisk deploy interface has no step {}",
+                step.step
+            )));
+        }
+        driver
+            .management
+            .set_boot_device(task, BootDevice::Pxe, true)
+            .await?;
+        driver
+            .power
+            .set_power_state(task, PowerState::Rebooting)
+            .await?;
+        Ok(StepOutcome::Done)
+    }
+}
+
+#[async_trait]
+impl DeployInterface for RamdiskDeploy {
+    async fn tear_down(
+        &self,
+        driver: &Composed,
+        task: &mut ExclusiveTask,
+    ) -> Result<(), DriverError> {
+        driver.power.set_power_state(task, PowerState::Off).await?;
+        driver.boot.clean_up_instance(driver, task).await
+    }
+}
+
+/// `no-bios`, `no-rescue`, ...: the interface is not available.
+#[derive(Debug)]
+pub struct NoInterface {
+    kind: InterfaceKind,
+}
+
+impl NoInterface {
+    /// The `no-*` implementation of `kind`.
+    pub fn new(kind: InterfaceKind) -> Self {
+        NoInterface { kind }
+    }
+}
+
+#[async_trait]
+impl Interface for NoInterface {
+    fn name(&self) -> &'static str {
+        match self.kind {
+            InterfaceKind::Bios => "no-bios",
+            InterfaceKind::Console => "no-console",
+            InterfaceKind::Firmware => "no-firmware",
+            InterfaceKind::Inspect => "no-inspect",
+            InterfaceKind::Raid => "no-raid",
+            InterfaceKind::Rescue => "no-rescue",
+            InterfaceKind::Vendor => "no-vendor",
+            _ => "no-op",
+        }
+    }
+
+    async fn validate(&self, _node: &Node) -> Result<(), Invalid> {
+        Err(Invalid::Unsupported(format!(
+            "not supported by the {} interface",
+            self.name()
+        )))
+    }
+
+    fn supported(&self) -> bool {
+        false
+    }
+}
+
+/// `noop` network and storage: nothing to configure, always valid.
+#[derive(Debug)]
+pub struct NoopInterface {
+    kind: InterfaceKind,
+}
+
+impl NoopInterface {
+    /// The `noop` implementation of `kind`.
+    pub fn new(kind: InterfaceKind) -> Self {
+        NoopInterface { kind }
+    }
+}
+
+#[async_trait]
+impl Interface for NoopInterface {
+    fn name(&self) -> &'static str {
+        "noop"
+    }
+
+    async fn validate(&self, _node: &Node) -> Result<(), Invalid> {
+        // Ironic's validate shows the noop network interface as valid and
+        // the noop storage interface as not supported.
+        if self.kind == InterfaceKind::Network {
+            Ok(())
+        } else {
+            Err(Invalid::Unsupported(
+                "not supported by the noop interface".to_string(),
+            ))
+        }
+    }
+}
