@@ -563,7 +563,7 @@ mod tests {
             ),
             (json!("erase"), "type 'object'"),
         ] {
-            let e = parse_user_steps(&c, &n, Phase::Clean, &[bad.clone()]).unwrap_err();
+            let e = parse_user_steps(&c, &n, Phase::Clean, std::slice::from_ref(&bad)).unwrap_err();
             assert!(e.contains(says), "{bad} → {e}");
         }
         let e = parse_user_steps(
