@@ -6,7 +6,7 @@
 use ferric_api::auth::{Auth, Htpasswd};
 use ferric_api::ApiState;
 use ferric_conductor::drivers::fake::FakeHardware;
-use ferric_conductor::drivers::Drivers;
+use ferric_conductor::drivers::{Drivers, HardwareConfig, InterfaceKind};
 use ferric_conductor::{ConductorConfig, MemorySink, TaskManager};
 use ferric_core::PowerState;
 use ferric_store::testing::{Engine, TestStore};
@@ -62,15 +62,16 @@ async fn spawn_app_with(fake: Option<Arc<FakeHardware>>) -> App {
 }
 
 async fn spawn_app_opts(fake: Option<Arc<FakeHardware>>, workers: u32, step: Duration) -> App {
-    spawn_app_full(fake, workers, step, Auth::none()).await
+    spawn_app_full(
+        fake.map(|f| Drivers::new().with(f)),
+        workers,
+        step,
+        Auth::none(),
+    )
+    .await
 }
 
-async fn spawn_app_full(
-    fake: Option<Arc<FakeHardware>>,
-    workers: u32,
-    step: Duration,
-    auth: Auth,
-) -> App {
+async fn spawn_app_full(drivers: Option<Drivers>, workers: u32, step: Duration, auth: Auth) -> App {
     let store = TestStore::open_with(Engine::Sqlite, |o| {
         o.heartbeat_timeout = Duration::from_secs(600)
     })
@@ -89,8 +90,8 @@ async fn spawn_app_full(
         .with_extra_metrics(Arc::new(|| "ferric_test_extra 1\n".to_string()))
         .with_fake_step_delay(step)
         .with_auth(auth);
-    if let Some(f) = fake {
-        state = state.with_drivers(Drivers::new().with(f));
+    if let Some(d) = drivers {
+        state = state.with_drivers(d);
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -1263,4 +1264,407 @@ async fn graceful_shutdown_is_not_held_up_by_long_polls() {
     );
     let resp = poll.await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+}
+
+/// The hardware types and the implementations each supports, written out
+/// from Ironic's model (the oracle: not read from the registry under test).
+fn supported(driver: &str, kind: InterfaceKind, name: &str) -> bool {
+    let enabled = HardwareConfig::default();
+    if !enabled.enabled(kind).iter().any(|e| e == name) {
+        return false;
+    }
+    match driver {
+        // fake-hardware accepts any enabled implementation (Ironic's special case).
+        "fake-hardware" => true,
+        "redfish" => match kind {
+            InterfaceKind::Power | InterfaceKind::Management => name == "redfish",
+            InterfaceKind::Boot => matches!(name, "ipxe" | "pxe"),
+            InterfaceKind::Deploy => matches!(name, "direct" | "ramdisk"),
+            InterfaceKind::Network | InterfaceKind::Storage => name == "noop",
+            other => name == format!("no-{other}"),
+        },
+        _ => false,
+    }
+}
+
+#[tokio::test]
+async fn every_hardware_type_and_interface_is_checked_on_create_and_patch() {
+    let app = spawn_app().await;
+    let registry = Drivers::new();
+    assert_eq!(registry.names(), vec!["fake-hardware", "redfish"]);
+    for driver in registry.names() {
+        let base = app
+            .send(Method::POST, "/v1/nodes", json!({"driver": driver}))
+            .await;
+        assert_eq!(base.status, StatusCode::CREATED, "{}", base.body);
+        let uuid = base.body["uuid"].as_str().unwrap().to_string();
+        for kind in InterfaceKind::ALL {
+            let field = kind.field();
+            let mut candidates: Vec<String> = HardwareConfig::default().enabled(kind).to_vec();
+            candidates.extend(["redfish-virtual-media".to_string(), "bogus".to_string()]);
+            for name in candidates {
+                let ok = supported(driver, kind, &name);
+                let r = app
+                    .send(
+                        Method::POST,
+                        "/v1/nodes",
+                        json!({"driver": driver, field.clone(): name}),
+                    )
+                    .await;
+                if ok {
+                    assert_eq!(
+                        r.status,
+                        StatusCode::CREATED,
+                        "{driver} {field}={name}: {}",
+                        r.body
+                    );
+                    assert_eq!(r.body[&field], name.as_str());
+                } else {
+                    assert_eq!(
+                        r.status,
+                        StatusCode::BAD_REQUEST,
+                        "{driver} {field}={name}: {}",
+                        r.body
+                    );
+                    assert!(
+                        r.fault().contains(&field),
+                        "{driver} {field}={name}: {}",
+                        r.fault()
+                    );
+                }
+                let before = app.node(&uuid).await;
+                let r = app
+                    .send(
+                        Method::PATCH,
+                        &format!("/v1/nodes/{uuid}"),
+                        json!([{"op": "replace", "path": format!("/{field}"), "value": name}]),
+                    )
+                    .await;
+                if ok {
+                    assert_eq!(
+                        r.status,
+                        StatusCode::OK,
+                        "PATCH {driver} {field}={name}: {}",
+                        r.body
+                    );
+                    assert_eq!(r.body[&field], name.as_str());
+                } else {
+                    assert_eq!(
+                        r.status,
+                        StatusCode::BAD_REQUEST,
+                        "PATCH {driver} {field}={name}: {}",
+                        r.body
+                    );
+                    assert!(
+                        r.fault().contains(&field),
+                        "PATCH {driver} {field}={name}: {}",
+                        r.fault()
+                    );
+                    let after = app.node(&uuid).await;
+                    assert_eq!(before, after, "a refused PATCH changes nothing");
+                }
+            }
+            // Back to the default, for the next interface.
+            let r = app
+                .send(
+                    Method::PATCH,
+                    &format!("/v1/nodes/{uuid}"),
+                    json!([{"op": "remove", "path": format!("/{field}")}]),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        }
+        // GET /v1/drivers/{name} is what the registry holds.
+        let doc = app.get(&format!("/v1/drivers/{driver}")).await;
+        assert_eq!(doc.status, StatusCode::OK);
+        for d in registry.describe(driver).unwrap() {
+            let k = d.kind.as_str();
+            assert_eq!(
+                doc.body[format!("default_{k}_interface")],
+                json!(d.default),
+                "{driver} {k}"
+            );
+            assert_eq!(
+                doc.body[format!("enabled_{k}_interfaces")],
+                json!(d.enabled),
+                "{driver} {k}"
+            );
+            for name in &d.enabled {
+                assert!(
+                    supported(driver, d.kind, name),
+                    "{driver} advertises {k} {name}"
+                );
+            }
+        }
+    }
+    let r = app.get("/v1/drivers/ipmi").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = app
+        .send(Method::POST, "/v1/nodes", json!({"driver": "ipmi"}))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn changing_the_driver_resets_interfaces_to_the_new_defaults() {
+    let app = spawn_app().await;
+    app.create("mover").await;
+    let r = app
+        .send(
+            Method::PATCH,
+            "/v1/nodes/mover",
+            json!([
+                {"op": "replace", "path": "/driver", "value": "redfish"},
+                {"op": "replace", "path": "/deploy_interface", "value": "ramdisk"},
+            ]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["power_interface"], "redfish");
+    assert_eq!(r.body["boot_interface"], "ipxe");
+    assert_eq!(r.body["deploy_interface"], "ramdisk");
+    assert_eq!(r.body["rescue_interface"], "no-rescue");
+}
+
+#[tokio::test]
+async fn verbs_without_an_interface_are_refused() {
+    let app = spawn_app().await;
+    // fake-hardware takes any enabled implementation: no-rescue, no-inspect.
+    let r = app
+        .send(
+            Method::POST,
+            "/v1/nodes",
+            json!({"driver": "fake-hardware", "name": "honest",
+                   "rescue_interface": "no-rescue", "inspect_interface": "no-inspect"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    app.provision("honest", "manage").await;
+    app.wait_for("honest", "manageable").await;
+    let r = app.provision("honest", "inspect").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.fault().contains("does not support inspect"),
+        "{}",
+        r.fault()
+    );
+    assert_eq!(app.node("honest").await["provision_state"], "manageable");
+
+    app.provision("honest", "provide").await;
+    app.wait_for("honest", "available").await;
+    app.provision("honest", "active").await;
+    app.wait_for("honest", "active").await;
+    let r = app
+        .send(
+            Method::PUT,
+            "/v1/nodes/honest/states/provision",
+            json!({"target": "rescue", "rescue_password": "pw"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.fault().contains("does not support rescue"),
+        "{}",
+        r.fault()
+    );
+    assert_eq!(app.node("honest").await["provision_state"], "active");
+
+    // With the fake rescue interface the same verb works.
+    let r = app
+        .send(
+            Method::PATCH,
+            "/v1/nodes/honest",
+            json!([{"op": "replace", "path": "/rescue_interface", "value": "fake"}]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = app
+        .send(
+            Method::PUT,
+            "/v1/nodes/honest/states/provision",
+            json!({"target": "rescue", "rescue_password": "pw"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    app.wait_for("honest", "rescue").await;
+}
+
+#[tokio::test]
+async fn manage_verifies_the_bmc_and_reads_the_power_state() {
+    use ferric_conductor::drivers::redfish::{Redfish, RedfishConfig};
+    let quick = Arc::new(Redfish::new(RedfishConfig {
+        request_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(1),
+        retries: 0,
+        ..RedfishConfig::default()
+    }));
+    let fake = Arc::new(FakeHardware::new());
+    let drivers = Drivers::new().with(quick).with(fake.clone());
+    let app = spawn_app_full(Some(drivers), 8, Duration::from_millis(10), Auth::none()).await;
+    let until = Instant::now() + Duration::from_secs(20);
+    let settle = |ident: &'static str| {
+        let app = &app;
+        async move {
+            loop {
+                let n = app.node(ident).await;
+                if n["provision_state"] != "verifying" && n["reservation"].is_null() {
+                    return n;
+                }
+                assert!(Instant::now() < until, "verification never ended: {n}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+
+    // Missing driver_info: validation fails, back to enroll.
+    let r = app
+        .send(
+            Method::POST,
+            "/v1/nodes",
+            json!({"driver": "redfish", "name": "no-bmc"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(
+        app.provision("no-bmc", "manage").await.status,
+        StatusCode::ACCEPTED
+    );
+    let n = settle("no-bmc").await;
+    assert_eq!(n["provision_state"], "enroll", "{n}");
+    let e = n["last_error"].as_str().unwrap();
+    assert!(
+        e.contains("Failed to verify node") && e.contains("power"),
+        "{e}"
+    );
+
+    // A wrong BMC address: valid settings, but the power state cannot be read.
+    let r = app
+        .send(
+            Method::POST,
+            "/v1/nodes",
+            json!({"driver": "redfish", "name": "wrong-bmc", "driver_info": {
+                "redfish_address": "http://127.0.0.1:9", "redfish_system_id": "/redfish/v1/Systems/1"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(
+        app.provision("wrong-bmc", "manage").await.status,
+        StatusCode::ACCEPTED
+    );
+    let n = settle("wrong-bmc").await;
+    assert_eq!(n["provision_state"], "enroll", "{n}");
+    assert!(
+        n["last_error"].as_str().unwrap().contains("power state"),
+        "{n}"
+    );
+
+    // A working BMC: manageable with the power state it reports.
+    app.create("good").await;
+    let uuid = uuid::Uuid::parse_str(app.node("good").await["uuid"].as_str().unwrap()).unwrap();
+    fake.set_bmc_power(uuid, PowerState::On);
+    app.provision("good", "manage").await;
+    let n = app.wait_for("good", "manageable").await;
+    assert_eq!(n["power_state"], "power on");
+    assert!(n["last_error"].is_null());
+}
+
+#[tokio::test]
+async fn manual_cleaning_runs_the_requested_steps_and_refuses_unknown_ones() {
+    let app = spawn_app().await;
+    app.create("cl").await;
+    app.provision("cl", "manage").await;
+    app.wait_for("cl", "manageable").await;
+    let before = app.node("cl").await;
+    for steps in [
+        json!([{"interface": "deploy", "step": "no_such_step"}]),
+        json!([{"interface": "rescue", "step": "x"}]),
+        json!([{"step": "erase_devices"}]),
+        json!(["erase_devices"]),
+    ] {
+        let r = app
+            .send(
+                Method::PUT,
+                "/v1/nodes/cl/states/provision",
+                json!({"target": "clean", "clean_steps": steps}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{steps}: {}", r.body);
+        assert!(
+            r.fault().contains("clean_steps") || r.fault().contains("Clean step"),
+            "{}",
+            r.fault()
+        );
+        assert_eq!(
+            app.node("cl").await,
+            before,
+            "a refused clean changes nothing"
+        );
+    }
+    let r = app
+        .send(
+            Method::PUT,
+            "/v1/nodes/cl/states/provision",
+            json!({"target": "clean", "clean_steps": [
+                {"interface": "raid", "step": "delete_configuration"},
+                {"interface": "deploy", "step": "erase_devices_metadata", "args": {}},
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let n = app.wait_for("cl", "manageable").await;
+    assert_eq!(n["clean_step"], json!({}));
+    assert!(
+        !n["driver_internal_info"]
+            .as_object()
+            .unwrap()
+            .contains_key("clean_steps"),
+        "the steps engine leaves no trace: {n}"
+    );
+}
+
+#[tokio::test]
+async fn abort_in_clean_wait_fails_cleaning_and_clears_the_steps() {
+    let app = spawn_app().await;
+    app.create("ab").await;
+    app.provision("ab", "manage").await;
+    app.wait_for("ab", "manageable").await;
+    let r = app
+        .send(
+            Method::PATCH,
+            "/v1/nodes/ab",
+            json!([{"op": "add", "path": "/driver_info/fake_clean", "value": "wait"}]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = app
+        .send(
+            Method::PUT,
+            "/v1/nodes/ab/states/provision",
+            json!({"target": "clean", "clean_steps": [{"interface": "deploy", "step": "erase_devices"}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let until = Instant::now() + Duration::from_secs(20);
+    let n = loop {
+        let n = app.node("ab").await;
+        if n["provision_state"] == "clean wait" && n["reservation"].is_null() {
+            break n;
+        }
+        assert!(Instant::now() < until, "never waited: {n}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let dii = n["driver_internal_info"].as_object().unwrap();
+    assert_eq!(
+        dii["clean_steps"][0]["step"], "erase_devices",
+        "the plan is on the node, for any conductor to continue: {n}"
+    );
+    let r = app.provision("ab", "abort").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let n = app.node("ab").await;
+    assert_eq!(n["provision_state"], "clean failed", "{n}");
+    assert!(n["last_error"].as_str().unwrap().contains("aborted"), "{n}");
+    assert!(!n["driver_internal_info"]
+        .as_object()
+        .unwrap()
+        .contains_key("clean_steps"));
 }

@@ -197,7 +197,10 @@ fn serve_until_sigterm(url: &str) {
         listed(url, &host).is_some_and(|r| r["alive"] == true && r["online"] == true)
     });
     let registered = listed(url, &host).unwrap();
-    assert_eq!(registered["drivers"], serde_json::json!(["fake-hardware"]));
+    assert_eq!(
+        registered["drivers"],
+        serde_json::json!(["fake-hardware", "redfish"])
+    );
     wait_until("a heartbeat from the running binary", || {
         listed(url, &host).unwrap()["heartbeat_at"].as_i64() > registered["heartbeat_at"].as_i64()
     });

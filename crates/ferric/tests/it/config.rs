@@ -355,3 +355,41 @@ fn notifications_section_loads_checks_and_masks_the_amqp_password() {
         "{p:?}"
     );
 }
+
+#[test]
+fn hardware_section_is_checked_against_the_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "hw.toml",
+        "[hardware]\nenabled_hardware_types = [\"redfish\", \"ipmi\"]\n\
+         enabled_boot_interfaces = [\"fake\", \"ipxe\", \"pxe\", \"http\"]\n\
+         default_deploy_interface = \"ansible\"\n",
+    );
+    let p = problems(&Sources {
+        file: Some(file),
+        ..Sources::default()
+    });
+    for needle in [
+        "hardware.enabled_hardware_types: unknown hardware type \"ipmi\"",
+        "hardware.enabled_boot_interfaces: unknown boot interface \"http\"",
+        "hardware.default_deploy_interface: \"ansible\" is not in enabled_deploy_interfaces",
+    ] {
+        assert!(
+            p.iter().any(|x| x.contains(needle)),
+            "{needle} not in {p:?}"
+        );
+    }
+    // A valid choice loads.
+    let file = write(
+        &dir,
+        "ok.toml",
+        "[hardware]\nenabled_hardware_types = [\"redfish\"]\ndefault_boot_interface = \"pxe\"\n",
+    );
+    let c = Config::load(&Sources {
+        file: Some(file),
+        ..Sources::default()
+    })
+    .unwrap();
+    assert_eq!(c.hardware.default_boot_interface, "pxe");
+}

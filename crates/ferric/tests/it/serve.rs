@@ -47,7 +47,10 @@ async fn registers_beats_and_unregisters(engine: Engine) {
     })
     .await;
     let first = conductor(&*store, &host).await.unwrap();
-    assert_eq!(first.drivers, vec!["fake-hardware".to_string()]);
+    assert_eq!(
+        first.drivers,
+        vec!["fake-hardware".to_string(), "redfish".to_string()]
+    );
     wait_until_async("a heartbeat after registration", || async {
         conductor(&*store, &host)
             .await
