@@ -60,14 +60,12 @@ fn conductor_metrics(
     tm: &TaskManager,
     queued: Option<Arc<ferric_conductor::notify::QueuedSink>>,
 ) -> Arc<dyn Fn() -> String + Send + Sync> {
-    let metrics = tm.metrics().clone();
-    Arc::new(move || {
-        let mut text = metrics.render();
-        if let Some(q) = &queued {
-            text.push_str(&q.render_metrics());
-        }
-        text
-    })
+    let mut registry = prometheus_client::registry::Registry::default();
+    tm.metrics().register(&mut registry);
+    if let Some(q) = &queued {
+        q.register_metrics(&mut registry);
+    }
+    Arc::new(move || ferric_conductor::metrics::render_registry(&registry))
 }
 
 /// Run ferric until `shutdown` resolves, then stop gracefully.
