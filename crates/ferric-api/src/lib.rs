@@ -43,6 +43,7 @@ use ferric_conductor::drivers::Drivers;
 use ferric_conductor::provision::Provisioner;
 use ferric_conductor::ring::HashRing;
 use ferric_conductor::{Retry, TaskManager};
+use prometheus_client::registry::Registry;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
@@ -66,11 +67,12 @@ pub struct ApiState {
     pub retry: Retry,
     /// Set when [`serve`] begins its graceful shutdown: long polls answer.
     pub(crate) stopping: Arc<tokio::sync::watch::Sender<bool>>,
-    /// Request counters and latencies, served at `/metrics`.
+    /// Request counters and latencies (registered in `registry`).
     pub metrics: Arc<metrics::Metrics>,
-    /// More metrics (Prometheus text) appended to `/metrics`, e.g. the
-    /// conductor's lock and worker metrics.
-    pub extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// The process's metrics registry, encoded at `/metrics`: the request
+    /// metrics and whatever else was registered before it was handed over
+    /// ([`ApiState::with_registry`]).
+    pub registry: Arc<Registry>,
     /// Who may call the API (default: anyone).
     pub auth: Arc<auth::Auth>,
     /// The hash ring of this conductor's group, briefly cached: it names the
@@ -120,14 +122,17 @@ impl ApiState {
     /// State with the defaults: the built-in hardware types, 500 ms steps,
     /// `Retry::Default`.
     pub fn new(tm: TaskManager) -> Self {
+        let metrics = Arc::new(metrics::Metrics::default());
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
         ApiState {
             tm: tm.clone(),
             drivers: Drivers::new(),
             fake_step_delay: DEFAULT_FAKE_STEP_DELAY,
             retry: Retry::Default,
             auth: Arc::new(auth::Auth::none()),
-            metrics: Arc::new(metrics::Metrics::default()),
-            extra_metrics: None,
+            metrics,
+            registry: Arc::new(registry),
             stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
             ring: Arc::new(Mutex::new(None)),
             prov: Provisioner::new(tm, Drivers::new(), DEFAULT_FAKE_STEP_DELAY),
@@ -179,9 +184,11 @@ impl ApiState {
         self
     }
 
-    /// Append `render()`'s Prometheus text to `/metrics`.
-    pub fn with_extra_metrics(mut self, render: Arc<dyn Fn() -> String + Send + Sync>) -> Self {
-        self.extra_metrics = Some(render);
+    /// Serve `registry` at `/metrics`: the process's one registry, holding
+    /// the other components' families; the request metrics are added to it.
+    pub fn with_registry(mut self, mut registry: Registry) -> Self {
+        self.metrics.register(&mut registry);
+        self.registry = Arc::new(registry);
         self
     }
 
@@ -308,25 +315,24 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::middleware::from_fn_with_state(metrics, trace))
 }
 
-/// `GET /metrics`.
+/// `GET /metrics`: the registry in the Prometheus text format 0.0.4.
 async fn serve_metrics(
     axum::extract::State(st): axum::extract::State<ApiState>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        {
-            let mut text = st.metrics.render();
-            if let Some(extra) = &st.extra_metrics {
-                text.push_str(&extra());
-            }
-            text
-        },
-    )
-        .into_response()
+    use prometheus_client::encoding::prometheus_text;
+    let mut text = String::new();
+    match prometheus_text::encode(&mut text, &st.registry) {
+        Ok(()) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                prometheus_text::CONTENT_TYPE,
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => ApiError::internal(&e).into_response(),
+    }
 }
 
 /// Route layer: record the matched route template for the metrics.
@@ -334,10 +340,10 @@ async fn record_route(req: Request, next: axum::middleware::Next) -> axum::respo
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map(|m| m.as_str().to_string());
+        .map(metrics::Route::matched);
     let mut resp = next.run(req).await;
     if let Some(r) = route {
-        resp.extensions_mut().insert(metrics::RouteName(r));
+        resp.extensions_mut().insert(r);
     }
     resp
 }
@@ -353,16 +359,7 @@ async fn trace(
 ) -> axum::response::Response {
     use tracing::Instrument;
     let _in_flight = metrics.start();
-    let method: &'static str = match req.method().as_str() {
-        "GET" => "GET",
-        "HEAD" => "HEAD",
-        "POST" => "POST",
-        "PUT" => "PUT",
-        "PATCH" => "PATCH",
-        "DELETE" => "DELETE",
-        "OPTIONS" => "OPTIONS",
-        _ => "OTHER",
-    };
+    let method = metrics::Method::of(req.method());
     let request_id = format!("req-{}", uuid::Uuid::new_v4());
     let span = tracing::info_span!(
         "request",
@@ -375,9 +372,9 @@ async fn trace(
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
     let route = resp
-        .extensions()
-        .get::<metrics::RouteName>()
-        .map_or(metrics::UNMATCHED, |r| r.0.as_str());
+        .extensions_mut()
+        .remove::<metrics::Route>()
+        .unwrap_or(metrics::Route::UNMATCHED);
     metrics.record(method, route, status, elapsed);
     let elapsed_ms = elapsed.as_millis() as u64;
     if resp.status().is_server_error() {

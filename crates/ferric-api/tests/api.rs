@@ -86,8 +86,13 @@ async fn spawn_app_full(drivers: Option<Drivers>, workers: u32, step: Duration, 
         ..Default::default()
     };
     let tm = TaskManager::new(store.store.clone(), config, Arc::new(MemorySink::default()));
+    // A family registered by another component shows in `/metrics` too.
+    let extra = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+    extra.set(1);
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register("ferric_test_extra", "Registered outside the API", extra);
     let mut state = ApiState::new(tm.clone())
-        .with_extra_metrics(Arc::new(|| "ferric_test_extra 1\n".to_string()))
+        .with_registry(registry)
         .with_fake_step_delay(step)
         .with_auth(auth);
     if let Some(d) = drivers {
@@ -909,7 +914,7 @@ async fn conductors_and_drivers() {
         "{text}"
     );
     assert!(text.contains("route=\"/v1/drivers\""), "{text}");
-    assert!(text.ends_with("ferric_test_extra 1\n"), "{text}");
+    assert!(text.contains("\nferric_test_extra 1\n"), "{text}");
     assert_eq!(r.body["drivers"][0]["hosts"], json!(["cond-a"]));
     let r = app.get("/v1/drivers/fake-hardware").await;
     assert_eq!(r.status, StatusCode::OK);

@@ -6,6 +6,7 @@
 //! drive directly; [`Conductor::start`] runs them on timers.
 
 use crate::drivers::Drivers;
+use crate::metrics::{PeriodicJob, RecoveryAction, RecoveryCause};
 use crate::power::PowerSync;
 use crate::ring::HashRing;
 use crate::task::{EventOpts, Retry, TaskManager};
@@ -85,11 +86,12 @@ async fn recover_one(
     };
     report.recovered.push(token.node);
     let cause_label = match &cause {
-        Cause::Offline => "offline",
-        Cause::Restarted => "restarted",
-        Cause::Operator { .. } => "operator",
+        Cause::Offline => RecoveryCause::Offline,
+        Cause::Restarted => RecoveryCause::Restarted,
+        Cause::Operator { .. } => RecoveryCause::Operator,
     };
-    tm.metrics().recovery_action(cause_label, "recovered");
+    tm.metrics()
+        .recovery_action(cause_label, RecoveryAction::Recovered);
     let why = match &cause {
         Cause::Offline => format!("conductor {dead} went offline"),
         Cause::Restarted => format!("conductor {dead} restarted"),
@@ -166,7 +168,8 @@ async fn recover_one(
     let released = task.release().await;
     if outcome? {
         report.failed.push(token.node);
-        tm.metrics().recovery_action(cause_label, "failed_node");
+        tm.metrics()
+            .recovery_action(cause_label, RecoveryAction::FailedNode);
     }
     released?;
     match audit_error {
@@ -218,7 +221,7 @@ async fn settle_recovered_node(
 /// than heartbeat_timeout on the database clock, or stopped). Maintenance
 /// nodes included. Idempotent and safe to run on every conductor at once.
 pub async fn recover_stale_locks_once(tm: &TaskManager) -> Result<RecoveryReport, TaskError> {
-    let _timer = tm.metrics().time_job("recovery");
+    let _timer = tm.metrics().time_job(PeriodicJob::Recovery);
     let mut report = RecoveryReport::default();
     let views = tm.store().list_locks().await?;
     tm.metrics().sample_locks(
@@ -280,7 +283,7 @@ pub async fn current_ring(tm: &TaskManager) -> Result<HashRing, TaskError> {
 /// Fail nodes this conductor owns that waited for a call-back too long.
 /// Locked nodes are skipped this round. Returns the nodes failed.
 pub async fn fail_timed_out_waits_once(tm: &TaskManager) -> Result<Vec<Uuid>, TaskError> {
-    let _timer = tm.metrics().time_job("wait_timeouts");
+    let _timer = tm.metrics().time_job(PeriodicJob::WaitTimeouts);
     let c = tm.config();
     let ring = current_ring(tm).await?;
     let now = tm.store().now().await?;
@@ -357,7 +360,7 @@ pub async fn fail_timed_out_waits_once(tm: &TaskManager) -> Result<Vec<Uuid>, Ta
 /// Take over nodes the ring gives this conductor: record `conductor_affinity`.
 /// Locked nodes are skipped this round. Returns the nodes taken over.
 pub async fn take_over_once(tm: &TaskManager) -> Result<Vec<Uuid>, TaskError> {
-    let _timer = tm.metrics().time_job("takeover");
+    let _timer = tm.metrics().time_job(PeriodicJob::Takeover);
     let ring = current_ring(tm).await?;
     let page = tm
         .store()

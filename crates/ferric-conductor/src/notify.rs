@@ -24,8 +24,8 @@ use crate::metrics::NotifyCounters;
 use async_trait::async_trait;
 use ferric_core::notify::{NotifyLevel, ProvisionNotification};
 use ferric_core::{DbTime, Node};
+use prometheus_client::registry::Registry;
 use serde_json::{json, Map, Value};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -325,8 +325,8 @@ impl QueuedSink {
             Err(_) => {
                 handle.abort();
                 let c = &self.counters;
-                let done = c.sent.load(Ordering::Relaxed) + c.failed.load(Ordering::Relaxed);
-                let undelivered = c.queued.load(Ordering::Relaxed).saturating_sub(done);
+                let done = c.sent.get() + c.failed.get();
+                let undelivered = c.queued.get().saturating_sub(done);
                 warn!(
                     sink = self.kind,
                     undelivered,
@@ -338,9 +338,15 @@ impl QueuedSink {
         }
     }
 
-    /// The delivery counters (rendered into `/metrics`).
+    /// The delivery counters.
     pub fn counters(&self) -> &Arc<NotifyCounters> {
         &self.counters
+    }
+
+    /// Register the delivery counters into `registry` (`/metrics`), labelled
+    /// with the transport's kind.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        self.counters.register(self.kind, registry);
     }
 
     /// The transport's kind (`webhook`, `amqp`).
@@ -348,22 +354,17 @@ impl QueuedSink {
         self.kind
     }
 
-    /// Prometheus text of the delivery counters.
-    pub fn render_metrics(&self) -> String {
-        self.counters.render(self.kind)
-    }
-
     fn enqueue(&self, body: Value, level: NotifyLevel) {
         match self.tx.try_send(Outgoing { body, level }) {
             Ok(()) => {
-                self.counters.queued.fetch_add(1, Ordering::Relaxed);
+                self.counters.queued.inc();
             }
             Err(mpsc::error::TrySendError::Full(m)) => {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                self.counters.dropped.inc();
                 warn!(sink = self.kind, event_type = %m.body["event_type"], "notification queue full; notification dropped");
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                self.counters.dropped.inc();
                 warn!(
                     sink = self.kind,
                     "notification sender stopped; notification dropped"
@@ -390,12 +391,12 @@ async fn deliver(
     loop {
         match transport.send(msg).await {
             Ok(()) => {
-                counters.sent.fetch_add(1, Ordering::Relaxed);
+                counters.sent.inc();
                 debug!(event_type = %msg.body["event_type"], attempt, "notification sent");
                 return;
             }
             Err(SendError::Permanent(e)) => {
-                counters.failed.fetch_add(1, Ordering::Relaxed);
+                counters.failed.inc();
                 warn!(event_type = %msg.body["event_type"], error.message = %e, "notification refused; not retried");
                 return;
             }
@@ -406,7 +407,7 @@ async fn deliver(
                     attempt += 1;
                 }
                 None => {
-                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                    counters.failed.inc();
                     warn!(event_type = %msg.body["event_type"], attempts = attempt, error.message = %e, "notification delivery failed; giving up");
                     return;
                 }
@@ -623,7 +624,7 @@ mod tests {
     use super::*;
     use ferric_core::notify::NotifyStatus;
     use ferric_core::{Event, ProvisionState};
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn sample() -> ProvisionNotification {
         ProvisionNotification {
@@ -706,9 +707,9 @@ mod tests {
         let sink = QueuedSink::start(t.clone(), opts(8, 5));
         sink.emit(sample());
         let c = sink.counters().clone();
-        until(|| c.sent.load(Ordering::SeqCst) == 1).await;
+        until(|| c.sent.get() == 1).await;
         assert_eq!(t.calls.load(Ordering::SeqCst), 3);
-        assert_eq!(c.failed.load(Ordering::SeqCst), 0);
+        assert_eq!(c.failed.get(), 0);
     }
 
     #[tokio::test]
@@ -721,7 +722,7 @@ mod tests {
         let sink = QueuedSink::start(t.clone(), opts(8, 3));
         sink.emit(sample());
         let c = sink.counters().clone();
-        until(|| c.failed.load(Ordering::SeqCst) == 1).await;
+        until(|| c.failed.get() == 1).await;
         assert_eq!(t.calls.load(Ordering::SeqCst), 3);
     }
 
@@ -740,13 +741,14 @@ mod tests {
             sink.emit(sample());
         }
         let c = sink.counters();
-        assert_eq!(c.queued.load(Ordering::SeqCst), 3);
-        assert_eq!(c.dropped.load(Ordering::SeqCst), 3);
-        assert!(sink
-            .render_metrics()
+        assert_eq!(c.queued.get(), 3);
+        assert_eq!(c.dropped.get(), 3);
+        let mut registry = Registry::default();
+        sink.register_metrics(&mut registry);
+        assert!(crate::metrics::render_registry(&registry)
             .contains("ferric_notifications_dropped_total{sink=\"flaky\"} 3"));
         t.gate.add_permits(10);
-        until(|| c.sent.load(Ordering::SeqCst) == 3).await;
+        until(|| c.sent.get() == 3).await;
     }
 
     #[tokio::test]
@@ -763,24 +765,16 @@ mod tests {
         }
         until(|| t.calls.load(Ordering::SeqCst) == 1).await;
         let c = sink.counters().clone();
-        assert_eq!(c.sent.load(Ordering::SeqCst), 0);
+        assert_eq!(c.sent.get(), 0);
         let gate = t.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
             gate.gate.add_permits(100);
         });
         assert!(sink.flush(Duration::from_secs(10)).await);
-        assert_eq!(
-            c.sent.load(Ordering::SeqCst),
-            5,
-            "every queued message delivered"
-        );
+        assert_eq!(c.sent.get(), 5, "every queued message delivered");
         sink.emit(sample());
-        assert_eq!(
-            c.dropped.load(Ordering::SeqCst),
-            1,
-            "closed after the flush"
-        );
+        assert_eq!(c.dropped.get(), 1, "closed after the flush");
         assert!(
             sink.flush(Duration::from_secs(1)).await,
             "a second flush is a no-op"
@@ -800,6 +794,6 @@ mod tests {
         let started = std::time::Instant::now();
         assert!(!sink.flush(Duration::from_millis(100)).await);
         assert!(started.elapsed() < Duration::from_secs(5));
-        assert_eq!(sink.counters().sent.load(Ordering::SeqCst), 0);
+        assert_eq!(sink.counters().sent.get(), 0);
     }
 }

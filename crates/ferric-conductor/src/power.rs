@@ -98,7 +98,9 @@ impl PowerSync {
         tm: &TaskManager,
         drivers: &Drivers,
     ) -> Result<PowerSyncReport, TaskError> {
-        let _timer = tm.metrics().time_job("power_sync");
+        let _timer = tm
+            .metrics()
+            .time_job(crate::metrics::PeriodicJob::PowerSync);
         let ring = current_ring(tm).await?;
         let max_retries = tm.config().power_state_sync_max_retries;
         let page = tm

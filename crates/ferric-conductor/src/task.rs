@@ -137,7 +137,7 @@ impl TaskManager {
         &self.inner.store
     }
 
-    /// This conductor's metrics (Prometheus text via `render`).
+    /// This conductor's metrics (registered into `/metrics` by `serve`).
     pub fn metrics(&self) -> &Arc<crate::metrics::ConductorMetrics> {
         &self.inner.metrics
     }
@@ -694,7 +694,7 @@ impl ExclusiveTask {
     async fn fenced_save(&self, node: &Node) -> Result<Node, TaskError> {
         self.tm.inner.store.save_node(&self.token, node).await.map_err(|e| {
             if matches!(e, StoreError::LockLost { .. }) {
-                self.tm.inner.metrics.lock_lost("write");
+                self.tm.inner.metrics.lock_lost(crate::metrics::LockOp::Write);
                 error!(node_uuid = %self.token.node, lock_epoch = self.token.epoch, purpose = %self.token.purpose, error.message = %e, "lock lost; write refused");
             }
             e.into()
@@ -964,7 +964,10 @@ impl ExclusiveTask {
                 Err(e.into())
             }
             Err(e) => {
-                self.tm.inner.metrics.lock_lost("release");
+                self.tm
+                    .inner
+                    .metrics
+                    .lock_lost(crate::metrics::LockOp::Release);
                 warn!(node_uuid = %self.token.node, lock_epoch = self.token.epoch, error.message = %e, "release refused: the lock is not ours any more");
                 Err(e.into())
             }

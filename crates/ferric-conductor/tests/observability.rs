@@ -273,8 +273,8 @@ async fn webhook_receives_start_and_end_of_a_deploy_with_retries() {
     assert_eq!(got[1]["publisher_id"], "ironic-conductor.cond-a");
     assert_eq!(calls.load(Ordering::SeqCst), 3, "one retry after the 503");
     let c = sink.counters();
-    assert_eq!(c.sent.load(Ordering::SeqCst), 2);
-    assert_eq!(c.dropped.load(Ordering::SeqCst), 0);
+    assert_eq!(c.sent.get(), 2);
+    assert_eq!(c.dropped.get(), 0);
     t.cleanup().await;
 }
 
@@ -362,7 +362,7 @@ async fn amqp_receives_start_and_end_on_ironics_exchange() {
         seen[1].1["payload"]["ironic_object.data"]["provision_state"],
         "active"
     );
-    assert_eq!(sink.counters().sent.load(Ordering::SeqCst), 2);
+    assert_eq!(sink.counters().sent.get(), 2);
     let _ = conn.close(200, "bye".into()).await;
     t.cleanup().await;
 }

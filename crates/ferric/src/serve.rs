@@ -25,6 +25,7 @@ use ferric_conductor::cluster::{Conductor, StartOptions};
 use ferric_conductor::drivers::Drivers;
 use ferric_conductor::TaskManager;
 use ferric_store::{ConductorInfo, SqlStore, Store, StoreError, StoreOptions};
+use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -58,21 +59,6 @@ pub fn conductor_info(config: &Config, drivers: &Drivers) -> ConductorInfo {
         conductor_group: config.conductor.conductor_group.clone(),
         drivers: drivers.names().iter().map(|d| d.to_string()).collect(),
     }
-}
-
-/// The conductor's metrics (and the notification sender's) for `/metrics`.
-fn conductor_metrics(
-    tm: &TaskManager,
-    queued: Option<Arc<ferric_conductor::notify::QueuedSink>>,
-) -> Arc<dyn Fn() -> String + Send + Sync> {
-    let metrics = tm.metrics().clone();
-    Arc::new(move || {
-        let mut text = metrics.render();
-        if let Some(q) = &queued {
-            text.push_str(&q.render_metrics());
-        }
-        text
-    })
 }
 
 /// Run ferric until `shutdown` resolves, then stop gracefully.
@@ -133,11 +119,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .local_addr()
         .context("reading the API's bound address")?;
     let (api_stop_tx, api_stop_rx) = watch::channel(false);
+    // The process's one metrics registry: the conductor's and the
+    // notification sender's families here, the API's added by `with_registry`.
+    let mut registry = Registry::default();
+    tm.metrics().register(&mut registry);
+    if let Some(queued) = &notifications.queued {
+        queued.register_metrics(&mut registry);
+    }
     let mut api_task = tokio::spawn(
         ferric_api::serve(
             listener,
             ApiState::new(tm.clone())
-                .with_extra_metrics(conductor_metrics(&tm, notifications.queued.clone()))
+                .with_registry(registry)
                 .with_drivers(drivers)
                 .with_auth(auth),
             stopped(api_stop_rx),

@@ -179,9 +179,12 @@ fn metrics_and_notifications_through_a_running_serve() {
             "/metrics lacks {expected}:\n{metrics}"
         );
     }
-    let purpose_labelled = metrics
-        .lines()
-        .any(|l| l.starts_with("ferric_lock_hold_seconds_count{") && l.contains("purpose="));
+    // Every purpose's series exists from the start: one must have counted.
+    let purpose_labelled = metrics.lines().any(|l| {
+        l.starts_with("ferric_lock_hold_seconds_count{")
+            && l.contains("purpose=")
+            && !l.ends_with(" 0")
+    });
     assert!(purpose_labelled, "no lock hold by purpose:\n{metrics}");
 
     // Every provision change queued its notifications; the receiver holds
