@@ -111,7 +111,7 @@ impl SqlStore {
     pub async fn raw_feed_read(&self, page: u32) -> StoreResult<usize> {
         let (mut since, mut seen) = (0i64, 0);
         loop {
-            let rows = sqlx::query(super::CHANGES_PAGE)
+            let rows = sqlx::query(super::changes::CHANGES_PAGE)
                 .bind(since)
                 .bind(i64::from(page))
                 .fetch_all(&self.pool)
