@@ -34,7 +34,7 @@ pub mod wake;
 
 pub use error::StoreError;
 pub use memory::MemoryStore;
-pub use sql::{SqlStore, StoreOptions};
+pub use sql::{RawAccess, SqlStore, StoreOptions};
 pub use types::*;
 pub use wake::{WakeEvent, WakeSubscription};
 

@@ -37,7 +37,6 @@ mod changes;
 mod conductors;
 mod locks;
 mod nodes;
-mod raw;
 mod rows;
 
 /// How to open a store.
@@ -226,30 +225,6 @@ impl SqlStore {
         Ok(())
     }
 
-    /// The raw limit for benchmarks: one conditional grant UPDATE and one
-    /// conditional release UPDATE, nothing else. Returns whether both matched.
-    #[doc(hidden)]
-    pub async fn raw_update_pair(&self, node: Uuid, holder: &str) -> StoreResult<bool> {
-        let _g = self.write_guard().await;
-        let a = sqlx::query(
-            "UPDATE nodes SET reservation = $1, lock_epoch = lock_epoch + 1 \
-             WHERE uuid = $2 AND reservation IS NULL",
-        )
-        .bind(holder.to_string())
-        .bind(node.to_string())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        let b =
-            sqlx::query("UPDATE nodes SET reservation = NULL WHERE uuid = $1 AND reservation = $2")
-                .bind(node.to_string())
-                .bind(holder.to_string())
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-        Ok(a == 1 && b == 1)
-    }
-
     /// Close every connection.
     pub async fn close(&self) {
         if let Some(reads) = &self.sqlite_reads {
@@ -326,6 +301,64 @@ impl SqlStore {
             })
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+/// Direct access to the database under a [`SqlStore`], for the raw-database
+/// anchors of `ferric bench` (`crates/ferric/src/bench/raw.rs`) and nothing
+/// else. An anchor measures the same database, pool, write gate and
+/// statement shapes as the store, without the product on top (no lock, no
+/// fence, no revision, no change feed), so it must go through the store's own
+/// pools rather than open its own. Not part of the [`Store`] boundary.
+#[doc(hidden)]
+pub struct RawAccess<'a> {
+    store: &'a SqlStore,
+}
+
+impl SqlStore {
+    /// See [`RawAccess`]: benchmarks only.
+    #[doc(hidden)]
+    pub fn raw_access(&self) -> RawAccess<'_> {
+        RawAccess { store: self }
+    }
+}
+
+impl<'a> RawAccess<'a> {
+    /// The columns every node read selects (`{node_cols}`).
+    pub const NODE_COLS: &'static str = NODE_COLS;
+    /// The change-feed page query: `$1` = after this revision, `$2` = limit.
+    pub const CHANGES_PAGE: &'static str = changes::CHANGES_PAGE;
+
+    /// The `Any` pool: every write and every read but node list pages.
+    pub fn pool(&self) -> &'a AnyPool {
+        &self.store.pool
+    }
+
+    /// SQLite files only: the native pool node list pages are read through.
+    pub fn sqlite_reads(&self) -> Option<&'a SqlitePool> {
+        self.store.sqlite_reads.as_ref()
+    }
+
+    /// SQLite: this process's write gate, held across one write; `None` on
+    /// PostgreSQL.
+    pub async fn write_guard(&self) -> Option<MutexGuard<'a, ()>> {
+        let store: &'a SqlStore = self.store;
+        store.write_guard().await
+    }
+
+    /// A write transaction as the store begins one (`BEGIN IMMEDIATE` on SQLite).
+    pub async fn begin_write(&self) -> StoreResult<Transaction<'static, Any>> {
+        self.store.begin_write().await
+    }
+
+    /// Rows per multi-row statement on this engine.
+    pub fn bulk_rows(&self) -> usize {
+        self.store.bulk_rows()
+    }
+
+    /// `VALUES` rows of `width` parameters each, numbered from `$1`.
+    pub fn values_marks(rows: usize, width: usize) -> String {
+        SqlStore::values_marks(rows, width)
     }
 }
 

@@ -1,14 +1,25 @@
 //! `ferric bench ...` (SPEC §11): benchmarks print one JSON object on stdout.
 //! Nothing here asserts a number; BENCHMARKS.md records the results.
+//!
+//! This file is the command line and what the benchmarks share; [`locks`]
+//! and [`scale`] are the two benchmarks and [`raw`] the raw-database
+//! anchors they are reported beside. Benchmarks live in the binary crate so
+//! that no library carries them.
 
 use anyhow::Context as _;
 use clap::{Subcommand, ValueEnum};
-use ferric_conductor::bench::{
-    bench_schema, run_lock_bench, run_scale_bench, LockBenchParams, ScaleBenchParams,
-};
+use ferric_conductor::TaskError;
 use ferric_store::{SqlStore, StoreOptions};
+use locks::{run_lock_bench, LockBenchParams};
+use scale::{run_scale_bench, ScaleBenchParams};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use uuid::Uuid;
+
+pub mod locks;
+pub mod raw;
+pub mod scale;
 
 /// Engines a benchmark can run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -208,4 +219,49 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Run `op(worker, iteration)` in `workers` tasks for `phase`; total completed.
+pub(crate) async fn run_phase<F, Fut>(
+    workers: usize,
+    phase: Duration,
+    op: F,
+) -> Result<u64, TaskError>
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<(), TaskError>> + Send,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for w in 0..workers {
+        let op = op.clone();
+        let stop = stop.clone();
+        handles.push(tokio::spawn(async move {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                op(w, i).await?;
+                i += 1;
+            }
+            Ok::<u64, TaskError>(i as u64)
+        }));
+    }
+    tokio::time::sleep(phase).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for h in handles {
+        match h.await {
+            Ok(r) => total += r?,
+            Err(e) => {
+                return Err(TaskError::Store(ferric_store::StoreError::Invalid(
+                    format!("bench worker failed: {e}"),
+                )))
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// A fresh uuid-named PostgreSQL schema for a bench run.
+pub fn bench_schema() -> String {
+    format!("ferric_bench_{}", Uuid::new_v4().simple())
 }
