@@ -23,10 +23,12 @@
 //! Invariant: at every commit, `reservation IS NULL` implies `lock_waiters = 0`.
 //! Invariant: `lock_epoch` never decreases and grows by one per grant.
 
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod error;
 pub mod memory;
 mod sql;
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing;
 pub mod types;
