@@ -106,19 +106,47 @@ const NODE_COLS: &str = "uuid, name, driver, driver_info, properties, extra, ins
     target_power_state, maintenance, maintenance_reason, last_error, conductor_group, \
     conductor_affinity, reservation, lock_task, lock_epoch, lock_purpose, lock_acquired_at, \
     lock_waiters, revision, created_at, updated_at, provision_updated_at";
+/// What opening a store may do to the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpenMode {
+    /// Create it if missing (SQLite) and apply pending migrations.
+    CreateAndMigrate,
+    /// It must exist with every migration applied; nothing is created or
+    /// migrated. `read_only`: SQLite connections are read-only.
+    Existing { read_only: bool },
+}
+
 impl SqlStore {
     /// Connect, apply migrations and return the store.
     pub async fn open(options: StoreOptions) -> StoreResult<SqlStore> {
+        Self::open_as(options, OpenMode::CreateAndMigrate).await
+    }
+
+    /// Open a database that already exists with every migration applied,
+    /// creating and migrating nothing (the admin commands: `ferric lock ...`,
+    /// `ferric conductor list`). A missing SQLite file, or a schema without
+    /// every migration, is [`StoreError::NotReady`]. `read_only`: SQLite
+    /// connections are opened read-only (every write then fails); PostgreSQL
+    /// ignores it.
+    pub async fn open_existing(options: StoreOptions, read_only: bool) -> StoreResult<SqlStore> {
+        Self::open_as(options, OpenMode::Existing { read_only }).await
+    }
+
+    async fn open_as(options: StoreOptions, mode: OpenMode) -> StoreResult<SqlStore> {
         sqlx::any::install_default_drivers();
         let url = options.url.clone();
         let (backend, dialect, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
             let mut u = format!("sqlite:{rest}");
             if !u.contains("mode=") && !u.contains(":memory:") {
-                u.push_str(if u.contains('?') {
-                    "&mode=rwc"
-                } else {
-                    "?mode=rwc"
+                u.push_str(if u.contains('?') { "&mode=" } else { "?mode=" });
+                u.push_str(match mode {
+                    OpenMode::CreateAndMigrate => "rwc",
+                    OpenMode::Existing { read_only: true } => "ro",
+                    OpenMode::Existing { read_only: false } => "rw",
                 });
+            }
+            if let OpenMode::Existing { .. } = mode {
+                Self::check_sqlite_exists(&u)?;
             }
             (Backend::Sqlite, &SQLITE, u)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
@@ -144,16 +172,29 @@ impl SqlStore {
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(Duration::from_secs(30))
             .after_connect(move |conn, _meta| {
-                let setup = match backend {
-                    Backend::Sqlite => format!(
+                let setup = match (backend, mode) {
+                    (Backend::Sqlite, OpenMode::CreateAndMigrate) => format!(
                         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                          PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {busy_ms};"
                     ),
-                    Backend::Postgres => match &schema {
-                        Some(s) => format!(
+                    // The journal mode is the file's own (WAL since it was
+                    // created); setting it could write, so it is left alone.
+                    (Backend::Sqlite, OpenMode::Existing { read_only }) => format!(
+                        "{}PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {busy_ms};",
+                        if read_only {
+                            ""
+                        } else {
+                            "PRAGMA synchronous = NORMAL; "
+                        }
+                    ),
+                    (Backend::Postgres, _) => match (&schema, mode) {
+                        (Some(s), OpenMode::CreateAndMigrate) => format!(
                             "CREATE SCHEMA IF NOT EXISTS \"{s}\"; SET search_path TO \"{s}\";"
                         ),
-                        None => String::new(),
+                        (Some(s), OpenMode::Existing { .. }) => {
+                            format!("SET search_path TO \"{s}\";")
+                        }
+                        (None, _) => String::new(),
                     },
                 };
                 Box::pin(async move {
@@ -169,7 +210,15 @@ impl SqlStore {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
             Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
         };
-        migrator.run(&pool).await?;
+        match mode {
+            OpenMode::CreateAndMigrate => migrator.run(&pool).await?,
+            OpenMode::Existing { .. } => {
+                if let Err(e) = Self::check_migrated(&pool, backend, &migrator).await {
+                    pool.close().await;
+                    return Err(e);
+                }
+            }
+        }
         let sqlite_reads = match backend {
             Backend::Sqlite if !url.contains(":memory:") && !url.contains("mode=memory") => {
                 Some(Self::open_sqlite_reads(&url, &options).await?)
@@ -185,6 +234,60 @@ impl SqlStore {
             heartbeat_timeout_us: options.heartbeat_timeout.as_micros() as i64,
             options,
         })
+    }
+
+    /// [`OpenMode::Existing`] on SQLite: the file must be there already.
+    fn check_sqlite_exists(url: &str) -> StoreResult<()> {
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if in_memory || !SqliteConnectOptions::from_str(url)?.get_filename().exists() {
+            return Err(StoreError::NotReady("does not exist".into()));
+        }
+        Ok(())
+    }
+
+    /// [`OpenMode::Existing`]: every migration this build knows must have
+    /// been applied (sqlx records them in `_sqlx_migrations`).
+    async fn check_migrated(
+        pool: &AnyPool,
+        backend: Backend,
+        migrator: &sqlx::migrate::Migrator,
+    ) -> StoreResult<()> {
+        let has_table = match backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) AS n FROM sqlite_master \
+                 WHERE type = 'table' AND name = '_sqlx_migrations'"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) AS n FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'"
+            }
+        };
+        let n: i64 = sqlx::query(has_table).fetch_one(pool).await?.try_get("n")?;
+        if n == 0 {
+            return Err(StoreError::NotReady(
+                "is not migrated (no migrations applied)".into(),
+            ));
+        }
+        let applied: std::collections::BTreeSet<i64> =
+            sqlx::query("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<i64, _>("version"))
+                .collect::<Result<_, _>>()?;
+        let known: Vec<i64> = migrator
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .map(|m| m.version)
+            .collect();
+        let done = known.iter().filter(|v| applied.contains(v)).count();
+        if done < known.len() {
+            return Err(StoreError::NotReady(format!(
+                "is not fully migrated ({done} of {} migrations applied)",
+                known.len()
+            )));
+        }
+        Ok(())
     }
 
     /// The native read pool over the same SQLite file (after migrations, so
