@@ -13,6 +13,9 @@ use uuid::Uuid;
 pub(super) const CHANGES_PAGE: &str = "SELECT revision, node_uuid, kind, changed_at, snapshot \
     FROM node_changes WHERE revision > $1 ORDER BY revision LIMIT $2";
 
+/// `Store::changes_since` (`changes_since_impl`, called by the `Store`
+/// impl in `mod.rs`) and the revision and change-feed writes every node
+/// write makes.
 impl SqlStore {
     pub(super) async fn changes_since_impl(
         &self,

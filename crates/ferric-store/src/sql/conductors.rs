@@ -8,6 +8,8 @@ use crate::{StoreError, StoreResult};
 use ferric_core::DbTime;
 use sqlx::Row;
 
+/// `Store`'s conductor methods (`*_impl`, called by the `Store` impl in
+/// `mod.rs`).
 impl SqlStore {
     pub(super) async fn register_conductor_impl(&self, c: &ConductorInfo) -> StoreResult<()> {
         let _g = self.write_guard().await;

@@ -14,6 +14,8 @@ use sqlx::Row;
 use std::time::Duration;
 use uuid::Uuid;
 
+/// `Store`'s lock methods (`*_impl`, called by the `Store` impl in
+/// `mod.rs`) and their helpers.
 impl SqlStore {
     pub(super) async fn try_acquire_impl(
         &self,

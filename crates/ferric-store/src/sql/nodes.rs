@@ -11,6 +11,8 @@ use ferric_core::{NewNode, Node, ProvisionState};
 use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
 
+/// `Store`'s node methods (`*_impl`, called by the `Store` impl in
+/// `mod.rs`) and their helpers.
 impl SqlStore {
     pub(super) async fn create_node_impl(&self, mut new: NewNode) -> StoreResult<Node> {
         new.validate()
