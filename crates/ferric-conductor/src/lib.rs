@@ -4,7 +4,6 @@
 //! Boundary: talks to persistence only through `ferric_store::Store`; knows
 //! nothing of HTTP.
 
-pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod drivers;

@@ -3,9 +3,9 @@
 //! * [`LogSink`]: one log line per notification (the default).
 //! * [`MemorySink`]: kept in memory (tests, the simulator).
 //! * [`QueuedSink`] over a [`Transport`]: [`WebhookTransport`] (HTTP POST of
-//!   JSON) or [`AmqpTransport`] (RabbitMQ, published the way Ironic's
-//!   oslo.messaging notifier does: topic exchange `ironic`, routing key
-//!   `ironic_versioned_notifications.info` / `.error`).
+//!   JSON) or `AmqpTransport` (cargo feature `amqp`: RabbitMQ, published the
+//!   way Ironic's oslo.messaging notifier does: topic exchange `ironic`,
+//!   routing key `ironic_versioned_notifications.info` / `.error`).
 //!
 //! Invariant: emitting never blocks a task. [`QueuedSink::emit`] only does a
 //! `try_send` into a bounded channel; a background sender delivers with
@@ -508,13 +508,15 @@ pub const AMQP_TOPIC: &str = "ironic_versioned_notifications";
 /// key `ironic_versioned_notifications.<priority>`, body
 /// `{"oslo.version": "2.0", "oslo.message": "<the JSON message>"}`, with
 /// publisher confirms. The connection is opened on first use and reopened
-/// after a failure.
+/// after a failure. Cargo feature `amqp` (lapin).
+#[cfg(feature = "amqp")]
 pub struct AmqpTransport {
     url: String,
     exchange: String,
     channel: tokio::sync::Mutex<Option<(lapin::Connection, lapin::Channel)>>,
 }
 
+#[cfg(feature = "amqp")]
 impl std::fmt::Debug for AmqpTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AmqpTransport")
@@ -523,6 +525,7 @@ impl std::fmt::Debug for AmqpTransport {
     }
 }
 
+#[cfg(feature = "amqp")]
 impl AmqpTransport {
     /// Publish to `exchange` on the broker at `url` (`amqp://user:pass@host:port/vhost`).
     pub fn new(url: &str, exchange: &str) -> Result<AmqpTransport, String> {
@@ -561,6 +564,7 @@ impl AmqpTransport {
     }
 }
 
+#[cfg(feature = "amqp")]
 #[async_trait]
 impl Transport for AmqpTransport {
     fn kind(&self) -> &'static str {

@@ -53,6 +53,10 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// `SqlStore::open_existing` found no database, or one without every
+    /// migration applied (the text says which). Nothing was created or changed.
+    #[error("the database {0}")]
+    NotReady(String),
     /// Migrations failed.
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),

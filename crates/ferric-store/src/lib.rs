@@ -23,10 +23,12 @@
 //! Invariant: at every commit, `reservation IS NULL` implies `lock_waiters = 0`.
 //! Invariant: `lock_epoch` never decreases and grows by one per grant.
 
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod error;
 pub mod memory;
 mod sql;
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing;
 pub mod types;
@@ -34,7 +36,7 @@ pub mod wake;
 
 pub use error::StoreError;
 pub use memory::MemoryStore;
-pub use sql::{SqlStore, StoreOptions};
+pub use sql::{RawAccess, SqlStore, StoreOptions};
 pub use types::*;
 pub use wake::{WakeEvent, WakeSubscription};
 

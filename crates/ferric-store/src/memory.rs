@@ -1,14 +1,17 @@
 //! An in-memory [`Store`]: the model the simulator runs against.
 //!
 //! Always compiled (it needs nothing beyond std and tokio) and passes the same
-//! [`crate::conformance`] suite as the SQL store
+//! conformance suite (`crate::conformance`) as the SQL store
 //! (`tests/conformance_memory.rs`). Every operation runs under one mutex, so
 //! each is a single linearizable step, like a serialized SQLite transaction.
 //!
-//! What the simulator controls:
+//! What the simulator controls: the database clock ([`Clock`], default
+//! [`system_clock`]), by which alone liveness of conductors and waiter
+//! deadlines are judged.
 //!
-//! * the database clock ([`Clock`], default [`system_clock`]): liveness of
-//!   conductors and waiter deadlines are judged by it alone;
+//! Simulation hooks (cargo feature `sim`, for ferric-sim and this crate's
+//! tests; a production build has none of them):
+//!
 //! * faults: [`MemoryStore::fail_next`] makes the next N operations fail
 //!   before they apply (`StoreError::Invalid("injected fault")`), and
 //!   [`MemoryStore::set_latency`] delays each operation before it applies;
@@ -36,10 +39,12 @@ use uuid::Uuid;
 pub type Clock = Arc<dyn Fn() -> DbTime + Send + Sync>;
 
 /// Delay before an operation applies (the round trip to the "database").
+#[cfg(feature = "sim")]
 pub type LatencyFn = Arc<dyn Fn(Op) -> Duration + Send + Sync>;
 
 /// Sees every lock-relevant change, under the store's mutex. Must not call
 /// back into the store.
+#[cfg(feature = "sim")]
 pub type Observer = Arc<dyn Fn(&LockEvent) + Send + Sync>;
 
 /// The wall clock, for use outside the simulator.
@@ -54,6 +59,7 @@ pub fn system_clock() -> Clock {
 }
 
 /// The error every injected fault returns.
+#[cfg(feature = "sim")]
 pub const INJECTED_FAULT: &str = "injected fault";
 
 /// One [`Store`] operation, for latency functions.
@@ -87,6 +93,7 @@ pub enum Op {
 
 /// A deliberately broken behaviour, to prove the simulator's checkers work.
 /// Never planted outside tests.
+#[cfg(feature = "sim")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bug {
     /// `save_node` / `delete_node` ignore the token (only the node must exist).
@@ -229,6 +236,7 @@ struct State {
     audit: Vec<AuditRecord>,
 }
 
+#[cfg(feature = "sim")]
 #[derive(Default)]
 struct Hooks {
     fail_next: u32,
@@ -241,9 +249,25 @@ struct Hooks {
 /// The in-memory store.
 pub struct MemoryStore {
     state: Mutex<State>,
+    #[cfg(feature = "sim")]
     hooks: Mutex<Hooks>,
     clock: Clock,
     heartbeat_timeout_us: i64,
+}
+
+/// Whether the deliberate bug `Bug::$bug` is planted: only possible with the
+/// `sim` feature, never otherwise.
+macro_rules! planted {
+    ($store:expr, $bug:ident) => {{
+        #[cfg(feature = "sim")]
+        let planted = $store.bug(Bug::$bug);
+        #[cfg(not(feature = "sim"))]
+        let planted = {
+            let _ = &$store;
+            false
+        };
+        planted
+    }};
 }
 
 fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -281,6 +305,7 @@ impl MemoryStore {
                 next_ticket: 1,
                 ..Default::default()
             }),
+            #[cfg(feature = "sim")]
             hooks: Mutex::new(Hooks::default()),
             clock,
             heartbeat_timeout_us: i64::try_from(heartbeat_timeout.as_micros()).unwrap_or(i64::MAX),
@@ -288,27 +313,32 @@ impl MemoryStore {
     }
 
     /// The next `n` operations fail before they apply.
+    #[cfg(feature = "sim")]
     pub fn fail_next(&self, n: u32) {
         guard(&self.hooks).fail_next = n;
     }
 
     /// Delay every operation by `f(op)` before it applies (`None`: no delay).
+    #[cfg(feature = "sim")]
     pub fn set_latency(&self, f: Option<LatencyFn>) {
         guard(&self.hooks).latency = f;
     }
 
     /// Report every lock-relevant change to `f`.
+    #[cfg(feature = "sim")]
     pub fn set_observer(&self, f: Option<Observer>) {
         guard(&self.hooks).observer = f;
     }
 
     /// Testing only: break the store on purpose (see [`Bug`]).
+    #[cfg(feature = "sim")]
     #[doc(hidden)]
     pub fn plant_bug(&self, bug: Option<Bug>) {
         guard(&self.hooks).bug = bug;
     }
 
     /// Operations attempted so far.
+    #[cfg(feature = "sim")]
     pub fn ops(&self) -> u64 {
         guard(&self.hooks).ops
     }
@@ -330,6 +360,7 @@ impl MemoryStore {
         self.waiter_views(&st, node, now)
     }
 
+    #[cfg(feature = "sim")]
     fn bug(&self, b: Bug) -> bool {
         guard(&self.hooks).bug == Some(b)
     }
@@ -338,7 +369,15 @@ impl MemoryStore {
         (self.clock)().0
     }
 
+    /// Without the simulation hooks there is nothing to do on entry.
+    #[cfg(not(feature = "sim"))]
+    async fn enter(&self, op: Op) -> StoreResult<()> {
+        let _ = op;
+        Ok(())
+    }
+
     /// Latency, then the fault check: every operation passes here first.
+    #[cfg(feature = "sim")]
     async fn enter(&self, op: Op) -> StoreResult<()> {
         let latency = {
             let mut h = guard(&self.hooks);
@@ -359,6 +398,13 @@ impl MemoryStore {
         Ok(())
     }
 
+    /// Without the simulation hooks nobody observes.
+    #[cfg(not(feature = "sim"))]
+    fn emit(&self, e: LockEvent) {
+        let _ = e;
+    }
+
+    #[cfg(feature = "sim")]
     fn emit(&self, e: LockEvent) {
         let observer = guard(&self.hooks).observer.clone();
         if let Some(o) = observer {
@@ -484,7 +530,7 @@ impl MemoryStore {
         let live: Vec<usize> = (0..queue.len())
             .filter(|&i| self.live(st, now, queue[i].1.deadline, &queue[i].1.conductor))
             .collect();
-        let pick = if self.bug(Bug::LifoGrant) {
+        let pick = if planted!(self, LifoGrant) {
             live.last().copied()
         } else {
             live.first().copied()
@@ -738,7 +784,7 @@ impl Store for MemoryStore {
         }
         let group = ferric_core::node::normalize_conductor_group(&n.conductor_group)
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let unfenced = self.bug(Bug::UnfencedWrite);
+        let unfenced = planted!(self, UnfencedWrite);
         let mut st = guard(&self.state);
         let now = self.now_us();
         let current = st.nodes.get(&token.node).map(|c| c.reservation.clone());
@@ -792,7 +838,7 @@ impl Store for MemoryStore {
 
     async fn record_power_states(&self, observed: &[PowerObservation]) -> StoreResult<Vec<Node>> {
         self.enter(Op::RecordPowerStates).await?;
-        let unfenced = self.bug(Bug::UnfencedObservation);
+        let unfenced = planted!(self, UnfencedObservation);
         let mut st = guard(&self.state);
         let now = self.now_us();
         let mut recorded = Vec::new();
@@ -826,7 +872,7 @@ impl Store for MemoryStore {
 
     async fn delete_node(&self, token: &LockToken) -> StoreResult<()> {
         self.enter(Op::DeleteNode).await?;
-        let unfenced = self.bug(Bug::UnfencedWrite);
+        let unfenced = planted!(self, UnfencedWrite);
         let mut st = guard(&self.state);
         let now = self.now_us();
         let fenced_ok = st
@@ -1003,7 +1049,7 @@ impl Store for MemoryStore {
 
     async fn release(&self, token: &LockToken) -> StoreResult<Release> {
         self.enter(Op::Release).await?;
-        let unchecked = self.bug(Bug::ReleaseWithoutHolderCheck);
+        let unchecked = planted!(self, ReleaseWithoutHolderCheck);
         let mut st = guard(&self.state);
         let now = self.now_us();
         let ok = match st.nodes.get(&token.node) {

@@ -230,7 +230,7 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
 }
 
 async fn list_conductors(config: &Config, json: bool) -> anyhow::Result<()> {
-    let store = serve::open_store(config).await?;
+    let store = crate::lock::open_existing_store(config, true).await?;
     let rows = store.list_conductors().await.context("listing conductors");
     // Which conductor currently serves how many nodes (conductor_affinity,
     // set by takeover after every ring change).

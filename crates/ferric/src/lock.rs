@@ -4,15 +4,17 @@
 //! conditional statement on the holder's exact (holder, task, epoch), so the
 //! old holder's later writes fail with LockLost; a node left in a transient
 //! state is moved to its failure state; every release is audited.
+//!
+//! Like `ferric conductor list`, these commands open the database with
+//! [`open_existing_store`]: they never create or migrate one.
 
 use crate::cli::{format_age_ms, render_table, DbArgs};
 use crate::config::Config;
-use crate::serve;
-use anyhow::{bail, Context as _};
+use anyhow::{anyhow, bail, Context as _};
 use clap::Subcommand;
 use ferric_conductor::cluster::{recover_lock, Cause};
 use ferric_conductor::{LogSink, TaskManager};
-use ferric_store::{LockView, NodeIdent, Store as _};
+use ferric_store::{LockView, NodeIdent, SqlStore, Store as _, StoreError, StoreOptions};
 use std::sync::Arc;
 
 /// `ferric lock ...`.
@@ -103,9 +105,30 @@ pub fn lock_table(views: &[LockView]) -> String {
     )
 }
 
+/// Open the configured database for an admin command (`ferric lock ...`,
+/// `ferric conductor list`): it must exist with every migration applied, and
+/// nothing is created or migrated; SQLite is opened read-only unless the
+/// command writes (`read_only = false`). Otherwise the error is one line
+/// that says what to run first.
+pub async fn open_existing_store(config: &Config, read_only: bool) -> anyhow::Result<SqlStore> {
+    let mut options = StoreOptions::new(config.database.url.clone());
+    options.max_connections = config.database.max_connections;
+    options.heartbeat_timeout = config.conductor.heartbeat_timeout;
+    match SqlStore::open_existing(options, read_only).await {
+        Ok(store) => Ok(store),
+        Err(StoreError::NotReady(what)) => Err(anyhow!(
+            "database {} {what}; run `ferric serve` or `ferric db migrate` first",
+            config.database.masked_url()
+        )),
+        Err(e) => Err(anyhow::Error::new(e)
+            .context(format!("opening database {}", config.database.masked_url()))),
+    }
+}
+
 /// Run a lock command.
 pub async fn run(config: &Config, cmd: LockCommand) -> anyhow::Result<()> {
-    let store = Arc::new(serve::open_store(config).await?);
+    let read_only = !matches!(cmd, LockCommand::Release { .. });
+    let store = Arc::new(open_existing_store(config, read_only).await?);
     let result = run_on(config, store.clone(), cmd).await;
     store.close().await;
     result

@@ -14,13 +14,20 @@
 //! task, and a full queue drops (and counts) instead.
 
 use crate::config::mask_url;
+#[cfg(feature = "amqp")]
+use ferric_conductor::notify::AmqpTransport;
 use ferric_conductor::notify::{
-    AmqpTransport, QueueOptions, QueuedSink, Transport, WebhookTransport, AMQP_EXCHANGE,
+    QueueOptions, QueuedSink, Transport, WebhookTransport, AMQP_EXCHANGE,
 };
 use ferric_conductor::{LogSink, NotificationSink};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The problem of `sink = "amqp"` in a ferric built without the `amqp` feature.
+#[cfg(not(feature = "amqp"))]
+const AMQP_NOT_BUILT: &str =
+    "notifications.sink = \"amqp\": this ferric was built without the `amqp` feature";
 
 /// `notifications.sink`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -108,6 +115,9 @@ impl NotificationsConfig {
                 }
             }
             SinkKind::Amqp => {
+                #[cfg(not(feature = "amqp"))]
+                p.push(AMQP_NOT_BUILT.to_string());
+                #[cfg(feature = "amqp")]
                 if let Err(e) = AmqpTransport::new(&self.amqp_url, &self.amqp_exchange) {
                     p.push(format!(
                         "notifications.amqp_url {:?} (sink = \"amqp\"): {e}",
@@ -171,6 +181,9 @@ impl NotificationsConfig {
                 )
                 .map_err(|e| anyhow::anyhow!("notifications.webhook_url: {e}"))?,
             ),
+            #[cfg(not(feature = "amqp"))]
+            SinkKind::Amqp => anyhow::bail!(AMQP_NOT_BUILT),
+            #[cfg(feature = "amqp")]
             SinkKind::Amqp => Arc::new(
                 AmqpTransport::new(&self.amqp_url, &self.amqp_exchange)
                     .map_err(|e| anyhow::anyhow!("notifications.amqp_url: {e}"))?,

@@ -1,14 +1,26 @@
 //! `ferric bench ...` (SPEC §11): benchmarks print one JSON object on stdout.
 //! Nothing here asserts a number; BENCHMARKS.md records the results.
+//!
+//! This file is the command line and what the benchmarks share; [`locks`]
+//! and [`scale`] are the two benchmarks and [`raw`] the raw-database
+//! anchors they are reported beside. Benchmarks live in the binary crate so
+//! that no library carries them.
 
 use anyhow::Context as _;
 use clap::{Subcommand, ValueEnum};
-use ferric_conductor::bench::{
-    bench_schema, run_lock_bench, run_scale_bench, LockBenchParams, ScaleBenchParams,
-};
+use ferric_conductor::TaskError;
 use ferric_store::{SqlStore, StoreOptions};
+use locks::{run_lock_bench, LockBenchParams};
+use scale::{run_scale_bench, ScaleBenchParams};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use uuid::Uuid;
+
+pub mod locks;
+pub mod raw;
+pub mod scale;
 
 /// Engines a benchmark can run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -68,18 +80,41 @@ pub enum BenchCommand {
     },
 }
 
+/// A fresh private directory under the system's temporary directory for a
+/// SQLite bench database, removed with everything in it when dropped. (Not
+/// the `tempfile` crate: that is a test dependency, and production builds
+/// carry none.)
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new() -> std::io::Result<ScratchDir> {
+        let path = std::env::temp_dir().join(format!("ferric-bench-{}", Uuid::new_v4().simple()));
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&path)?;
+        Ok(ScratchDir(path))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Open a fresh bench database: a temporary SQLite file under `dir`, or a new
 /// PostgreSQL schema (returned, to be dropped after the run).
 async fn open_bench_store(
     backend: BenchBackend,
     url: Option<String>,
-    dir: &tempfile::TempDir,
+    dir: &ScratchDir,
     max_connections: u32,
 ) -> anyhow::Result<(Arc<SqlStore>, Option<String>)> {
     let (mut options, schema) = match backend {
         BenchBackend::Sqlite => {
-            let url = url
-                .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
+            let url =
+                url.unwrap_or_else(|| format!("sqlite://{}", dir.0.join("bench.db").display()));
             (StoreOptions::new(url), None)
         }
         BenchBackend::Postgres => {
@@ -121,7 +156,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             if !(0.1..=3600.0).contains(&write_seconds) || writers == 0 || writers > 256 {
                 anyhow::bail!("--write-seconds must be 0.1..=3600 and --writers 1..=256");
             }
-            let dir = tempfile::tempdir().context("creating a temporary directory")?;
+            let dir = ScratchDir::new().context("creating a temporary directory")?;
             let (store, schema) =
                 open_bench_store(backend, url, &dir, (writers as u32 + 4).min(64)).await?;
             let params = ScaleBenchParams {
@@ -164,11 +199,11 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             if !(0.0..=10_000.0).contains(&hold_ms) {
                 anyhow::bail!("--hold-ms must be between 0 and 10000");
             }
-            let dir = tempfile::tempdir().context("creating a temporary directory")?;
+            let dir = ScratchDir::new().context("creating a temporary directory")?;
             let (mut options, schema) = match backend {
                 BenchBackend::Sqlite => {
                     let url = url.unwrap_or_else(|| {
-                        format!("sqlite://{}", dir.path().join("bench.db").display())
+                        format!("sqlite://{}", dir.0.join("bench.db").display())
                     });
                     (StoreOptions::new(url), None)
                 }
@@ -208,4 +243,49 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Run `op(worker, iteration)` in `workers` tasks for `phase`; total completed.
+pub(crate) async fn run_phase<F, Fut>(
+    workers: usize,
+    phase: Duration,
+    op: F,
+) -> Result<u64, TaskError>
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<(), TaskError>> + Send,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for w in 0..workers {
+        let op = op.clone();
+        let stop = stop.clone();
+        handles.push(tokio::spawn(async move {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                op(w, i).await?;
+                i += 1;
+            }
+            Ok::<u64, TaskError>(i as u64)
+        }));
+    }
+    tokio::time::sleep(phase).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for h in handles {
+        match h.await {
+            Ok(r) => total += r?,
+            Err(e) => {
+                return Err(TaskError::Store(ferric_store::StoreError::Invalid(
+                    format!("bench worker failed: {e}"),
+                )))
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// A fresh uuid-named PostgreSQL schema for a bench run.
+pub fn bench_schema() -> String {
+    format!("ferric_bench_{}", Uuid::new_v4().simple())
 }

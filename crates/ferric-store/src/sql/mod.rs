@@ -1,0 +1,606 @@
+//! The SQL implementation of [`Store`] for SQLite and PostgreSQL.
+//!
+//! One code path serves both engines through sqlx's `Any` driver. The only
+//! dialect differences are rendered into the statement text: the database
+//! clock (`{now}`), row locks (`{for_update}`) and how a write transaction
+//! begins (`BEGIN IMMEDIATE` on SQLite). Parameters are written `$1, $2, ...`
+//! and must first appear in increasing order (SQLite numbers named
+//! parameters by first appearance).
+//!
+//! One exception: on a SQLite file, node list pages are read through a small
+//! second pool on sqlx's native SQLite driver (same statement text, same row
+//! decoder), because the `Any` driver's per-row conversion cost half of a
+//! 100k-node detail list. Everything else, and every write, uses `Any`.
+//!
+//! Code map: this file opens the store (migrations, pools, the SQLite write
+//! gate) and holds the SQL dialects and the `Store` impl, which delegates
+//! to one file per concept: [`nodes`] (node rows), [`locks`] (SPEC §4: grant,
+//! queue, release, hand-off, audit), [`changes`] (revisions and the change
+//! feed), [`conductors`] (membership and heartbeats) and [`rows`] (decoding
+//! rows into domain types).
+
+use crate::types::*;
+use crate::wake::WakeSubscription;
+use crate::{Store, StoreError, StoreResult};
+use async_trait::async_trait;
+use ferric_core::{DbTime, NewNode, Node};
+use sqlx::any::AnyPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, MutexGuard};
+use uuid::Uuid;
+
+mod changes;
+mod conductors;
+mod locks;
+mod nodes;
+mod rows;
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// `sqlite://PATH` (created if missing) or `postgres://...`.
+    pub url: String,
+    /// Connection pool size.
+    pub max_connections: u32,
+    /// A conductor whose heartbeat is older than this is dead (database clock).
+    pub heartbeat_timeout: Duration,
+    /// PostgreSQL only: the schema to use (created if missing). Tests use one
+    /// schema each; production leaves this `None` (the `public` schema).
+    pub pg_schema: Option<String>,
+    /// How long a SQLite connection waits for another process's write lock.
+    pub sqlite_busy_timeout: Duration,
+}
+
+impl StoreOptions {
+    /// Options with defaults for everything but the URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        StoreOptions {
+            url: url.into(),
+            max_connections: 8,
+            heartbeat_timeout: Duration::from_secs(60),
+            pg_schema: None,
+            sqlite_busy_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+struct Dialect {
+    now: &'static str,
+    for_update: &'static str,
+}
+
+const SQLITE: Dialect = Dialect {
+    now: "CAST(unixepoch('subsec') * 1000000 AS INTEGER)",
+    for_update: "",
+};
+
+const POSTGRES: Dialect = Dialect {
+    now: "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)",
+    for_update: " FOR UPDATE",
+};
+
+/// The SQL store. Cheap to clone behind an `Arc`.
+pub struct SqlStore {
+    pool: AnyPool,
+    /// SQLite files only: a second pool on sqlx's native SQLite driver for
+    /// node list pages. The `Any` driver converts every row, value and
+    /// column descriptor into its own types before we decode; that was half
+    /// of a full detail list of 100k nodes (see BENCHMARKS.md). Reads only:
+    /// every write still goes through `pool` and the write gate.
+    sqlite_reads: Option<SqlitePool>,
+    backend: Backend,
+    dialect: &'static Dialect,
+    /// SQLite: one writer at a time per process, queued fairly (tokio's mutex
+    /// is FIFO) instead of spinning in SQLite's busy handler.
+    write_gate: Option<Arc<Mutex<()>>>,
+    heartbeat_timeout_us: i64,
+    options: StoreOptions,
+}
+
+const NODE_COLS: &str = "uuid, name, driver, driver_info, properties, extra, instance_info, \
+    instance_uuid, interfaces, provision_state, target_provision_state, power_state, \
+    target_power_state, maintenance, maintenance_reason, last_error, conductor_group, \
+    conductor_affinity, reservation, lock_task, lock_epoch, lock_purpose, lock_acquired_at, \
+    lock_waiters, revision, created_at, updated_at, provision_updated_at, \
+    driver_internal_info, clean_step, deploy_step";
+/// What opening a store may do to the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpenMode {
+    /// Create it if missing (SQLite) and apply pending migrations.
+    CreateAndMigrate,
+    /// It must exist with every migration applied; nothing is created or
+    /// migrated. `read_only`: SQLite connections are read-only.
+    Existing { read_only: bool },
+}
+
+impl SqlStore {
+    /// Connect, apply migrations and return the store.
+    pub async fn open(options: StoreOptions) -> StoreResult<SqlStore> {
+        Self::open_as(options, OpenMode::CreateAndMigrate).await
+    }
+
+    /// Open a database that already exists with every migration applied,
+    /// creating and migrating nothing (the admin commands: `ferric lock ...`,
+    /// `ferric conductor list`). A missing SQLite file, or a schema without
+    /// every migration, is [`StoreError::NotReady`]. `read_only`: SQLite
+    /// connections are opened read-only (every write then fails); PostgreSQL
+    /// ignores it.
+    pub async fn open_existing(options: StoreOptions, read_only: bool) -> StoreResult<SqlStore> {
+        Self::open_as(options, OpenMode::Existing { read_only }).await
+    }
+
+    async fn open_as(options: StoreOptions, mode: OpenMode) -> StoreResult<SqlStore> {
+        sqlx::any::install_default_drivers();
+        let url = options.url.clone();
+        let (backend, dialect, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
+            let mut u = format!("sqlite:{rest}");
+            if !u.contains("mode=") && !u.contains(":memory:") {
+                u.push_str(if u.contains('?') { "&mode=" } else { "?mode=" });
+                u.push_str(match mode {
+                    OpenMode::CreateAndMigrate => "rwc",
+                    OpenMode::Existing { read_only: true } => "ro",
+                    OpenMode::Existing { read_only: false } => "rw",
+                });
+            }
+            if let OpenMode::Existing { .. } = mode {
+                Self::check_sqlite_exists(&u)?;
+            }
+            (Backend::Sqlite, &SQLITE, u)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            (Backend::Postgres, &POSTGRES, url)
+        } else {
+            return Err(StoreError::Invalid(format!(
+                "unsupported database URL {url:?}: expected sqlite://PATH or postgres://..."
+            )));
+        };
+        if let (Backend::Postgres, Some(schema)) = (backend, &options.pg_schema) {
+            if !schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(StoreError::Invalid(format!(
+                    "invalid schema name {schema:?}"
+                )));
+            }
+        }
+        let busy_ms = options.sqlite_busy_timeout.as_millis();
+        let schema = options.pg_schema.clone();
+        let pool = AnyPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _meta| {
+                let setup = match (backend, mode) {
+                    (Backend::Sqlite, OpenMode::CreateAndMigrate) => format!(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {busy_ms};"
+                    ),
+                    // The journal mode is the file's own (WAL since it was
+                    // created); setting it could write, so it is left alone.
+                    (Backend::Sqlite, OpenMode::Existing { read_only }) => format!(
+                        "{}PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {busy_ms};",
+                        if read_only {
+                            ""
+                        } else {
+                            "PRAGMA synchronous = NORMAL; "
+                        }
+                    ),
+                    (Backend::Postgres, _) => match (&schema, mode) {
+                        (Some(s), OpenMode::CreateAndMigrate) => format!(
+                            "CREATE SCHEMA IF NOT EXISTS \"{s}\"; SET search_path TO \"{s}\";"
+                        ),
+                        (Some(s), OpenMode::Existing { .. }) => {
+                            format!("SET search_path TO \"{s}\";")
+                        }
+                        (None, _) => String::new(),
+                    },
+                };
+                Box::pin(async move {
+                    if !setup.is_empty() {
+                        conn.execute(AssertSqlSafe(setup)).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        let migrator = match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        };
+        match mode {
+            OpenMode::CreateAndMigrate => migrator.run(&pool).await?,
+            OpenMode::Existing { .. } => {
+                if let Err(e) = Self::check_migrated(&pool, backend, &migrator).await {
+                    pool.close().await;
+                    return Err(e);
+                }
+            }
+        }
+        let sqlite_reads = match backend {
+            Backend::Sqlite if !url.contains(":memory:") && !url.contains("mode=memory") => {
+                Some(Self::open_sqlite_reads(&url, &options).await?)
+            }
+            _ => None,
+        };
+        Ok(SqlStore {
+            pool,
+            sqlite_reads,
+            backend,
+            dialect,
+            write_gate: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
+            heartbeat_timeout_us: options.heartbeat_timeout.as_micros() as i64,
+            options,
+        })
+    }
+
+    /// [`OpenMode::Existing`] on SQLite: the file must be there already.
+    fn check_sqlite_exists(url: &str) -> StoreResult<()> {
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if in_memory || !SqliteConnectOptions::from_str(url)?.get_filename().exists() {
+            return Err(StoreError::NotReady("does not exist".into()));
+        }
+        Ok(())
+    }
+
+    /// [`OpenMode::Existing`]: every migration this build knows must have
+    /// been applied (sqlx records them in `_sqlx_migrations`).
+    async fn check_migrated(
+        pool: &AnyPool,
+        backend: Backend,
+        migrator: &sqlx::migrate::Migrator,
+    ) -> StoreResult<()> {
+        let has_table = match backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) AS n FROM sqlite_master \
+                 WHERE type = 'table' AND name = '_sqlx_migrations'"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) AS n FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'"
+            }
+        };
+        let n: i64 = sqlx::query(has_table).fetch_one(pool).await?.try_get("n")?;
+        if n == 0 {
+            return Err(StoreError::NotReady(
+                "is not migrated (no migrations applied)".into(),
+            ));
+        }
+        let applied: std::collections::BTreeSet<i64> =
+            sqlx::query("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<i64, _>("version"))
+                .collect::<Result<_, _>>()?;
+        let known: Vec<i64> = migrator
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .map(|m| m.version)
+            .collect();
+        let done = known.iter().filter(|v| applied.contains(v)).count();
+        if done < known.len() {
+            return Err(StoreError::NotReady(format!(
+                "is not fully migrated ({done} of {} migrations applied)",
+                known.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The native read pool over the same SQLite file (after migrations, so
+    /// the schema exists). WAL readers see every committed write.
+    async fn open_sqlite_reads(url: &str, options: &StoreOptions) -> StoreResult<SqlitePool> {
+        let connect = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(false)
+            .busy_timeout(options.sqlite_busy_timeout)
+            .foreign_keys(true);
+        Ok(SqlitePoolOptions::new()
+            .max_connections(options.max_connections.clamp(1, 4))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(connect)
+            .await?)
+    }
+
+    /// The options this store was opened with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+
+    /// Drop a PostgreSQL schema and everything in it (test clean-up).
+    #[doc(hidden)]
+    pub async fn drop_schema(&self, schema: &str) -> StoreResult<()> {
+        if !schema
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(StoreError::Invalid(format!(
+                "invalid schema name {schema:?}"
+            )));
+        }
+        sqlx::query(AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+        )))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Close every connection.
+    pub async fn close(&self) {
+        if let Some(reads) = &self.sqlite_reads {
+            reads.close().await;
+        }
+        self.pool.close().await;
+    }
+
+    fn sql(&self, template: &str) -> AssertSqlSafe<String> {
+        AssertSqlSafe(
+            template
+                .replace("{now}", self.dialect.now)
+                .replace("{for_update}", self.dialect.for_update)
+                .replace("{node_cols}", NODE_COLS),
+        )
+    }
+
+    async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
+        match &self.write_gate {
+            Some(m) => Some(m.lock().await),
+            None => None,
+        }
+    }
+
+    async fn begin_write(&self) -> StoreResult<Transaction<'static, Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    async fn begin_read(&self) -> StoreResult<Transaction<'static, Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin().await?,
+            Backend::Postgres => {
+                self.pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?
+            }
+        })
+    }
+
+    fn live(
+        &self,
+        now: i64,
+        deadline: Option<i64>,
+        online: bool,
+        heartbeat_at: Option<i64>,
+    ) -> bool {
+        deadline.is_none_or(|d| d > now)
+            && online
+            && heartbeat_at.is_some_and(|h| h >= now - self.heartbeat_timeout_us)
+    }
+
+    /// Rows per multi-row statement. SQLite looks up each bound parameter's
+    /// name with a linear scan (sqlite3_bind_parameter_name), so binding
+    /// costs grow with the square of a statement's parameters: 500 rows per
+    /// statement spent most of an enrolment there. PostgreSQL has no such
+    /// cost; fewer round trips win.
+    fn bulk_rows(&self) -> usize {
+        match self.backend {
+            Backend::Sqlite => 50,
+            Backend::Postgres => 500,
+        }
+    }
+
+    /// `VALUES` rows of `width` parameters each, numbered from `$1`.
+    fn values_marks(rows: usize, width: usize) -> String {
+        (0..rows)
+            .map(|i| {
+                let marks: Vec<String> =
+                    (1..=width).map(|k| format!("${}", i * width + k)).collect();
+                format!("({})", marks.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Direct access to the database under a [`SqlStore`], for the raw-database
+/// anchors of `ferric bench` (`crates/ferric/src/bench/raw.rs`) and nothing
+/// else. An anchor measures the same database, pool, write gate and
+/// statement shapes as the store, without the product on top (no lock, no
+/// fence, no revision, no change feed), so it must go through the store's own
+/// pools rather than open its own. Not part of the [`Store`] boundary.
+#[doc(hidden)]
+pub struct RawAccess<'a> {
+    store: &'a SqlStore,
+}
+
+impl SqlStore {
+    /// See [`RawAccess`]: benchmarks only.
+    #[doc(hidden)]
+    pub fn raw_access(&self) -> RawAccess<'_> {
+        RawAccess { store: self }
+    }
+}
+
+impl<'a> RawAccess<'a> {
+    /// The columns every node read selects (`{node_cols}`).
+    pub const NODE_COLS: &'static str = NODE_COLS;
+    /// The change-feed page query: `$1` = after this revision, `$2` = limit.
+    pub const CHANGES_PAGE: &'static str = changes::CHANGES_PAGE;
+
+    /// The `Any` pool: every write and every read but node list pages.
+    pub fn pool(&self) -> &'a AnyPool {
+        &self.store.pool
+    }
+
+    /// SQLite files only: the native pool node list pages are read through.
+    pub fn sqlite_reads(&self) -> Option<&'a SqlitePool> {
+        self.store.sqlite_reads.as_ref()
+    }
+
+    /// SQLite: this process's write gate, held across one write; `None` on
+    /// PostgreSQL.
+    pub async fn write_guard(&self) -> Option<MutexGuard<'a, ()>> {
+        let store: &'a SqlStore = self.store;
+        store.write_guard().await
+    }
+
+    /// A write transaction as the store begins one (`BEGIN IMMEDIATE` on SQLite).
+    pub async fn begin_write(&self) -> StoreResult<Transaction<'static, Any>> {
+        self.store.begin_write().await
+    }
+
+    /// Rows per multi-row statement on this engine.
+    pub fn bulk_rows(&self) -> usize {
+        self.store.bulk_rows()
+    }
+
+    /// `VALUES` rows of `width` parameters each, numbered from `$1`.
+    pub fn values_marks(rows: usize, width: usize) -> String {
+        SqlStore::values_marks(rows, width)
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn now(&self) -> StoreResult<DbTime> {
+        let now: i64 = sqlx::query(self.sql("SELECT {now} AS now"))
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("now")?;
+        Ok(DbTime(now))
+    }
+    async fn create_node(&self, new: NewNode) -> StoreResult<Node> {
+        self.create_node_impl(new).await
+    }
+
+    async fn create_nodes(&self, nodes: Vec<NewNode>) -> StoreResult<usize> {
+        self.create_nodes_impl(nodes).await
+    }
+
+    async fn get_node(&self, ident: &NodeIdent) -> StoreResult<Node> {
+        self.get_node_impl(ident).await
+    }
+
+    async fn list_nodes(&self, q: &NodeQuery) -> StoreResult<NodePage> {
+        self.list_nodes_impl(q).await
+    }
+
+    async fn save_node(&self, token: &LockToken, n: &Node) -> StoreResult<Node> {
+        self.save_node_impl(token, n).await
+    }
+
+    async fn record_power_states(&self, observed: &[PowerObservation]) -> StoreResult<Vec<Node>> {
+        self.record_power_states_impl(observed).await
+    }
+
+    async fn delete_node(&self, token: &LockToken) -> StoreResult<()> {
+        self.delete_node_impl(token).await
+    }
+
+    async fn changes_since(&self, since: i64, limit: u32) -> StoreResult<Vec<NodeChange>> {
+        self.changes_since_impl(since, limit).await
+    }
+
+    async fn try_acquire(&self, node: Uuid, claim: &Claim) -> StoreResult<LockToken> {
+        self.try_acquire_impl(node, claim).await
+    }
+
+    async fn try_acquire_node(&self, node: Uuid, claim: &Claim) -> StoreResult<(LockToken, Node)> {
+        self.try_acquire_node_impl(node, claim).await
+    }
+
+    async fn subscribe_wakeups(&self, conductor: &str) -> StoreResult<WakeSubscription> {
+        self.subscribe_wakeups_impl(conductor).await
+    }
+
+    async fn enqueue(
+        &self,
+        node: Uuid,
+        claim: &Claim,
+        wait: Option<Duration>,
+        max_waiters: u32,
+    ) -> StoreResult<Enqueued> {
+        self.enqueue_impl(node, claim, wait, max_waiters).await
+    }
+
+    async fn poll_waiter(&self, node: Uuid, ticket: i64, task_id: Uuid) -> StoreResult<WaitStatus> {
+        self.poll_waiter_impl(node, ticket, task_id).await
+    }
+
+    async fn poll_waiter_node(
+        &self,
+        node: Uuid,
+        ticket: i64,
+        task_id: Uuid,
+    ) -> StoreResult<(WaitStatus, Option<Node>)> {
+        self.poll_waiter_node_impl(node, ticket, task_id).await
+    }
+
+    async fn cancel_wait(
+        &self,
+        node: Uuid,
+        ticket: i64,
+        task_id: Uuid,
+    ) -> StoreResult<Option<LockToken>> {
+        self.cancel_wait_impl(node, ticket, task_id).await
+    }
+
+    async fn release(&self, token: &LockToken) -> StoreResult<Release> {
+        self.release_impl(token).await
+    }
+
+    async fn handoff(&self, token: &LockToken, to: &Claim) -> StoreResult<LockToken> {
+        self.handoff_impl(token, to).await
+    }
+
+    async fn break_lock(
+        &self,
+        node: Uuid,
+        expected: &LockToken,
+        audit: Option<&AuditEntry>,
+    ) -> StoreResult<Release> {
+        self.break_lock_impl(node, expected, audit).await
+    }
+
+    async fn record_audit(&self, previous: &LockToken, a: &AuditEntry) -> StoreResult<()> {
+        self.record_audit_impl(previous, a).await
+    }
+
+    async fn lock_view(&self, node: Uuid) -> StoreResult<LockView> {
+        self.lock_view_impl(node).await
+    }
+
+    async fn list_locks(&self) -> StoreResult<Vec<LockView>> {
+        self.list_locks_impl().await
+    }
+
+    async fn list_audit(&self, limit: u32) -> StoreResult<Vec<AuditRecord>> {
+        self.list_audit_impl(limit).await
+    }
+
+    async fn register_conductor(&self, c: &ConductorInfo) -> StoreResult<()> {
+        self.register_conductor_impl(c).await
+    }
+
+    async fn heartbeat(&self, hostname: &str) -> StoreResult<()> {
+        self.heartbeat_impl(hostname).await
+    }
+
+    async fn unregister_conductor(&self, hostname: &str) -> StoreResult<()> {
+        self.unregister_conductor_impl(hostname).await
+    }
+
+    async fn list_conductors(&self) -> StoreResult<Vec<ConductorRow>> {
+        self.list_conductors_impl().await
+    }
+}

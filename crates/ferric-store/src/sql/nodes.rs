@@ -1,0 +1,446 @@
+//! Node rows: create (one or in bulk), read, list pages, fenced save and
+//! delete, and power states recorded without the lock. Every write stamps a
+//! revision and writes its change-feed entry in the same transaction
+//! ([`super::changes`]).
+
+use super::rows::*;
+use super::SqlStore;
+use crate::types::*;
+use crate::{StoreError, StoreResult};
+use ferric_core::{NewNode, Node, ProvisionState};
+use sqlx::{AssertSqlSafe, Row};
+use uuid::Uuid;
+
+/// `Store`'s node methods (`*_impl`, called by the `Store` impl in
+/// `mod.rs`) and their helpers.
+impl SqlStore {
+    pub(super) async fn create_node_impl(&self, mut new: NewNode) -> StoreResult<Node> {
+        new.validate()
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let uuid = new.uuid.unwrap_or_else(Uuid::new_v4);
+        let state = new.provision_state.unwrap_or(ProvisionState::Enroll);
+        let _g = self.write_guard().await;
+        let mut tx = self.begin_write().await?;
+        let rev = self.bump_revision(&mut tx).await?;
+        sqlx::query(self.sql(
+            "INSERT INTO nodes (uuid, name, driver, driver_info, properties, extra, interfaces, \
+             provision_state, conductor_group, revision, created_at, updated_at, provision_updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, {now}, {now}, {now})",
+        ))
+        .bind(uuid.to_string())
+        .bind(new.name.clone())
+        .bind(new.driver.clone())
+        .bind(json_text(&new.driver_info)?)
+        .bind(json_text(&new.properties)?)
+        .bind(json_text(&new.extra)?)
+        .bind(json_text(&new.interfaces)?)
+        .bind(state.as_str())
+        .bind(new.conductor_group.clone())
+        .bind(rev)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| Self::map_unique(e, &new, uuid))?;
+        let node = self.fetch_node(&mut tx, uuid).await?;
+        self.record_change(&mut tx, rev, uuid, ChangeKind::Created, Some(&node))
+            .await?;
+        tx.commit().await?;
+        Ok(node)
+    }
+
+    /// One transaction: revisions reserved in one statement, nodes inserted
+    /// and read back and their change rows written in multi-row statements
+    /// of `bulk_rows` rows. All or nothing.
+    pub(super) async fn create_nodes_impl(&self, nodes: Vec<NewNode>) -> StoreResult<usize> {
+        let bulk_rows = self.bulk_rows();
+        if nodes.is_empty() {
+            return Ok(0);
+        }
+        let mut prepared = Vec::with_capacity(nodes.len());
+        for mut new in nodes {
+            new.validate()
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let uuid = new.uuid.unwrap_or_else(Uuid::new_v4);
+            prepared.push((uuid, new));
+        }
+        let count = prepared.len() as i64;
+        let _g = self.write_guard().await;
+        let mut tx = self.begin_write().await?;
+        let last: i64 = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE revision_counter SET value = value + {count} WHERE id = 1 RETURNING value"
+        )))
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("value")?;
+        let first = last - count + 1;
+        for (chunk_no, chunk) in prepared.chunks(bulk_rows).enumerate() {
+            let base_rev = first + (chunk_no * bulk_rows) as i64;
+            let mut sql = String::from(
+                "INSERT INTO nodes (uuid, name, driver, driver_info, properties, extra, interfaces, \
+                 provision_state, conductor_group, revision, created_at, updated_at, provision_updated_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 10;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                let marks: Vec<String> = (1..=10).map(|k| format!("${}", b + k)).collect();
+                sql.push_str(&format!(
+                    "({}, {{now}}, {{now}}, {{now}})",
+                    marks.join(", ")
+                ));
+            }
+            let mut q = sqlx::query(self.sql(&sql));
+            for (i, (uuid, new)) in chunk.iter().enumerate() {
+                let state = new.provision_state.unwrap_or(ProvisionState::Enroll);
+                q = q
+                    .bind(uuid.to_string())
+                    .bind(new.name.clone())
+                    .bind(new.driver.clone())
+                    .bind(json_text(&new.driver_info)?)
+                    .bind(json_text(&new.properties)?)
+                    .bind(json_text(&new.extra)?)
+                    .bind(json_text(&new.interfaces)?)
+                    .bind(state.as_str())
+                    .bind(new.conductor_group.clone())
+                    .bind(base_rev + i as i64);
+            }
+            q.execute(&mut *tx)
+                .await
+                .map_err(|e| Self::map_unique(e, &chunk[0].1, chunk[0].0))?;
+            // Read the rows back (the database set the timestamps), then
+            // write one `created` change per node with its snapshot.
+            let marks = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut q = sqlx::query(self.sql(&format!(
+                "SELECT {{node_cols}} FROM nodes WHERE uuid IN ({marks})"
+            )));
+            for (uuid, _) in chunk {
+                q = q.bind(uuid.to_string());
+            }
+            let stored = q
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(node_from_row)
+                .collect::<StoreResult<Vec<_>>>()?;
+            if stored.len() != chunk.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "{} of {} nodes vanished inside their creating transaction",
+                    chunk.len() - stored.len(),
+                    chunk.len()
+                )));
+            }
+            let stored: Vec<&Node> = stored.iter().collect();
+            self.record_changes(&mut tx, ChangeKind::Created, &stored)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(prepared.len())
+    }
+
+    pub(super) async fn get_node_impl(&self, ident: &NodeIdent) -> StoreResult<Node> {
+        let (sql, key) = match ident {
+            NodeIdent::Uuid(u) => (
+                "SELECT {node_cols} FROM nodes WHERE uuid = $1",
+                u.to_string(),
+            ),
+            NodeIdent::Name(n) => ("SELECT {node_cols} FROM nodes WHERE name = $1", n.clone()),
+        };
+        let row = sqlx::query(self.sql(sql))
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NodeNotFound(ident.to_string()))?;
+        node_from_row(&row)
+    }
+
+    pub(super) async fn list_nodes_impl(&self, q: &NodeQuery) -> StoreResult<NodePage> {
+        let mut sql = String::from("SELECT {node_cols} FROM nodes WHERE 1 = 1");
+        let mut binds: Vec<String> = Vec::new();
+        let mut push = |sql: &mut String, clause: &str, v: String| {
+            binds.push(v);
+            sql.push_str(&clause.replace('?', &format!("${}", binds.len())));
+        };
+        if let Some(m) = q.marker {
+            push(&mut sql, " AND uuid > ?", m.to_string());
+        }
+        if let Some(s) = &q.provision_state {
+            push(&mut sql, " AND provision_state = ?", s.clone());
+        }
+        if let Some(d) = &q.driver {
+            push(&mut sql, " AND driver = ?", d.clone());
+        }
+        if let Some(g) = &q.conductor_group {
+            push(&mut sql, " AND conductor_group = ?", g.to_ascii_lowercase());
+        }
+        match q.maintenance {
+            Some(true) => sql.push_str(" AND maintenance = TRUE"),
+            Some(false) => sql.push_str(" AND maintenance = FALSE"),
+            None => {}
+        }
+        match q.reserved {
+            Some(true) => sql.push_str(" AND reservation IS NOT NULL"),
+            Some(false) => sql.push_str(" AND reservation IS NULL"),
+            None => {}
+        }
+        sql.push_str(" ORDER BY uuid");
+        if let Some(l) = q.limit {
+            sql.push_str(&format!(" LIMIT {l}"));
+        }
+        // The page and its revision come from one read transaction, on the
+        // native SQLite read pool where there is one (the same code for
+        // either driver's transaction type).
+        macro_rules! page_in {
+            ($tx:expr) => {{
+                let mut tx = $tx;
+                let revision: i64 = sqlx::query("SELECT value FROM revision_counter WHERE id = 1")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("value")?;
+                let mut query = sqlx::query(self.sql(&sql));
+                for b in binds {
+                    query = query.bind(b);
+                }
+                let rows = query.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                let nodes = rows
+                    .iter()
+                    .map(node_from_row)
+                    .collect::<StoreResult<Vec<_>>>()?;
+                NodePage { nodes, revision }
+            }};
+        }
+        Ok(match &self.sqlite_reads {
+            Some(reads) => page_in!(reads.begin().await?),
+            None => page_in!(self.begin_read().await?),
+        })
+    }
+
+    pub(super) async fn save_node_impl(&self, token: &LockToken, n: &Node) -> StoreResult<Node> {
+        if n.uuid != token.node {
+            return Err(StoreError::Invalid(
+                "a node's uuid cannot be changed".into(),
+            ));
+        }
+        if let Some(name) = &n.name {
+            ferric_core::node::validate_name(name)
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        }
+        let group = ferric_core::node::normalize_conductor_group(&n.conductor_group)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let _g = self.write_guard().await;
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(self.sql(
+            "UPDATE nodes SET name = $1, driver = $2, driver_info = $3, properties = $4, \
+             extra = $5, instance_info = $6, instance_uuid = $7, interfaces = $8, \
+             provision_updated_at = CASE WHEN provision_state <> $9 THEN {now} \
+                                         ELSE provision_updated_at END, \
+             provision_state = $9, target_provision_state = $10, power_state = $11, \
+             target_power_state = $12, maintenance = $13, maintenance_reason = $14, \
+             last_error = $15, conductor_group = $16, conductor_affinity = $17, \
+             driver_internal_info = $22, clean_step = $23, deploy_step = $24, \
+             updated_at = {now} \
+             WHERE uuid = $18 AND reservation = $19 AND lock_task = $20 AND lock_epoch = $21 \
+             RETURNING {node_cols}",
+        ))
+        .bind(n.name.clone())
+        .bind(n.driver.clone())
+        .bind(json_text(&n.driver_info)?)
+        .bind(json_text(&n.properties)?)
+        .bind(json_text(&n.extra)?)
+        .bind(json_text(&n.instance_info)?)
+        .bind(n.instance_uuid.map(|u| u.to_string()))
+        .bind(json_text(&n.interfaces)?)
+        .bind(n.provision_state.as_str())
+        .bind(n.target_provision_state.map(|s| s.as_str()))
+        .bind(n.power_state.map(|s| s.as_str()))
+        .bind(n.target_power_state.map(|s| s.as_str()))
+        .bind(n.maintenance)
+        .bind(n.maintenance_reason.clone())
+        .bind(n.last_error.clone())
+        .bind(group)
+        .bind(n.conductor_affinity.clone())
+        .bind(token.node.to_string())
+        .bind(token.holder.clone())
+        .bind(token.task_id.to_string())
+        .bind(token.epoch)
+        .bind(json_text(&n.driver_internal_info)?)
+        .bind(json_text(&n.clean_step)?)
+        .bind(json_text(&n.deploy_step)?)
+        .fetch_optional(&mut *tx)
+        .await;
+        let updated = match updated {
+            Ok(row) => row,
+            Err(e) => {
+                let new = NewNode {
+                    name: n.name.clone(),
+                    ..Default::default()
+                };
+                return Err(Self::map_unique(e, &new, n.uuid));
+            }
+        };
+        let Some(row) = updated else {
+            let err = self.diagnose_fenced(&mut tx, token).await;
+            tx.rollback().await?;
+            return Err(err);
+        };
+        // The revision counter is one row: every node write queues on it
+        // from the bump until its commit (that is what keeps the change feed
+        // gap-free and in commit order). So the node is read back by the
+        // UPDATE above, and the counter is taken last, in one statement on
+        // PostgreSQL.
+        let mut node = node_from_row(&row)?;
+        let rev = self.stamp_revision(&mut tx, n.uuid).await?;
+        node.revision = rev;
+        self.record_change(&mut tx, rev, n.uuid, ChangeKind::Updated, Some(&node))
+            .await?;
+        tx.commit().await?;
+        Ok(node)
+    }
+
+    pub(super) async fn record_power_states_impl(
+        &self,
+        observed: &[PowerObservation],
+    ) -> StoreResult<Vec<Node>> {
+        if observed.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A node observed twice: the first reading counts, the second is
+        // stale by then (as in the memory store). Without this, one
+        // UPDATE ... FROM would apply an arbitrary one of the two, and two
+        // chunks would both match (revisions are stamped after all chunks).
+        let mut seen = std::collections::HashSet::new();
+        let observed: Vec<&PowerObservation> =
+            observed.iter().filter(|o| seen.insert(o.node)).collect();
+        let _g = self.write_guard().await;
+        let mut tx = self.begin_write().await?;
+        // The conditional write: unlocked, not granted since (lock_epoch),
+        // not written since (revision). Row locks serialise it with grants.
+        let mut recorded = Vec::new();
+        for chunk in observed.chunks(self.bulk_rows()) {
+            let mut q = sqlx::query(self.sql(&format!(
+                "UPDATE nodes SET power_state = v.column4, updated_at = {{now}} \
+                 FROM (VALUES {}) AS v \
+                 WHERE nodes.uuid = v.column1 AND nodes.reservation IS NULL \
+                 AND nodes.lock_epoch = v.column2 AND nodes.revision = v.column3 \
+                 RETURNING {{node_cols}}",
+                Self::values_marks(chunk.len(), 4)
+            )));
+            for o in chunk {
+                q = q
+                    .bind(o.node.to_string())
+                    .bind(o.lock_epoch)
+                    .bind(o.revision)
+                    .bind(o.power_state.as_str());
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                recorded.push(node_from_row(&row)?);
+            }
+        }
+        if recorded.is_empty() {
+            tx.rollback().await?;
+            return Ok(recorded);
+        }
+        // Revisions last, as in save_node: the one-row counter is held from
+        // here to the commit.
+        let count = recorded.len() as i64;
+        let last: i64 = sqlx::query(
+            "UPDATE revision_counter SET value = value + $1 WHERE id = 1 RETURNING value",
+        )
+        .bind(count)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("value")?;
+        for (i, node) in recorded.iter_mut().enumerate() {
+            node.revision = last - count + 1 + i as i64;
+        }
+        for chunk in recorded.chunks(self.bulk_rows()) {
+            let mut q = sqlx::query(AssertSqlSafe(format!(
+                "UPDATE nodes SET revision = v.column2 FROM (VALUES {}) AS v \
+                 WHERE nodes.uuid = v.column1",
+                Self::values_marks(chunk.len(), 2)
+            )));
+            for node in chunk {
+                q = q.bind(node.uuid.to_string()).bind(node.revision);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let nodes: Vec<&Node> = recorded.iter().collect();
+        self.record_changes(&mut tx, ChangeKind::Updated, &nodes)
+            .await?;
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    pub(super) async fn delete_node_impl(&self, token: &LockToken) -> StoreResult<()> {
+        let _g = self.write_guard().await;
+        let mut tx = self.begin_write().await?;
+        // Waiters go first so the node row can go (SQLite enforces the
+        // reference only with foreign_keys on; be explicit on both engines).
+        let deleted = sqlx::query(
+            "DELETE FROM nodes WHERE uuid = $1 AND reservation = $2 AND lock_task = $3 \
+             AND lock_epoch = $4",
+        )
+        .bind(token.node.to_string())
+        .bind(token.holder.clone())
+        .bind(token.task_id.to_string())
+        .bind(token.epoch)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if deleted != 1 {
+            let err = self.diagnose_fenced(&mut tx, token).await;
+            tx.rollback().await?;
+            return Err(err);
+        }
+        sqlx::query("DELETE FROM lock_waiters WHERE node_uuid = $1")
+            .bind(token.node.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let rev = self.bump_revision(&mut tx).await?;
+        self.record_change(&mut tx, rev, token.node, ChangeKind::Deleted, None)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn fetch_node(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        uuid: Uuid,
+    ) -> StoreResult<Node> {
+        let row = sqlx::query(self.sql("SELECT {node_cols} FROM nodes WHERE uuid = $1"))
+            .bind(uuid.to_string())
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| StoreError::NodeNotFound(uuid.to_string()))?;
+        node_from_row(&row)
+    }
+
+    pub(super) fn map_unique(e: sqlx::Error, node: &NewNode, uuid: Uuid) -> StoreError {
+        if let sqlx::Error::Database(db) = &e {
+            if db.is_unique_violation() {
+                let msg = format!("{} {}", db.message(), db.constraint().unwrap_or(""));
+                if msg.contains("name") && !msg.contains("uuid") {
+                    return StoreError::Duplicate {
+                        field: "name",
+                        value: node.name.clone().unwrap_or_default(),
+                    };
+                }
+                if msg.contains("instance_uuid") {
+                    return StoreError::Duplicate {
+                        field: "instance_uuid",
+                        value: String::new(),
+                    };
+                }
+                return StoreError::Duplicate {
+                    field: "uuid",
+                    value: uuid.to_string(),
+                };
+            }
+        }
+        e.into()
+    }
+}
