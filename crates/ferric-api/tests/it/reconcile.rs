@@ -11,8 +11,6 @@
 //! alone; and a write made from a stale picture with `If-Match` is refused
 //! (412) instead of overwriting the newer state.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use ferric_api::ApiState;
 use ferric_conductor::{ConductorConfig, MemorySink, TaskManager};
 use ferric_store::testing::{Engine, TestStore};

@@ -3,7 +3,7 @@
 //! Ironic's error body, and a rejected request changes nothing: not the
 //! nodes, not their number, not the change feed's revision.
 
-use crate::gen::{self, config};
+use crate::props::gen::{self, config};
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use axum::Router;

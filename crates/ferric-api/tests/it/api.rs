@@ -1,8 +1,6 @@
 //! The API served on 127.0.0.1:0 over a real SQLite store, driven with
 //! reqwest the way the `baremetal` CLI and openstacksdk drive Ironic.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use ferric_api::auth::{Auth, Htpasswd};
 use ferric_api::ApiState;
 use ferric_conductor::drivers::fake::FakeHardware;

@@ -5,8 +5,6 @@
 //! power changes 1–11 s after the request, so every check polls with a bound
 //! instead of sleeping.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use ferric_api::ApiState;
 use ferric_conductor::drivers::redfish::{Redfish, RedfishConfig};
 use ferric_conductor::drivers::{BootDevice, Drivers};

@@ -6,8 +6,6 @@
 //! console-like client taking the lock again and again with short holds
 //! cannot starve the continuation). SQLite and PostgreSQL.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use ferric_api::ApiState;
 use ferric_conductor::cluster::{Conductor, StartOptions};
 use ferric_conductor::drivers::fake::FakeHardware;
