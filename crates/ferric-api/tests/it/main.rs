@@ -6,6 +6,7 @@
 
 mod agent;
 mod api;
+mod common;
 mod props;
 mod reconcile;
 mod redfish;
