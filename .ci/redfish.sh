@@ -4,7 +4,8 @@
 # Creates a Python venv under target/redfish (never committed), installs
 # sushy-tools from PyPI with pip, starts `sushy-emulator` with its fake driver
 # (no libvirt) and HTTP basic auth on a free loopback port, then runs the Rust
-# test crates/ferric-api/tests/redfish.rs with FERRIC_TEST_REDFISH_URL set (the
+# test crates/ferric-api/tests/it/redfish.rs (the `redfish::` tests of the
+# `it` binary) with FERRIC_TEST_REDFISH_URL set (the
 # test is skipped only when that variable is unset). The emulator is stopped
 # on exit. Runs unattended (no stdin).
 set -euo pipefail
@@ -84,7 +85,7 @@ export FERRIC_TEST_REDFISH_SYSTEM="/redfish/v1/Systems/${system_uuid}"
 export FERRIC_TEST_REDFISH_USERNAME="$user"
 export FERRIC_TEST_REDFISH_PASSWORD="$password"
 status=0
-cargo test -p ferric-api --test redfish -- --nocapture || status=$?
+cargo test -p ferric-api --test it redfish:: -- --nocapture || status=$?
 if [ "$status" -ne 0 ]; then
   echo "---- sushy-emulator log (tail) ----" >&2
   tail -n 50 "$state/sushy.log" >&2

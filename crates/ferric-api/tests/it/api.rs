@@ -1,57 +1,16 @@
 //! The API served on 127.0.0.1:0 over a real SQLite store, driven with
 //! reqwest the way the `baremetal` CLI and openstacksdk drive Ironic.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
+use crate::common::{App, Options, Reply, V};
 use ferric_api::auth::{Auth, Htpasswd};
-use ferric_api::ApiState;
 use ferric_conductor::drivers::fake::FakeHardware;
 use ferric_conductor::drivers::{Drivers, HardwareConfig, InterfaceKind};
-use ferric_conductor::{ConductorConfig, MemorySink, TaskManager};
 use ferric_core::PowerState;
 use ferric_store::testing::{Engine, TestStore};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const V: &str = "x-openstack-ironic-api-version";
-
-struct App {
-    base: String,
-    http: reqwest::Client,
-    tm: TaskManager,
-    _store: TestStore,
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// The inner `faultstring` of Ironic's double-encoded error body.
-    fn fault(&self) -> String {
-        let inner = self.body["error_message"]
-            .as_str()
-            .unwrap_or_else(|| panic!("not an Ironic error body: {}", self.body));
-        let inner: Value = serde_json::from_str(inner).expect("inner error is JSON");
-        assert_eq!(
-            inner["faultcode"],
-            if self.status.is_client_error() {
-                "Client"
-            } else {
-                "Server"
-            }
-        );
-        inner["faultstring"].as_str().unwrap().to_string()
-    }
-}
 
 async fn spawn_app() -> App {
     spawn_app_with(None).await
@@ -72,107 +31,25 @@ async fn spawn_app_opts(fake: Option<Arc<FakeHardware>>, workers: u32, step: Dur
 }
 
 async fn spawn_app_full(drivers: Option<Drivers>, workers: u32, step: Duration, auth: Auth) -> App {
-    let store = TestStore::open_with(Engine::Sqlite, |o| {
-        o.heartbeat_timeout = Duration::from_secs(600)
-    })
-    .await
-    .unwrap();
-    store.conductor("cond-a").await;
-    let config = ConductorConfig {
-        host: "cond-a".into(),
-        node_locked_retry_attempts: 3,
-        node_locked_retry_interval: Duration::from_millis(50),
-        workers_pool_size: workers,
-        ..Default::default()
-    };
-    let tm = TaskManager::new(store.store.clone(), config, Arc::new(MemorySink::default()));
     // A family registered by another component shows in `/metrics` too.
     let extra = prometheus_client::metrics::gauge::Gauge::<i64>::default();
     extra.set(1);
     let mut registry = prometheus_client::registry::Registry::default();
     registry.register("ferric_test_extra", "Registered outside the API", extra);
-    let mut state = ApiState::new(tm.clone())
-        .with_registry(registry)
-        .with_fake_step_delay(step)
-        .with_auth(auth);
-    if let Some(d) = drivers {
-        state = state.with_drivers(d);
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        ferric_api::serve(listener, state, std::future::pending())
-            .await
-            .unwrap();
-    });
-    App {
-        base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
-        tm,
-        _store: store,
-    }
+    Options::new()
+        .locked_retry(3, Duration::from_millis(50))
+        .workers(workers)
+        .step(step)
+        .auth(auth)
+        .registry(registry)
+        .drivers(drivers)
+        .spawn()
+        .await
+        .unwrap()
 }
 
+/// The helpers of these tests, on top of [`crate::common::Api`]'s.
 impl App {
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        version: Option<&str>,
-        body: Option<Value>,
-    ) -> Reply {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(v) = version {
-            req = req.header(V, v);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        self.finish(req).await
-    }
-
-    async fn finish(&self, req: reqwest::RequestBuilder) -> Reply {
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text)
-                .unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"))
-        };
-        Reply {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    async fn get(&self, path: &str) -> Reply {
-        self.call(Method::GET, path, Some("latest"), None).await
-    }
-
-    async fn send(&self, method: Method, path: &str, body: Value) -> Reply {
-        self.call(method, path, Some("latest"), Some(body)).await
-    }
-
-    async fn raw(&self, method: Method, path: &str, body: &'static str) -> Reply {
-        let req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header(V, "latest")
-            .header("content-type", "application/json")
-            .body(body);
-        self.finish(req).await
-    }
-
-    async fn node(&self, ident: &str) -> Value {
-        let r = self.get(&format!("/v1/nodes/{ident}")).await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-        r.body
-    }
-
     async fn create(&self, name: &str) -> Value {
         let r = self
             .send(
@@ -1240,15 +1117,12 @@ async fn graceful_shutdown_is_not_held_up_by_long_polls() {
     .await
     .unwrap();
     store.conductor("cond-a").await;
-    let config = ConductorConfig {
-        host: "cond-a".into(),
-        ..Default::default()
-    };
-    let tm = TaskManager::new(store.store.clone(), config, Arc::new(MemorySink::default()));
+    // Served here, not by `Options::serve`: the shutdown signal is the test's.
+    let (state, _tm) = Options::new().state(store.store.clone()).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(ferric_api::serve(listener, ApiState::new(tm), async move {
+    let server = tokio::spawn(ferric_api::serve(listener, state, async move {
         let _ = stop_rx.await;
     }));
     let poll = tokio::spawn(async move {

@@ -3,12 +3,11 @@
 //! Ironic's error body, and a rejected request changes nothing: not the
 //! nodes, not their number, not the change feed's revision.
 
-use crate::gen::{self, config};
+use crate::common::Options;
+use crate::props::gen::{self, config};
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use axum::Router;
-use ferric_api::ApiState;
-use ferric_conductor::{ConductorConfig, MemorySink, TaskManager};
 use ferric_core::Node;
 use ferric_store::testing::{Engine, TestStore, PG_URL_VAR};
 use ferric_store::{NodeQuery, Store};
@@ -95,16 +94,13 @@ impl Harness {
                     .await
                     .unwrap();
             db.conductor("cond-a").await;
-            let config = ConductorConfig {
-                host: "cond-a".into(),
-                node_locked_retry_attempts: 2,
-                node_locked_retry_interval: Duration::from_millis(20),
-                workers_pool_size: 16,
-                ..Default::default()
-            };
             let store: Arc<dyn Store> = db.store.clone();
-            let tm = TaskManager::new(store.clone(), config, Arc::new(MemorySink::default()));
-            let state = ApiState::new(tm).with_fake_step_delay(Duration::from_millis(1));
+            let (state, _tm) = Options::new()
+                .locked_retry(2, Duration::from_millis(20))
+                .workers(16)
+                .step(Duration::from_millis(1))
+                .state(store.clone())
+                .await;
             (ferric_api::router(state), store, db)
         });
         let mut h = Harness {

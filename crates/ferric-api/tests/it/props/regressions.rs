@@ -1,6 +1,6 @@
 //! The minimal inputs of bugs the properties found, kept as plain tests.
 
-use crate::http::{Harness, Req};
+use crate::props::http::{Harness, Req};
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -19,7 +19,7 @@ fn patch(ops: &Value) -> Req {
 #[test]
 fn patches_cannot_nest_dictionaries_beyond_the_limit() {
     let h = Harness::new(ferric_store::testing::Engine::Sqlite);
-    let nested = crate::gen::nested;
+    let nested = crate::props::gen::nested;
     let (status, body) = h.send(&patch(&json!([
         {"op": "add", "path": "/extra/deep", "value": nested(20, false)},
         {"op": "add", "path": format!("/extra/deep{}", "/a".repeat(20)), "value": nested(106, false)},
@@ -45,7 +45,7 @@ fn patches_cannot_nest_dictionaries_beyond_the_limit() {
 /// type cannot hold them): stored, or refused with a 400, never a 500.
 #[test]
 fn nul_characters_never_make_a_server_error() {
-    for engine in crate::http::engines() {
+    for engine in crate::props::http::engines() {
         let h = Harness::new(engine);
         let reqs = [
             Req::new(

@@ -11,103 +11,39 @@
 //! alone; and a write made from a stale picture with `If-Match` is refused
 //! (412) instead of overwriting the newer state.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-use ferric_api::ApiState;
-use ferric_conductor::{ConductorConfig, MemorySink, TaskManager};
-use ferric_store::testing::{Engine, TestStore};
+use crate::common::{App, Options, Reply};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
-const V: &str = "x-openstack-ironic-api-version";
-
-struct App {
-    base: String,
-    http: reqwest::Client,
-    _store: TestStore,
-}
-
 async fn spawn_app() -> App {
-    let store = TestStore::open_with(Engine::Sqlite, |o| {
-        o.heartbeat_timeout = Duration::from_secs(600)
-    })
-    .await
-    .unwrap();
-    store.conductor("cond-a").await;
-    let config = ConductorConfig {
-        host: "cond-a".into(),
-        node_locked_retry_interval: Duration::from_millis(50),
-        ..Default::default()
-    };
-    let tm = TaskManager::new(store.store.clone(), config, Arc::new(MemorySink::default()));
-    let state = ApiState::new(tm).with_fake_step_delay(Duration::from_millis(10));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        ferric_api::serve(listener, state, std::future::pending())
-            .await
-            .unwrap();
-    });
-    App {
-        base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
-        _store: store,
-    }
+    Options::new()
+        .step(Duration::from_millis(10))
+        .spawn()
+        .await
+        .unwrap()
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
-}
-
-impl Reply {
-    fn revision(&self, header: &str) -> i64 {
-        self.headers
-            .get(header)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.trim_matches('"'))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no {header} header"))
-    }
-}
-
+/// The helpers of these tests, on top of [`crate::common::Api`]'s.
 impl App {
-    async fn call(
+    /// A request at the latest microversion, `If-Match: "{if_match}"` when given.
+    async fn call_if(
         &self,
         method: Method,
         path: &str,
         body: Option<Value>,
         if_match: Option<i64>,
     ) -> Reply {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header(V, "latest");
+        let mut req = self.request(method, path);
         if let Some(b) = body {
             req = req.json(&b);
         }
         if let Some(rev) = if_match {
             req = req.header("if-match", format!("\"{rev}\""));
         }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap()
-        };
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        self.finish(req).await
     }
 
     async fn set_instance(
@@ -120,7 +56,7 @@ impl App {
             Some(i) => json!([{"op": "add", "path": "/instance_uuid", "value": i.to_string()}]),
             None => json!([{"op": "remove", "path": "/instance_uuid"}]),
         };
-        self.call(
+        self.call_if(
             Method::PATCH,
             &format!("/v1/nodes/{node}"),
             Some(op),
@@ -131,7 +67,7 @@ impl App {
 
     async fn instance_of(&self, node: &str) -> Option<Uuid> {
         let r = self
-            .call(Method::GET, &format!("/v1/nodes/{node}"), None, None)
+            .call_if(Method::GET, &format!("/v1/nodes/{node}"), None, None)
             .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         r.body["instance_uuid"].as_str().map(|s| s.parse().unwrap())
@@ -147,7 +83,7 @@ fn instance(v: &Value) -> Option<Uuid> {
 
 /// List the nodes; the picture and the revision it is consistent at.
 async fn list(app: &App) -> (Picture, i64) {
-    let r = app.call(Method::GET, "/v1/nodes", None, None).await;
+    let r = app.call_if(Method::GET, "/v1/nodes", None, None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let picture = r.body["nodes"]
         .as_array()
@@ -162,7 +98,7 @@ async fn list(app: &App) -> (Picture, i64) {
 /// revisions seen (strictly increasing, no gaps in what the feed returned).
 async fn watch(app: &App, picture: &mut Picture, since: i64) -> (i64, Vec<i64>) {
     let r = app
-        .call(
+        .call_if(
             Method::GET,
             &format!("/v1/nodes/changes?since={since}&timeout=0"),
             None,
@@ -202,7 +138,7 @@ async fn setup(app: &App) -> (Uuid, Uuid) {
     let (a, c) = (Uuid::new_v4(), Uuid::new_v4());
     for name in ["x", "y", "z"] {
         let r = app
-            .call(
+            .call_if(
                 Method::POST,
                 "/v1/nodes",
                 Some(json!({"driver": "fake-hardware", "name": name})),
@@ -295,7 +231,7 @@ async fn a_write_from_a_stale_picture_with_if_match_is_refused() {
     let (a, c) = setup(&app).await;
 
     // The reconciler's picture of x, with x's revision (ETag).
-    let r = app.call(Method::GET, "/v1/nodes/x", None, None).await;
+    let r = app.call_if(Method::GET, "/v1/nodes/x", None, None).await;
     let x_rev = r.revision("etag");
     assert_eq!(instance(&r.body), Some(a));
     let b = reschedule_x(&app).await;
@@ -306,14 +242,14 @@ async fn a_write_from_a_stale_picture_with_if_match_is_refused() {
     assert_eq!(app.instance_of("x").await, Some(b));
 
     // A current picture (the refused writer re-reads) decides correctly.
-    let r = app.call(Method::GET, "/v1/nodes/x", None, None).await;
+    let r = app.call_if(Method::GET, "/v1/nodes/x", None, None).await;
     assert_eq!(instance(&r.body), Some(b));
     let live: BTreeSet<Uuid> = [b, c].into();
     assert!(instance(&r.body).is_none_or(|i| live.contains(&i)));
     // And a conditional write at the current revision goes through.
     let fresh = r.revision("etag");
     let r = app
-        .call(
+        .call_if(
             Method::PATCH,
             "/v1/nodes/x",
             Some(json!([{"op": "add", "path": "/extra/checked", "value": true}])),

@@ -6,61 +6,31 @@
 //! console-like client taking the lock again and again with short holds
 //! cannot starve the continuation). SQLite and PostgreSQL.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-use ferric_api::ApiState;
+use crate::common::{self, Api, Options, V};
 use ferric_conductor::cluster::{Conductor, StartOptions};
 use ferric_conductor::drivers::fake::FakeHardware;
 use ferric_conductor::drivers::Drivers;
-use ferric_conductor::{ConductorConfig, MemorySink, Retry, TaskManager};
+use ferric_conductor::{ConductorConfig, Retry};
 use ferric_core::ProvisionState;
 use ferric_store::testing::{Engine, TestStore};
-use ferric_store::Store;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const V: &str = "x-openstack-ironic-api-version";
 /// Every wait in these tests ends within this bound.
 const BOUND: Duration = Duration::from_secs(30);
 
-fn config(host: &str) -> ConductorConfig {
-    ConductorConfig {
-        host: host.into(),
-        node_locked_retry_attempts: 3,
-        node_locked_retry_interval: Duration::from_millis(50),
-        workers_pool_size: 16,
-        ..Default::default()
-    }
-}
-
-/// One API process: a conductor's TaskManager serving the API on a loopback port.
-struct Api {
-    base: String,
-    tm: TaskManager,
-}
-
-/// `fake` is shared by every API process of a test: it stands for the BMCs.
-async fn serve_api(store: Arc<dyn Store>, config: ConductorConfig, fake: Arc<FakeHardware>) -> Api {
-    let tm = TaskManager::new(store, config, Arc::new(MemorySink::default()));
-    tm.start_wake_listener().await.unwrap();
-    let drivers = Drivers::new().with(fake);
-    let state = ApiState::new(tm.clone())
-        .with_drivers(drivers)
-        .with_fake_step_delay(Duration::from_millis(20));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        ferric_api::serve(listener, state, std::future::pending())
-            .await
-            .unwrap();
-    });
-    Api {
-        base: format!("http://{addr}"),
-        tm,
-    }
+/// One API process of conductor `host`; `fake` is shared by every API
+/// process of a test: it stands for the BMCs.
+fn options(host: &str, fake: Arc<FakeHardware>) -> Options {
+    Options::new()
+        .host(host)
+        .locked_retry(3, Duration::from_millis(50))
+        .workers(16)
+        .drivers(Some(Drivers::new().with(fake)))
+        .wake_listener()
 }
 
 struct Env {
@@ -78,15 +48,16 @@ async fn env_with(
     engine: Engine,
     adjust: impl FnOnce(ConductorConfig) -> ConductorConfig,
 ) -> Option<Env> {
-    let store =
-        TestStore::open_with(engine, |o| o.heartbeat_timeout = Duration::from_secs(600)).await?;
-    store.conductor("cond-a").await;
     let fake = Arc::new(FakeHardware::new());
-    let a = serve_api(store.store.clone(), adjust(config("cond-a")), fake.clone()).await;
+    let app = options("cond-a", fake.clone())
+        .engine(engine)
+        .config(adjust)
+        .spawn()
+        .await?;
     Some(Env {
-        store,
+        store: app.store,
         fake,
-        a,
+        a: app.api,
         http: reqwest::Client::new(),
     })
 }
@@ -96,7 +67,7 @@ impl Env {
     async fn second_api(&self) -> Api {
         let store = self.store.reopen(|_| {}).await;
         self.store.conductor("cond-b").await;
-        serve_api(store, config("cond-b"), self.fake.clone()).await
+        options("cond-b", self.fake.clone()).serve(store).await
     }
 
     async fn call(
@@ -106,29 +77,11 @@ impl Env {
         path: &str,
         body: Value,
     ) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .request(method, format!("{base}{path}"))
-            .header(V, "latest")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        common::json(&self.http, base, method, path, body).await
     }
 
     async fn node(&self, ident: &str) -> Value {
-        let r = self
-            .http
-            .get(format!("{}/v1/nodes/{ident}", self.a.base))
-            .header(V, "latest")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        r.json().await.unwrap()
+        self.a.node(ident).await
     }
 
     async fn provision(&self, ident: &str, body: Value) {

@@ -2,7 +2,7 @@
 //! rejection is a 400 with a message, and an accepted patch leaves the
 //! conductor's fields alone and produces a node the store can keep.
 
-use crate::gen::{self, config};
+use crate::props::gen::{self, config};
 use ferric_api::{apply_patch, render, ApiError, PatchOp, Version};
 use ferric_core::{DbTime, Node, PowerState, ProvisionState, Reservation};
 use proptest::prelude::*;

@@ -5,19 +5,16 @@
 //! power changes 1–11 s after the request, so every check polls with a bound
 //! instead of sleeping.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-use ferric_api::ApiState;
+use crate::common::{Api, Options};
 use ferric_conductor::drivers::redfish::{Redfish, RedfishConfig};
 use ferric_conductor::drivers::{BootDevice, Drivers};
-use ferric_conductor::{ConductorConfig, MemorySink, TaskManager};
 use ferric_store::testing::{Engine, TestStore};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const V: &str = "x-openstack-ironic-api-version";
 /// Longest wait for one state change (the emulator's delay is up to 11 s;
 /// some steps make two power changes).
 const BOUND: Duration = Duration::from_secs(60);
@@ -72,40 +69,20 @@ impl Bmc {
     }
 }
 
+/// The API with the redfish driver registered, and that driver.
 struct App {
-    base: String,
-    http: reqwest::Client,
-    tm: TaskManager,
+    api: Api,
     driver: Arc<Redfish>,
 }
 
+impl Deref for App {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
 impl App {
-    async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header(V, "latest")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let s = r.status();
-        let text = r.text().await.unwrap();
-        (s, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn node(&self, ident: &str) -> Value {
-        let r = self
-            .http
-            .get(format!("{}/v1/nodes/{ident}", self.base))
-            .header(V, "latest")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        r.json().await.unwrap()
-    }
-
     /// Poll until `done(node)` (and the lock is free), failing after [`BOUND`].
     async fn converge(&self, ident: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         let started = Instant::now();
@@ -130,7 +107,7 @@ impl App {
 
     async fn power(&self, ident: &str, target: &str, shown: &str) -> Value {
         let (s, b) = self
-            .send(
+            .json(
                 reqwest::Method::PUT,
                 &format!("/v1/nodes/{ident}/states/power"),
                 json!({ "target": target }),
@@ -146,7 +123,7 @@ impl App {
 
     async fn provision(&self, ident: &str, target: &str, then: &str) -> Value {
         let (s, b) = self
-            .send(
+            .json(
                 reqwest::Method::PUT,
                 &format!("/v1/nodes/{ident}/states/provision"),
                 json!({ "target": target }),
@@ -159,27 +136,14 @@ impl App {
         .await
     }
 
-    async fn heartbeat(&self, ident: &str) {
-        let r = self
-            .http
-            .post(format!("{}/v1/heartbeat/{ident}", self.base))
-            .header(V, "1.68")
-            .json(&json!({"callback_url": "http://192.0.2.10:9999", "agent_version": "9.10.0"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    async fn agent_heartbeat(&self, ident: &str) {
+        let (status, _) = self.heartbeat(ident).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
     }
 }
 
 async fn app(store: &TestStore) -> App {
     store.conductor("cond-a").await;
-    let config = ConductorConfig {
-        host: "cond-a".into(),
-        node_locked_retry_interval: Duration::from_millis(50),
-        ..Default::default()
-    };
-    let tm = TaskManager::new(store.store.clone(), config, Arc::new(MemorySink::default()));
     let driver = Arc::new(Redfish::new(RedfishConfig {
         request_timeout: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(2),
@@ -189,22 +153,12 @@ async fn app(store: &TestStore) -> App {
         power_state_change_timeout: Duration::from_secs(30),
         power_poll_interval: Duration::from_millis(250),
     }));
-    let state = ApiState::new(tm.clone())
-        .with_drivers(Drivers::new().with(driver.clone()))
-        .with_fake_step_delay(Duration::from_millis(10));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        ferric_api::serve(listener, state, std::future::pending())
-            .await
-            .unwrap();
-    });
-    App {
-        base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
-        tm,
-        driver,
-    }
+    let api = Options::new()
+        .drivers(Some(Drivers::new().with(driver.clone())))
+        .step(Duration::from_millis(10))
+        .serve(store.store.clone())
+        .await;
+    App { api, driver }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +170,7 @@ async fn redfish_node_against_sushy_tools() {
 
     // Enroll through the API; the password is masked in what the API shows.
     let (s, n) = app
-        .send(
+        .json(
             reqwest::Method::POST,
             "/v1/nodes",
             json!({"name": "rf1", "driver": "redfish", "driver_info": bmc.driver_info()}),
@@ -227,7 +181,7 @@ async fn redfish_node_against_sushy_tools() {
         assert!(!n.to_string().contains(p.as_str()), "password shown: {n}");
     }
     let (s, v) = app
-        .send(reqwest::Method::GET, "/v1/nodes/rf1/validate", Value::Null)
+        .json(reqwest::Method::GET, "/v1/nodes/rf1/validate", Value::Null)
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["power"]["result"], true, "{v}");
@@ -272,7 +226,7 @@ async fn redfish_node_against_sushy_tools() {
     // boot the ramdisk (PXE, power on) and wait for the agent's call-back.
     app.provision("rf1", "manage", "manageable").await;
     app.provision("rf1", "provide", "clean wait").await;
-    app.heartbeat("rf1").await;
+    app.agent_heartbeat("rf1").await;
     let n = app
         .converge("rf1", "cleaning continued", |n| {
             n["provision_state"] == "available"
@@ -284,7 +238,7 @@ async fn redfish_node_against_sushy_tools() {
         bmc.system(&app.http).await["Boot"]["BootSourceOverrideTarget"],
         "Pxe"
     );
-    app.heartbeat("rf1").await;
+    app.agent_heartbeat("rf1").await;
     let n = app
         .converge("rf1", "deploy continued", |n| {
             n["provision_state"] == "active"
@@ -300,7 +254,7 @@ async fn redfish_node_against_sushy_tools() {
         let mut info = bmc.driver_info();
         info["redfish_password"] = json!("not-the-password-42");
         let (s, b) = app
-            .send(
+            .json(
                 reqwest::Method::POST,
                 "/v1/nodes",
                 json!({"name": "rf-bad", "driver": "redfish", "driver_info": info}),

@@ -3,8 +3,6 @@
 //! router over a real SQLite store ([`http`]). Each property runs a fixed
 //! number of cases from a fixed seed (see [`gen::config`]).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 mod gen;
 mod http;
 mod patch;

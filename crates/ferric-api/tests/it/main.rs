@@ -1,0 +1,12 @@
+//! ferric-api's integration tests, one binary: the API served on
+//! 127.0.0.1:0 over a real store ([`common`] starts it), driven over HTTP.
+//! Filter by module: `cargo test -p ferric-api --test it redfish::`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod agent;
+mod api;
+mod common;
+mod props;
+mod reconcile;
+mod redfish;
