@@ -215,7 +215,11 @@ mod tests {
             amqp_url: "amqp://guest:s3cret@rabbit:5672/%2f".into(),
             ..Default::default()
         };
+        #[cfg(feature = "amqp")]
         assert!(c.problems().is_empty(), "{:?}", c.problems());
+        // A ferric built without the sink says so, as one problem.
+        #[cfg(not(feature = "amqp"))]
+        assert_eq!(c.problems(), [AMQP_NOT_BUILT]);
         assert!(!format!("{c:?}").contains("s3cret"));
         assert!(!c.masked().amqp_url.contains("s3cret"));
         let bad = NotificationsConfig {

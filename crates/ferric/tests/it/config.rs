@@ -326,6 +326,7 @@ fn a_non_loopback_api_needs_an_explicit_insecure_no_auth() {
     assert!(loaded.is_ok(), "{loaded:?}");
 }
 
+#[cfg(feature = "amqp")]
 #[test]
 fn notifications_section_loads_checks_and_masks_the_amqp_password() {
     let sources = Sources {
@@ -392,4 +393,27 @@ fn hardware_section_is_checked_against_the_registry() {
     })
     .unwrap();
     assert_eq!(c.hardware.default_boot_interface, "pxe");
+}
+
+/// A ferric built without the `amqp` feature refuses the AMQP sink as a
+/// configuration problem that says why.
+#[cfg(not(feature = "amqp"))]
+#[test]
+fn an_amqp_sink_without_the_amqp_feature_is_a_problem() {
+    let sources = Sources {
+        env: env(&[
+            ("FERRIC_NOTIFICATIONS__SINK", "amqp"),
+            (
+                "FERRIC_NOTIFICATIONS__AMQP_URL",
+                "amqp://guest:hunter2@127.0.0.1:5672/%2f",
+            ),
+        ]),
+        ..Sources::default()
+    };
+    let p = problems(&sources);
+    assert!(
+        p.iter()
+            .any(|m| m.contains("built without the `amqp` feature")),
+        "{p:?}"
+    );
 }
