@@ -6,11 +6,13 @@
 
 pub mod error;
 pub mod fsm;
+pub mod interface;
 pub mod node;
 pub mod notify;
 pub mod state;
 
 pub use error::DomainError;
 pub use fsm::Machine;
+pub use interface::InterfaceKind;
 pub use node::{DbTime, NewNode, Node, Reservation};
 pub use state::{Event, PowerState, ProvisionState, StateClass};

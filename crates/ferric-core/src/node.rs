@@ -1,6 +1,7 @@
 //! The node record (SPEC §3) and the values it is built from.
 
 use crate::error::DomainError;
+use crate::interface::InterfaceKind;
 use crate::state::{PowerState, ProvisionState};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -133,30 +134,25 @@ pub fn normalize_conductor_group(group: &str) -> Result<String, DomainError> {
     Ok(group.to_ascii_lowercase())
 }
 
+/// The hardware interfaces a node has, in Ironic's field order; each is the
+/// field `<name>_interface` of the API and of notification payloads. The
+/// names of [`InterfaceKind::ALL`].
+pub const INTERFACES: [&str; 13] = {
+    let mut names = [""; 13];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = InterfaceKind::ALL[i].as_str();
+        i += 1;
+    }
+    names
+};
+
 /// The deepest nesting of a node's dictionary fields (`driver_info`,
 /// `properties`, `extra`, `instance_info`), the dictionary itself counting
 /// as 1. Node documents are read back with serde_json, which refuses
 /// documents nested deeper than 128 levels: with this bound a stored node,
 /// its change-feed snapshot and every response showing it stay well within
 /// that, and nothing recursing over a value can run out of stack.
-/// The hardware interfaces a node has, in Ironic's field order; each is the
-/// field `<name>_interface` of the API and of notification payloads.
-pub const INTERFACES: &[&str] = &[
-    "bios",
-    "boot",
-    "console",
-    "deploy",
-    "firmware",
-    "inspect",
-    "management",
-    "network",
-    "power",
-    "raid",
-    "rescue",
-    "storage",
-    "vendor",
-];
-
 pub const MAX_DICT_DEPTH: usize = 64;
 
 /// How deeply `v` nests: 0 for a scalar, 1 for an array or object of
