@@ -153,15 +153,6 @@ impl DeployInterface for DirectDeploy {
         driver.boot.clean_up_ramdisk(driver, task).await?;
         driver.power.set_power_state(task, PowerState::Off).await
     }
-
-    async fn tear_down(
-        &self,
-        driver: &Composed,
-        task: &mut ExclusiveTask,
-    ) -> Result<(), DriverError> {
-        driver.power.set_power_state(task, PowerState::Off).await?;
-        driver.boot.clean_up_instance(driver, task).await
-    }
 }
 
 /// `ramdisk`: the instance is a network-booted ramdisk; no agent.
@@ -203,16 +194,7 @@ impl Interface for RamdiskDeploy {
 }
 
 #[async_trait]
-impl DeployInterface for RamdiskDeploy {
-    async fn tear_down(
-        &self,
-        driver: &Composed,
-        task: &mut ExclusiveTask,
-    ) -> Result<(), DriverError> {
-        driver.power.set_power_state(task, PowerState::Off).await?;
-        driver.boot.clean_up_instance(driver, task).await
-    }
-}
+impl DeployInterface for RamdiskDeploy {}
 
 /// `no-bios`, `no-rescue`, ...: the interface is not available.
 #[derive(Debug)]
@@ -230,16 +212,7 @@ impl NoInterface {
 #[async_trait]
 impl Interface for NoInterface {
     fn name(&self) -> &'static str {
-        match self.kind {
-            InterfaceKind::Bios => "no-bios",
-            InterfaceKind::Console => "no-console",
-            InterfaceKind::Firmware => "no-firmware",
-            InterfaceKind::Inspect => "no-inspect",
-            InterfaceKind::Raid => "no-raid",
-            InterfaceKind::Rescue => "no-rescue",
-            InterfaceKind::Vendor => "no-vendor",
-            _ => "no-op",
-        }
+        super::registry::no_name(self.kind).unwrap_or("noop")
     }
 
     async fn validate(&self, _node: &Node) -> Result<(), Invalid> {

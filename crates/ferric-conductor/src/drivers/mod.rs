@@ -265,10 +265,14 @@ pub trait DeployInterface: Interface {
         Ok(())
     }
 
-    /// Tear down an instance (`deleting`).
+    /// Tear down an instance (`deleting`). Default: power off, then the
+    /// boot interface cleans up the instance boot.
     async fn tear_down(
         &self,
         driver: &Composed,
         task: &mut ExclusiveTask,
-    ) -> Result<(), DriverError>;
+    ) -> Result<(), DriverError> {
+        driver.power.set_power_state(task, PowerState::Off).await?;
+        driver.boot.clean_up_instance(driver, task).await
+    }
 }

@@ -112,7 +112,7 @@ impl HardwareType {
 }
 
 /// The `no-*` implementation names of the optional interfaces.
-fn no_name(kind: InterfaceKind) -> Option<&'static str> {
+pub(super) fn no_name(kind: InterfaceKind) -> Option<&'static str> {
     Some(match kind {
         InterfaceKind::Bios => "no-bios",
         InterfaceKind::Console => "no-console",
@@ -595,33 +595,23 @@ impl Drivers {
             names.insert(kind, name);
         }
         let impls = &self.inner.impls;
-        let missing = |kind: InterfaceKind, name: &str| InterfaceError::NotFound {
-            field: kind.field(),
-            kind,
-            name: name.to_string(),
-            valid: py_list(self.inner.config.enabled(kind)),
-        };
-        let get = |kind: InterfaceKind| names.get(&kind).map(String::as_str).unwrap_or("");
-        let power = impls
-            .power
-            .get(get(InterfaceKind::Power))
-            .cloned()
-            .ok_or_else(|| missing(InterfaceKind::Power, get(InterfaceKind::Power)))?;
-        let management = impls
-            .management
-            .get(get(InterfaceKind::Management))
-            .cloned()
-            .ok_or_else(|| missing(InterfaceKind::Management, get(InterfaceKind::Management)))?;
-        let boot = impls
-            .boot
-            .get(get(InterfaceKind::Boot))
-            .cloned()
-            .ok_or_else(|| missing(InterfaceKind::Boot, get(InterfaceKind::Boot)))?;
-        let deploy = impls
-            .deploy
-            .get(get(InterfaceKind::Deploy))
-            .cloned()
-            .ok_or_else(|| missing(InterfaceKind::Deploy, get(InterfaceKind::Deploy)))?;
+        let name = |kind: InterfaceKind| names.get(&kind).map(String::as_str).unwrap_or("");
+        let power = self.pick(
+            &impls.power,
+            InterfaceKind::Power,
+            name(InterfaceKind::Power),
+        )?;
+        let management = self.pick(
+            &impls.management,
+            InterfaceKind::Management,
+            name(InterfaceKind::Management),
+        )?;
+        let boot = self.pick(&impls.boot, InterfaceKind::Boot, name(InterfaceKind::Boot))?;
+        let deploy = self.pick(
+            &impls.deploy,
+            InterfaceKind::Deploy,
+            name(InterfaceKind::Deploy),
+        )?;
         let mut others = BTreeMap::new();
         for (kind, name) in &names {
             if let Some(i) = impls.other.get(&(*kind, name.as_str())) {
@@ -636,6 +626,25 @@ impl Drivers {
             deploy,
             others,
         })
+    }
+
+    /// The implementation `name` of `kind` in `impls` (`check` has already
+    /// refused names this build does not have).
+    fn pick<T: ?Sized>(
+        &self,
+        impls: &BTreeMap<&'static str, Arc<T>>,
+        kind: InterfaceKind,
+        name: &str,
+    ) -> Result<Arc<T>, InterfaceError> {
+        impls
+            .get(name)
+            .cloned()
+            .ok_or_else(|| InterfaceError::NotFound {
+                field: kind.field(),
+                kind,
+                name: name.to_string(),
+                valid: py_list(self.inner.config.enabled(kind)),
+            })
     }
 
     /// The power interface of `node`, if its driver can be built (power sync).

@@ -200,6 +200,6 @@ impl Provisioner {
             Ok(d) => d,
             Err(e) => return super::fail(t, e.to_string()).await,
         };
-        steps::resume(self, t, &driver, phase).await
+        steps::resume(t, &driver, phase).await
     }
 }

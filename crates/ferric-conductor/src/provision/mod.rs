@@ -449,8 +449,8 @@ impl Provisioner {
                     Ok(()) => Event::Done,
                     Err(msg) => return fail(t, msg).await,
                 },
-                S::Deploying => return steps::start_deploy(self, t, &driver).await,
-                S::Cleaning => return steps::start_clean(self, t, &driver).await,
+                S::Deploying => return steps::start_deploy(t, &driver).await,
+                S::Cleaning => return steps::start_clean(t, &driver).await,
                 S::Deleting => {
                     if let Err(e) = driver.deploy.tear_down(&driver, t).await {
                         return fail(t, format!("Tear down failed: {e}")).await;

@@ -15,7 +15,7 @@
 //! `{deploy,clean}_step_index` (the step running or waiting), and the node's
 //! `deploy_step` / `clean_step` field (that step, as the API shows it).
 
-use super::{fail, record_power, Provisioner};
+use super::{fail, record_power};
 use crate::drivers::{Composed, InterfaceKind, Step, StepOutcome};
 use crate::task::{EventOpts, ExclusiveTask, WorkError};
 use ferric_core::{Event, Node, PowerState, ProvisionState};
@@ -245,7 +245,6 @@ fn deploy_plan(driver: &Composed, node: &Node) -> Vec<Step> {
 
 /// `deploying`: plan the deploy steps and run them.
 pub(crate) async fn start_deploy(
-    p: &Provisioner,
     t: &mut ExclusiveTask,
     driver: &Composed,
 ) -> Result<(), WorkError> {
@@ -254,16 +253,12 @@ pub(crate) async fn start_deploy(
     n.driver_internal_info
         .insert(Phase::Deploy.steps_key().into(), to_json(&steps));
     n.driver_internal_info.remove(Phase::Deploy.index_key());
-    run(p, t, driver, Phase::Deploy, 0).await
+    run(t, driver, Phase::Deploy, 0).await
 }
 
 /// `cleaning`: manual steps (validated when the verb came) or the automated
 /// ones; the deploy interface prepares the node first (may wait for the agent).
-pub(crate) async fn start_clean(
-    p: &Provisioner,
-    t: &mut ExclusiveTask,
-    driver: &Composed,
-) -> Result<(), WorkError> {
+pub(crate) async fn start_clean(t: &mut ExclusiveTask, driver: &Composed) -> Result<(), WorkError> {
     let manual = t.node().target_provision_state == Some(ProvisionState::Manageable);
     let steps = if manual {
         from_json(t.node().driver_internal_info.get(MANUAL_CLEAN_STEPS))
@@ -281,7 +276,7 @@ pub(crate) async fn start_clean(
         .insert(Phase::Clean.steps_key().into(), to_json(&steps));
     n.driver_internal_info.remove(Phase::Clean.index_key());
     match driver.deploy.prepare_cleaning(driver, t).await {
-        Ok(StepOutcome::Done) => run(p, t, driver, Phase::Clean, 0).await,
+        Ok(StepOutcome::Done) => run(t, driver, Phase::Clean, 0).await,
         Ok(StepOutcome::Wait) => wait(t, Phase::Clean).await,
         Err(e) => {
             fail(
@@ -295,7 +290,6 @@ pub(crate) async fn start_clean(
 
 /// Run the steps of `phase` from index `from`, then finish.
 async fn run(
-    _p: &Provisioner,
     t: &mut ExclusiveTask,
     driver: &Composed,
     phase: Phase,
@@ -432,7 +426,6 @@ fn clean_done(t: &ExclusiveTask) -> Event {
 /// After the agent called back (the node was resumed to `deploying` /
 /// `cleaning`): finish the waiting step, then run the rest.
 pub(crate) async fn resume(
-    p: &Provisioner,
     t: &mut ExclusiveTask,
     driver: &Composed,
     phase: Phase,
@@ -445,7 +438,7 @@ pub(crate) async fn resume(
     let Some(index) = index else {
         return match phase {
             // Cleaning waited in prepare_cleaning: the agent is up; run the steps.
-            Phase::Clean => run(p, t, driver, phase, 0).await,
+            Phase::Clean => run(t, driver, phase, 0).await,
             // A deploy waits only in a step; a node parked before steps
             // were recorded has nothing left to run.
             Phase::Deploy => finish(t, driver, phase).await,
@@ -464,7 +457,7 @@ pub(crate) async fn resume(
             if aborted_after(t, phase) {
                 return abort_after_step(t, driver, &step).await;
             }
-            run(p, t, driver, phase, index as usize + 1).await
+            run(t, driver, phase, index as usize + 1).await
         }
         Ok(StepOutcome::Wait) => wait(t, phase).await,
         Err(e) => step_failed(t, phase, &step, &e.to_string()).await,
