@@ -56,12 +56,6 @@ pub const DEFAULT_FAKE_STEP_DELAY: Duration = ferric_conductor::provision::DEFAU
 pub struct ApiState {
     /// The conductor's TaskManager; also gives the store.
     pub tm: TaskManager,
-    /// The hardware types and interfaces (`GET /v1/drivers`, node interface
-    /// fields). Set with [`ApiState::with_drivers`].
-    pub drivers: Drivers,
-    /// Pause before each step of the provision and power flows (lets clients
-    /// observe the transient states, as on Ironic).
-    pub fake_step_delay: Duration,
     /// How API writes wait for a node someone else holds before answering 409
     /// (Ironic's conductor: 3 × 1 s).
     pub retry: Retry,
@@ -110,8 +104,7 @@ impl std::fmt::Debug for ApiState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiState")
             .field("tm", &self.tm)
-            .field("drivers", &self.drivers.names())
-            .field("fake_step_delay", &self.fake_step_delay)
+            .field("provisioner", &self.prov)
             .field("retry", &self.retry)
             .field("auth_required", &self.auth.is_required())
             .finish()
@@ -127,8 +120,6 @@ impl ApiState {
         metrics.register(&mut registry);
         ApiState {
             tm: tm.clone(),
-            drivers: Drivers::new(),
-            fake_step_delay: DEFAULT_FAKE_STEP_DELAY,
             retry: Retry::Default,
             auth: Arc::new(auth::Auth::none()),
             metrics,
@@ -139,14 +130,15 @@ impl ApiState {
         }
     }
 
-    /// The provisioning flow with the current drivers and step delay.
-    fn rebuild_provisioner(&mut self) {
-        self.prov = Provisioner::new(self.tm.clone(), self.drivers.clone(), self.fake_step_delay);
-    }
-
-    /// The provisioning flow.
+    /// The provisioning flow; it also holds the hardware types and
+    /// interfaces (`GET /v1/drivers`, node interface fields).
     pub fn provisioner(&self) -> &Provisioner {
         &self.prov
+    }
+
+    /// The hardware registry.
+    pub(crate) fn drivers(&self) -> &Drivers {
+        self.prov.drivers()
     }
 
     /// The current ring owners (cached for [`RING_CACHE_TTL`]). A store
@@ -194,15 +186,13 @@ impl ApiState {
 
     /// Use these hardware drivers.
     pub fn with_drivers(mut self, drivers: Drivers) -> Self {
-        self.drivers = drivers;
-        self.rebuild_provisioner();
+        self.prov = Provisioner::new(self.tm.clone(), drivers, self.prov.step_delay());
         self
     }
 
     /// Set the pause before each step of the provision and power flows.
     pub fn with_fake_step_delay(mut self, delay: Duration) -> Self {
-        self.fake_step_delay = delay;
-        self.rebuild_provisioner();
+        self.prov = Provisioner::new(self.tm.clone(), self.prov.drivers().clone(), delay);
         self
     }
 

@@ -206,13 +206,13 @@ pub async fn drivers(
     let items = if q.kind.as_deref() == Some("classic") {
         Vec::new()
     } else {
-        st.drivers
+        st.drivers()
             .names()
             .into_iter()
             .map(|d| {
                 let hosts = hosts_of(&hosts, d);
                 select_fields(
-                    driver_doc(&st.drivers, d, &hosts, &base.0, detail),
+                    driver_doc(st.drivers(), d, &hosts, &base.0, detail),
                     &q.fields,
                 )
             })
@@ -228,14 +228,14 @@ pub async fn driver(
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<DetailQuery>,
 ) -> Result<Response, ApiError> {
-    if !st.drivers.has(&name) {
+    if !st.drivers().has(&name) {
         return Err(ApiError::not_found(format!(
             "Could not find the following driver(s) or hardware type(s): {name}."
         )));
     }
     let hosts = hosts_of(&alive_hosts(&st).await?, &name);
     Ok(Json(select_fields(
-        driver_doc(&st.drivers, &name, &hosts, &base.0, true),
+        driver_doc(st.drivers(), &name, &hosts, &base.0, true),
         &q.fields,
     )?)
     .into_response())

@@ -208,7 +208,7 @@ pub async fn create(
     base: BaseUrl,
     JsonBody(body): JsonBody<CreateNode>,
 ) -> Result<Response, ApiError> {
-    let new = body.into_new_node_with(&st.drivers, v)?;
+    let new = body.into_new_node_with(st.drivers(), v)?;
     let node = st.tm.store().create_node(new).await?;
     let location = format!("{}/v1/nodes/{}", base.0, node.uuid);
     let mut resp = (
@@ -534,7 +534,7 @@ pub async fn patch(
                 )));
             }
         }
-        let patched = apply_patch_with(&st.drivers, task.node(), &ops)?;
+        let patched = apply_patch_with(st.drivers(), task.node(), &ops)?;
         if &patched != task.node() {
             *task.node_mut() = patched;
             task.save().await?;
