@@ -106,6 +106,20 @@ impl App {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+
+    /// Poll until nobody holds the node and it is in provision state
+    /// `state` (failed states included, unlike `wait_for`).
+    async fn wait_unlocked_in(&self, ident: &str, state: &str) -> Value {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            let n = self.node(ident).await;
+            if n["provision_state"] == state && n["reservation"].is_null() {
+                return n;
+            }
+            assert!(Instant::now() < until, "node never settled in {state}: {n}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 /// Fields that change without any request (nothing does, today) are
@@ -984,15 +998,7 @@ async fn registered_drivers_do_the_hardware_work() {
         app.provision("hw", "active").await.status,
         StatusCode::ACCEPTED
     );
-    let until = Instant::now() + Duration::from_secs(20);
-    let n = loop {
-        let n = app.node("hw").await;
-        if n["provision_state"] == "deploy failed" && n["reservation"].is_null() {
-            break n;
-        }
-        assert!(Instant::now() < until, "deploy never failed: {n}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let n = app.wait_unlocked_in("hw", "deploy failed").await;
     assert!(
         n["last_error"].as_str().unwrap().contains("disk on fire"),
         "{n}"
@@ -1166,6 +1172,19 @@ fn supported(driver: &str, kind: InterfaceKind, name: &str) -> bool {
     }
 }
 
+/// An interface field set on create or PATCH: `success` with the value
+/// shown, or a 400 whose message names the field.
+fn check_verdict(r: &Reply, ok: bool, success: StatusCode, field: &str, name: &str, what: &str) {
+    let label = format!("{what} {field}={name}");
+    if ok {
+        assert_eq!(r.status, success, "{label}: {}", r.body);
+        assert_eq!(r.body[field], name, "{label}");
+    } else {
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{label}: {}", r.body);
+        assert!(r.fault().contains(field), "{label}: {}", r.fault());
+    }
+}
+
 #[tokio::test]
 async fn every_hardware_type_and_interface_is_checked_on_create_and_patch() {
     let app = spawn_app().await;
@@ -1190,27 +1209,7 @@ async fn every_hardware_type_and_interface_is_checked_on_create_and_patch() {
                         json!({"driver": driver, field.clone(): name}),
                     )
                     .await;
-                if ok {
-                    assert_eq!(
-                        r.status,
-                        StatusCode::CREATED,
-                        "{driver} {field}={name}: {}",
-                        r.body
-                    );
-                    assert_eq!(r.body[&field], name.as_str());
-                } else {
-                    assert_eq!(
-                        r.status,
-                        StatusCode::BAD_REQUEST,
-                        "{driver} {field}={name}: {}",
-                        r.body
-                    );
-                    assert!(
-                        r.fault().contains(&field),
-                        "{driver} {field}={name}: {}",
-                        r.fault()
-                    );
-                }
+                check_verdict(&r, ok, StatusCode::CREATED, &field, &name, "POST");
                 let before = app.node(&uuid).await;
                 let r = app
                     .send(
@@ -1219,26 +1218,8 @@ async fn every_hardware_type_and_interface_is_checked_on_create_and_patch() {
                         json!([{"op": "replace", "path": format!("/{field}"), "value": name}]),
                     )
                     .await;
-                if ok {
-                    assert_eq!(
-                        r.status,
-                        StatusCode::OK,
-                        "PATCH {driver} {field}={name}: {}",
-                        r.body
-                    );
-                    assert_eq!(r.body[&field], name.as_str());
-                } else {
-                    assert_eq!(
-                        r.status,
-                        StatusCode::BAD_REQUEST,
-                        "PATCH {driver} {field}={name}: {}",
-                        r.body
-                    );
-                    assert!(
-                        r.fault().contains(&field),
-                        "PATCH {driver} {field}={name}: {}",
-                        r.fault()
-                    );
+                check_verdict(&r, ok, StatusCode::OK, &field, &name, "PATCH");
+                if !ok {
                     let after = app.node(&uuid).await;
                     assert_eq!(before, after, "a refused PATCH changes nothing");
                 }
@@ -1380,20 +1361,6 @@ async fn manage_verifies_the_bmc_and_reads_the_power_state() {
     let fake = Arc::new(FakeHardware::new());
     let drivers = Drivers::new().with(quick).with(fake.clone());
     let app = spawn_app_full(Some(drivers), 8, Duration::from_millis(10), Auth::none()).await;
-    let until = Instant::now() + Duration::from_secs(20);
-    let settle = |ident: &'static str| {
-        let app = &app;
-        async move {
-            loop {
-                let n = app.node(ident).await;
-                if n["provision_state"] != "verifying" && n["reservation"].is_null() {
-                    return n;
-                }
-                assert!(Instant::now() < until, "verification never ended: {n}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    };
 
     // Missing driver_info: validation fails, back to enroll.
     let r = app
@@ -1408,7 +1375,9 @@ async fn manage_verifies_the_bmc_and_reads_the_power_state() {
         app.provision("no-bmc", "manage").await.status,
         StatusCode::ACCEPTED
     );
-    let n = settle("no-bmc").await;
+    // The 202 came with the node in `verifying`, locked: enroll and
+    // unlocked again means verification ended.
+    let n = app.wait_unlocked_in("no-bmc", "enroll").await;
     assert_eq!(n["provision_state"], "enroll", "{n}");
     let e = n["last_error"].as_str().unwrap();
     assert!(
@@ -1430,7 +1399,7 @@ async fn manage_verifies_the_bmc_and_reads_the_power_state() {
         app.provision("wrong-bmc", "manage").await.status,
         StatusCode::ACCEPTED
     );
-    let n = settle("wrong-bmc").await;
+    let n = app.wait_unlocked_in("wrong-bmc", "enroll").await;
     assert_eq!(n["provision_state"], "enroll", "{n}");
     assert!(
         n["last_error"].as_str().unwrap().contains("power state"),
@@ -1523,15 +1492,7 @@ async fn abort_in_clean_wait_fails_cleaning_and_clears_the_steps() {
         )
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
-    let until = Instant::now() + Duration::from_secs(20);
-    let n = loop {
-        let n = app.node("ab").await;
-        if n["provision_state"] == "clean wait" && n["reservation"].is_null() {
-            break n;
-        }
-        assert!(Instant::now() < until, "never waited: {n}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let n = app.wait_unlocked_in("ab", "clean wait").await;
     let dii = n["driver_internal_info"].as_object().unwrap();
     assert_eq!(
         dii["clean_steps"][0]["step"], "erase_devices",
@@ -1546,4 +1507,70 @@ async fn abort_in_clean_wait_fails_cleaning_and_clears_the_steps() {
         .as_object()
         .unwrap()
         .contains_key("clean_steps"));
+}
+
+#[tokio::test]
+async fn manual_clean_steps_run_in_the_users_order_and_a_failing_one_fails_cleaning() {
+    let app = spawn_app().await;
+    let steps = json!([
+        {"interface": "raid", "step": "delete_configuration"},
+        {"interface": "deploy", "step": "erase_devices"},
+    ]);
+    // Each step in turn is made to fail: the failure names it, so the engine
+    // ran the steps before it and stopped there.
+    for (node, failing, label) in [
+        ("cs-1", "delete_configuration", "raid.delete_configuration"),
+        ("cs-2", "erase_devices", "deploy.erase_devices"),
+    ] {
+        app.create(node).await;
+        app.provision(node, "manage").await;
+        app.wait_for(node, "manageable").await;
+        let r = app
+            .send(
+                Method::PATCH,
+                &format!("/v1/nodes/{node}"),
+                json!([{"op": "add", "path": "/driver_info/fake_fail_step", "value": failing}]),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let r = app
+            .send(
+                Method::PUT,
+                &format!("/v1/nodes/{node}/states/provision"),
+                json!({"target": "clean", "clean_steps": steps}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+        let n = app.wait_unlocked_in(node, "clean failed").await;
+        let e = n["last_error"].as_str().unwrap();
+        assert!(e.contains(&format!("Clean step {label} failed")), "{e}");
+        assert_eq!(n["clean_step"], json!({}), "{n}");
+    }
+}
+
+#[tokio::test]
+async fn deploy_is_refused_when_the_driver_does_not_validate() {
+    let app = spawn_app().await;
+    app.create("dv").await;
+    app.provision("dv", "manage").await;
+    app.wait_for("dv", "manageable").await;
+    app.provision("dv", "provide").await;
+    app.wait_for("dv", "available").await;
+    let r = app
+        .send(
+            Method::PATCH,
+            "/v1/nodes/dv",
+            json!([{"op": "add", "path": "/driver_info/fake_invalid", "value": "no BMC address"}]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let before = app.node("dv").await;
+    let r = app.provision("dv", "active").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.fault().contains("no BMC address"), "{}", r.fault());
+    assert_eq!(
+        app.node("dv").await,
+        before,
+        "a refused deploy changes nothing"
+    );
 }

@@ -7,7 +7,9 @@
 //! `fake_fail_power` / `fake_fail_deploy` / `fake_fail_clean` (a message: the
 //! action fails with it), `fake_power_state_error` (reading the power state
 //! fails), `fake_deploy` / `fake_clean` = `"wait"` (the step waits for an agent
-//! call-back instead of finishing), `fake_invalid` (validation fails).
+//! call-back instead of finishing), `fake_invalid` (validation fails),
+//! `fake_fail_step` (a step name: that deploy or clean step fails when it
+//! runs, proving the steps engine ran it).
 //!
 //! [`FakeHardware`] is the `fake` power and management interface (the BMC);
 //! [`FakeDeploy`] the `fake` deploy interface (its one deploy step, `deploy`,
@@ -90,6 +92,17 @@ impl FakeHardware {
             Ok(m) => m.get(&node).copied(),
             Err(p) => p.into_inner().get(&node).copied(),
         }
+    }
+}
+
+/// `fake_fail_step` names `step`: it fails.
+fn failing_step(node: &Node, step: &Step) -> Result<(), DriverError> {
+    match opt_str(node, "fake_fail_step") {
+        Some(name) if name == step.step => Err(DriverError::permanent(format!(
+            "fake step {} failed as asked",
+            step.label()
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -211,6 +224,7 @@ impl Interface for FakeDeploy {
         step: &Step,
     ) -> Result<StepOutcome, DriverError> {
         let node = task.node();
+        failing_step(node, step)?;
         match step.step.as_str() {
             "deploy" => {
                 tokio::time::sleep(delay(node, "fake_deploy_delay_ms")).await;
@@ -304,11 +318,12 @@ impl Interface for FakeOptional {
     async fn execute_step(
         &self,
         _driver: &Composed,
-        _task: &mut ExclusiveTask,
+        task: &mut ExclusiveTask,
         step: &Step,
     ) -> Result<StepOutcome, DriverError> {
+        failing_step(task.node(), step)?;
         if self
-            .clean_steps(_task.node())
+            .clean_steps(task.node())
             .iter()
             .any(|s| s.step == step.step)
         {
