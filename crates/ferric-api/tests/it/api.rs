@@ -107,6 +107,25 @@ impl App {
         }
     }
 
+    /// A new fake node, managed (`manageable`, unlocked).
+    async fn manageable(&self, name: &str) -> Value {
+        self.create(name).await;
+        self.provision(name, "manage").await;
+        self.wait_for(name, "manageable").await
+    }
+
+    /// Add `driver_info.{key} = value` (a fake BMC knob).
+    async fn set_driver_info(&self, ident: &str, key: &str, value: &str) {
+        let r = self
+            .send(
+                Method::PATCH,
+                &format!("/v1/nodes/{ident}"),
+                json!([{"op": "add", "path": format!("/driver_info/{key}"), "value": value}]),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+
     /// Poll until nobody holds the node and it is in provision state
     /// `state` (failed states included, unlike `wait_for`).
     async fn wait_unlocked_in(&self, ident: &str, state: &str) -> Value {
@@ -931,14 +950,8 @@ async fn registered_drivers_do_the_hardware_work() {
     assert_eq!(fake.bmc_power(uuid), PowerState::Off);
 
     // A failing BMC: the error lands in last_error, the power state stays.
-    let r = app
-        .send(
-            Method::PATCH,
-            "/v1/nodes/hw",
-            json!([{"op": "add", "path": "/driver_info/fake_fail_power", "value": "BMC unreachable"}]),
-        )
+    app.set_driver_info("hw", "fake_fail_power", "BMC unreachable")
         .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let r = app
         .send(
             Method::PUT,
@@ -966,14 +979,8 @@ async fn registered_drivers_do_the_hardware_work() {
     );
 
     // Validation reports the driver's verdict.
-    let r = app
-        .send(
-            Method::PATCH,
-            "/v1/nodes/hw",
-            json!([{"op": "add", "path": "/driver_info/fake_invalid", "value": "no address"}]),
-        )
+    app.set_driver_info("hw", "fake_invalid", "no address")
         .await;
-    assert_eq!(r.status, StatusCode::OK);
     let r = app.get("/v1/nodes/hw/validate").await;
     assert_eq!(r.body["power"]["result"], false);
     assert_eq!(r.body["power"]["reason"], "no address");
@@ -1419,9 +1426,7 @@ async fn manage_verifies_the_bmc_and_reads_the_power_state() {
 #[tokio::test]
 async fn manual_cleaning_runs_the_requested_steps_and_refuses_unknown_ones() {
     let app = spawn_app().await;
-    app.create("cl").await;
-    app.provision("cl", "manage").await;
-    app.wait_for("cl", "manageable").await;
+    app.manageable("cl").await;
     let before = app.node("cl").await;
     for steps in [
         json!([{"interface": "deploy", "step": "no_such_step"}]),
@@ -1473,17 +1478,8 @@ async fn manual_cleaning_runs_the_requested_steps_and_refuses_unknown_ones() {
 #[tokio::test]
 async fn abort_in_clean_wait_fails_cleaning_and_clears_the_steps() {
     let app = spawn_app().await;
-    app.create("ab").await;
-    app.provision("ab", "manage").await;
-    app.wait_for("ab", "manageable").await;
-    let r = app
-        .send(
-            Method::PATCH,
-            "/v1/nodes/ab",
-            json!([{"op": "add", "path": "/driver_info/fake_clean", "value": "wait"}]),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK);
+    app.manageable("ab").await;
+    app.set_driver_info("ab", "fake_clean", "wait").await;
     let r = app
         .send(
             Method::PUT,
@@ -1522,17 +1518,8 @@ async fn manual_clean_steps_run_in_the_users_order_and_a_failing_one_fails_clean
         ("cs-1", "delete_configuration", "raid.delete_configuration"),
         ("cs-2", "erase_devices", "deploy.erase_devices"),
     ] {
-        app.create(node).await;
-        app.provision(node, "manage").await;
-        app.wait_for(node, "manageable").await;
-        let r = app
-            .send(
-                Method::PATCH,
-                &format!("/v1/nodes/{node}"),
-                json!([{"op": "add", "path": "/driver_info/fake_fail_step", "value": failing}]),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        app.manageable(node).await;
+        app.set_driver_info(node, "fake_fail_step", failing).await;
         let r = app
             .send(
                 Method::PUT,
@@ -1551,19 +1538,11 @@ async fn manual_clean_steps_run_in_the_users_order_and_a_failing_one_fails_clean
 #[tokio::test]
 async fn deploy_is_refused_when_the_driver_does_not_validate() {
     let app = spawn_app().await;
-    app.create("dv").await;
-    app.provision("dv", "manage").await;
-    app.wait_for("dv", "manageable").await;
+    app.manageable("dv").await;
     app.provision("dv", "provide").await;
     app.wait_for("dv", "available").await;
-    let r = app
-        .send(
-            Method::PATCH,
-            "/v1/nodes/dv",
-            json!([{"op": "add", "path": "/driver_info/fake_invalid", "value": "no BMC address"}]),
-        )
+    app.set_driver_info("dv", "fake_invalid", "no BMC address")
         .await;
-    assert_eq!(r.status, StatusCode::OK);
     let before = app.node("dv").await;
     let r = app.provision("dv", "active").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
