@@ -57,13 +57,17 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, message)
     }
 
-    /// A request that conflicts with stored data (a duplicate name or UUID,
-    /// an instance already associated, a delete in a state that forbids it):
-    /// 400. ferric answers 409 only for a held lock, because the real clients
-    /// retry every 409 as "busy" for about 10 s (Ironic answers these with 409
-    /// and the CLI retries a duplicate name five times before failing).
+    /// 409 without Retry-After: a request that conflicts with stored data
+    /// (a duplicate name or UUID, an instance already associated, a state
+    /// that forbids the operation), as Ironic answers it. The real clients
+    /// retry a 409 for a while before they report it.
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
+        Self::new(StatusCode::CONFLICT, message)
+    }
+
+    /// 403: an operation the node forbids (Ironic's NodeProtected).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
     }
 
     /// 409 with Retry-After: someone else holds the node.
@@ -210,6 +214,7 @@ impl From<ferric_conductor::provision::ProvisionError> for ApiError {
         use ferric_conductor::provision::ProvisionError as P;
         match e {
             P::Invalid(m) => ApiError::bad_request(m),
+            P::Protected(_) => ApiError::forbidden(e.to_string()),
             P::Task(t) => t.into(),
         }
     }

@@ -21,6 +21,7 @@ pub mod agent;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub(crate) mod fields;
 pub mod metrics;
 pub mod misc;
 pub mod nodes;

@@ -3,6 +3,7 @@
 
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery, BaseUrl, JsonBody};
+use crate::fields;
 use crate::patch::{apply_patch_with, PatchOp};
 use crate::render::{self, INTERFACES, LIST_FIELDS};
 use crate::version::Version;
@@ -14,7 +15,7 @@ use axum::Json;
 use ferric_conductor::drivers::Drivers;
 use ferric_conductor::ExclusiveTask;
 use ferric_core::{NewNode, Node, ProvisionState};
-use ferric_store::{NodeIdent, NodeQuery};
+use ferric_store::{NodeIdent, NodeQuery, NodeSort, StoreError};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -113,9 +114,75 @@ pub struct CreateNode {
     pub storage_interface: Option<String>,
     #[serde(default)]
     pub vendor_interface: Option<String>,
+    #[serde(default)]
+    pub instance_info: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub instance_uuid: Option<Uuid>,
+    #[serde(default)]
+    pub maintenance: Option<Value>,
+    // Ironic's other create fields ([`fields::CREATE_FIELDS`]), checked by
+    // [`fields::set_attr`].
+    #[serde(default)]
+    pub automated_clean: Option<Value>,
+    #[serde(default)]
+    pub boot_mode: Option<Value>,
+    #[serde(default)]
+    pub chassis_uuid: Option<Value>,
+    #[serde(default)]
+    pub console_enabled: Option<Value>,
+    #[serde(default)]
+    pub description: Option<Value>,
+    #[serde(default)]
+    pub disable_power_off: Option<Value>,
+    #[serde(default)]
+    pub instance_name: Option<Value>,
+    #[serde(default)]
+    pub lessee: Option<Value>,
+    #[serde(default)]
+    pub network_data: Option<Value>,
+    #[serde(default)]
+    pub owner: Option<Value>,
+    #[serde(default)]
+    pub parent_node: Option<Value>,
+    #[serde(default)]
+    pub resource_class: Option<Value>,
+    #[serde(default)]
+    pub retired: Option<Value>,
+    #[serde(default)]
+    pub retired_reason: Option<Value>,
+    #[serde(default)]
+    pub secure_boot: Option<Value>,
+    #[serde(default)]
+    pub shard: Option<Value>,
 }
 
 impl CreateNode {
+    /// The fields of [`fields::CREATE_FIELDS`] that were sent.
+    fn attrs(&self) -> Vec<(&'static str, &Value)> {
+        let all: [(&'static str, &Option<Value>); 16] = [
+            ("automated_clean", &self.automated_clean),
+            ("boot_mode", &self.boot_mode),
+            ("chassis_uuid", &self.chassis_uuid),
+            ("console_enabled", &self.console_enabled),
+            ("description", &self.description),
+            ("disable_power_off", &self.disable_power_off),
+            ("instance_name", &self.instance_name),
+            ("lessee", &self.lessee),
+            ("network_data", &self.network_data),
+            ("owner", &self.owner),
+            ("parent_node", &self.parent_node),
+            ("resource_class", &self.resource_class),
+            ("retired", &self.retired),
+            ("retired_reason", &self.retired_reason),
+            ("secure_boot", &self.secure_boot),
+            ("shard", &self.shard),
+        ];
+        debug_assert!(all.iter().all(|(f, _)| fields::CREATE_FIELDS.contains(f)));
+        all.into_iter()
+            .filter_map(|(f, v)| v.as_ref().map(|v| (f, v)))
+            .collect()
+    }
+
     fn interfaces(&self) -> [(&'static str, &Option<String>); 13] {
         [
             ("bios", &self.bios_interface),
@@ -157,6 +224,30 @@ impl CreateNode {
         if self.conductor_group.is_some() {
             render::check_field_version("conductor_group", v)?;
         }
+        let sent = self.attrs();
+        for (field, _) in &sent {
+            render::check_field_version(field, v)?;
+        }
+        let mut attrs = ferric_core::NodeAttrs::default();
+        for (field, value) in sent {
+            fields::set_attr(&mut attrs, field, Some(value.clone()))?;
+        }
+        fields::check_chassis(&attrs)?;
+        if attrs.retired_reason.is_some() && !attrs.retired {
+            return Err(ApiError::bad_request(
+                "The retired_reason field can only be set when retired is True",
+            ));
+        }
+        let maintenance = match &self.maintenance {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) => parse_bool("maintenance", s)?,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid value for maintenance: expected a boolean, got {other}."
+                )))
+            }
+        };
         for (iface, value) in self.interfaces() {
             if value.is_some() {
                 render::check_field_version(&format!("{iface}_interface"), v)?;
@@ -194,6 +285,10 @@ impl CreateNode {
             } else {
                 ProvisionState::Available
             }),
+            instance_info: self.instance_info.unwrap_or_default(),
+            instance_uuid: self.instance_uuid,
+            maintenance,
+            attrs,
         };
         new.validate()
             .map_err(|e| ApiError::bad_request(format!("{e}.")))?;
@@ -206,10 +301,23 @@ pub async fn create(
     State(st): State<ApiState>,
     v: Version,
     base: BaseUrl,
-    JsonBody(body): JsonBody<CreateNode>,
+    JsonBody(mut body): JsonBody<CreateNode>,
 ) -> Result<Response, ApiError> {
+    let uuid = *body.uuid.get_or_insert_with(Uuid::new_v4);
+    let instance = body.instance_uuid;
+    if let Some(parent) = body.parent_node.take() {
+        render::check_field_version("parent_node", v)?;
+        let owner = body.owner.as_ref().and_then(Value::as_str);
+        let resolved = fields::resolve_parent(st.tm.store().as_ref(), &parent, owner).await?;
+        body.parent_node = Some(resolved);
+    }
     let new = body.into_new_node_with(st.drivers(), v)?;
-    let node = st.tm.store().create_node(new).await?;
+    let node = st
+        .tm
+        .store()
+        .create_node(new)
+        .await
+        .map_err(|e| instance_conflict(e, instance, uuid))?;
     let location = format!("{}/v1/nodes/{}", base.0, node.uuid);
     let mut resp = (
         StatusCode::CREATED,
@@ -221,6 +329,19 @@ pub async fn create(
         resp.headers_mut().insert(header::LOCATION, l);
     }
     Ok(resp)
+}
+
+/// Ironic's InstanceAssociated (409) for a store refusal of a duplicate
+/// instance UUID; any other error as it is.
+fn instance_conflict(e: StoreError, instance: Option<Uuid>, node: Uuid) -> ApiError {
+    match (e, instance) {
+        (StoreError::Duplicate { field: "instance_uuid", .. }, Some(instance)) => {
+            ApiError::conflict(format!(
+                "Instance {instance} is already associated with a node, it cannot be associated with this other node {node}"
+            ))
+        }
+        (e, _) => e.into(),
+    }
 }
 
 /// Query of the node listings.
@@ -237,6 +358,236 @@ pub struct ListQuery {
     maintenance: Option<String>,
     driver: Option<String>,
     conductor_group: Option<String>,
+    associated: Option<String>,
+    resource_class: Option<String>,
+    owner: Option<String>,
+    lessee: Option<String>,
+    shard: Option<String>,
+    sharded: Option<String>,
+    fault: Option<String>,
+    retired: Option<String>,
+    instance_uuid: Option<String>,
+    instance_name: Option<String>,
+    chassis_uuid: Option<String>,
+    parent_node: Option<String>,
+    include_children: Option<String>,
+    description_contains: Option<String>,
+}
+
+/// Ironic's `faults.VALID_FAULTS`.
+const VALID_FAULTS: [&str; 4] = [
+    "power failure",
+    "clean failure",
+    "rescue abort failure",
+    "service failure",
+];
+
+/// Node columns Ironic refuses to sort by.
+const UNSORTABLE: &[&str] = &[
+    "properties",
+    "driver_info",
+    "extra",
+    "instance_info",
+    "driver_internal_info",
+    "clean_step",
+    "deploy_step",
+    "raid_config",
+    "target_raid_config",
+    "traits",
+    "network_data",
+    "service_step",
+];
+
+/// Ironic's 406 for a filter newer than the request.
+fn filter_version(value: &Option<String>, minor: u32, v: Version) -> Result<(), ApiError> {
+    if value.is_some() && !v.at_least(minor) {
+        return Err(ApiError::not_acceptable(format!(
+            "Request not acceptable. The minimal required API version should be 1.{minor}"
+        )));
+    }
+    Ok(())
+}
+
+fn opt_bool(name: &str, value: &Option<String>) -> Result<Option<bool>, ApiError> {
+    value.as_deref().map(|s| parse_bool(name, s)).transpose()
+}
+
+fn opt_uuid(name: &str, value: &Option<String>) -> Result<Option<Uuid>, ApiError> {
+    value
+        .as_deref()
+        .map(|s| {
+            Uuid::parse_str(s).map_err(|_| {
+                ApiError::bad_request(format!("Expected a UUID for {name} but received {s}."))
+            })
+        })
+        .transpose()
+}
+
+impl ListQuery {
+    /// The filters and order as a store query (without marker and limit),
+    /// checked as Ironic checks them: version gates first (406), then values.
+    async fn to_store_query(
+        &self,
+        store: &dyn ferric_store::Store,
+        v: Version,
+    ) -> Result<NodeQuery, ApiError> {
+        filter_version(&self.driver, 16, v)?;
+        filter_version(&self.resource_class, 21, v)?;
+        filter_version(&self.fault, 42, v)?;
+        filter_version(&self.conductor_group, 46, v)?;
+        filter_version(&self.owner, 50, v)?;
+        filter_version(&self.description_contains, 51, v)?;
+        filter_version(&self.retired, 61, v)?;
+        filter_version(&self.lessee, 65, v)?;
+        filter_version(&self.shard, 82, v)?;
+        filter_version(&self.sharded, 82, v)?;
+        filter_version(&self.parent_node, 83, v)?;
+        filter_version(&self.include_children, 83, v)?;
+        filter_version(&self.instance_name, 104, v)?;
+        if self.fields.is_some() && !v.at_least(8) {
+            return Err(ApiError::not_acceptable(
+                "Request not acceptable. The minimal required API version should be 1.8",
+            ));
+        }
+        let sort = self.sort(v)?;
+        if let Some(s) = &self.provision_state {
+            s.parse::<ProvisionState>()
+                .map_err(|_| ApiError::bad_request(format!("Invalid provision_state \"{s}\".")))?;
+        }
+        for (name, text) in [
+            ("driver", &self.driver),
+            ("resource_class", &self.resource_class),
+            ("owner", &self.owner),
+            ("lessee", &self.lessee),
+            ("shard", &self.shard),
+            ("instance_name", &self.instance_name),
+            ("description_contains", &self.description_contains),
+        ] {
+            if let Some(t) = text {
+                crate::extract::check_text(name, t)?;
+            }
+        }
+        if let Some(f) = &self.fault {
+            if !VALID_FAULTS.contains(&f.as_str()) {
+                return Err(ApiError::bad_request(format!(
+                    "Unrecognized fault \"{f}\" is specified, allowed faults are ('{}')",
+                    VALID_FAULTS.join("', '")
+                )));
+            }
+        }
+        let conductor_group = match &self.conductor_group {
+            Some(g) => Some(
+                ferric_core::node::normalize_conductor_group(g)
+                    .map_err(|e| ApiError::bad_request(format!("{e}.")))?,
+            ),
+            None => None,
+        };
+        let parent_node = match &self.parent_node {
+            None => None,
+            Some(p) => match store.get_node(&NodeIdent::parse(p)).await {
+                Ok(parent) => Some(parent.uuid),
+                Err(StoreError::NodeNotFound(_)) => {
+                    return Err(ApiError::not_found(format!("Node {p} could not be found.")))
+                }
+                Err(e) => return Err(e.into()),
+            },
+        };
+        Ok(NodeQuery {
+            marker: None,
+            limit: None,
+            provision_state: self.provision_state.clone(),
+            maintenance: opt_bool("maintenance", &self.maintenance)?,
+            driver: self.driver.clone(),
+            conductor_group,
+            reserved: None,
+            associated: opt_bool("associated", &self.associated)?,
+            resource_class: self.resource_class.clone(),
+            owner: self.owner.clone(),
+            lessee: self.lessee.clone(),
+            shards: self.shard.as_ref().map(|s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            }),
+            sharded: opt_bool("sharded", &self.sharded)?,
+            fault: self.fault.clone(),
+            retired: opt_bool("retired", &self.retired)?,
+            instance_uuid: opt_uuid("instance_uuid", &self.instance_uuid)?,
+            instance_name: self.instance_name.clone(),
+            chassis_uuid: opt_uuid("chassis_uuid", &self.chassis_uuid)?,
+            parent_node,
+            include_children: opt_bool("include_children", &self.include_children)?
+                .unwrap_or(false),
+            description_contains: self.description_contains.clone(),
+            sort,
+        })
+    }
+
+    /// `sort_key` / `sort_dir` as Ironic checks them.
+    fn sort(&self, v: Version) -> Result<NodeSort, ApiError> {
+        let descending = match self.sort_dir.as_deref() {
+            None | Some("asc") => false,
+            Some("desc") => true,
+            Some(d) => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid sort direction: {d}. Acceptable values are 'asc' or 'desc'"
+                )))
+            }
+        };
+        let Some(key) = self.sort_key.as_deref() else {
+            return Ok(NodeSort {
+                key: "uuid",
+                descending,
+            });
+        };
+        if !v.at_least(render::node_field_version(key)) {
+            return Err(ApiError::not_acceptable(format!(
+                "The field \"{key}\" needs API version 1.{} or later; this request used {v}.",
+                render::node_field_version(key)
+            )));
+        }
+        if UNSORTABLE.contains(&key) {
+            return Err(ApiError::bad_request(format!(
+                "The sort_key value {key} is an invalid field for sorting"
+            )));
+        }
+        match ferric_store::node_sort_key(key) {
+            Some((key, _)) => Ok(NodeSort { key, descending }),
+            None => Err(ApiError::bad_request(format!(
+                "The sort_key value \"{key}\" is an invalid field for sorting"
+            ))),
+        }
+    }
+
+    /// The query parameters a `next` link repeats.
+    fn next_params(&self) -> Vec<(&'static str, &Option<String>)> {
+        vec![
+            ("fields", &self.fields),
+            ("detail", &self.detail),
+            ("sort_key", &self.sort_key),
+            ("sort_dir", &self.sort_dir),
+            ("provision_state", &self.provision_state),
+            ("maintenance", &self.maintenance),
+            ("driver", &self.driver),
+            ("conductor_group", &self.conductor_group),
+            ("associated", &self.associated),
+            ("resource_class", &self.resource_class),
+            ("owner", &self.owner),
+            ("lessee", &self.lessee),
+            ("shard", &self.shard),
+            ("sharded", &self.sharded),
+            ("fault", &self.fault),
+            ("retired", &self.retired),
+            ("instance_uuid", &self.instance_uuid),
+            ("instance_name", &self.instance_name),
+            ("chassis_uuid", &self.chassis_uuid),
+            ("parent_node", &self.parent_node),
+            ("include_children", &self.include_children),
+            ("description_contains", &self.description_contains),
+        ]
+    }
 }
 
 /// oslo's `bool_from_string(strict=True)`.
@@ -322,47 +673,13 @@ async fn list_nodes(
             ApiError::bad_request(format!("Invalid marker \"{m}\": a node UUID is expected."))
         })?),
     };
-    if let Some(k) = &q.sort_key {
-        if k != "uuid" {
-            return Err(ApiError::bad_request(format!(
-                "The sort_key value \"{k}\" is not supported; ferric orders nodes by uuid."
-            )));
-        }
+    let mut query = q.to_store_query(st.tm.store().as_ref(), v).await?;
+    if let Some(m) = marker {
+        // Ironic looks the marker up: an unknown one is a 404.
+        st.tm.store().get_node(&NodeIdent::Uuid(m)).await?;
     }
-    if let Some(d) = &q.sort_dir {
-        if !d.eq_ignore_ascii_case("asc") {
-            return Err(ApiError::bad_request(format!(
-                "The sort_dir value \"{d}\" is not supported; ferric lists nodes in ascending uuid order."
-            )));
-        }
-    }
-    if let Some(s) = &q.provision_state {
-        s.parse::<ProvisionState>()
-            .map_err(|_| ApiError::bad_request(format!("Invalid provision_state \"{s}\".")))?;
-    }
-    if let Some(d) = &q.driver {
-        crate::extract::check_text("driver", d)?;
-    }
-    let maintenance = match &q.maintenance {
-        Some(m) => Some(parse_bool("maintenance", m)?),
-        None => None,
-    };
-    let conductor_group = match &q.conductor_group {
-        Some(g) => Some(
-            ferric_core::node::normalize_conductor_group(g)
-                .map_err(|e| ApiError::bad_request(format!("{e}.")))?,
-        ),
-        None => None,
-    };
-    let query = NodeQuery {
-        marker,
-        limit: Some(limit),
-        provision_state: q.provision_state.clone(),
-        maintenance,
-        driver: q.driver.clone(),
-        conductor_group,
-        reserved: None,
-    };
+    query.marker = marker;
+    query.limit = Some(limit);
     let page = st.tm.store().list_nodes(&query).await?;
     let owners = st.owners().await;
     let mut fields: Option<Vec<String>> = None;
@@ -388,14 +705,7 @@ async fn list_nodes(
     if page.nodes.len() as u32 >= limit {
         if let Some(last) = page.nodes.last() {
             let mut params = vec![format!("limit={limit}"), format!("marker={}", last.uuid)];
-            for (k, val) in [
-                ("fields", &q.fields),
-                ("provision_state", &q.provision_state),
-                ("maintenance", &q.maintenance),
-                ("driver", &q.driver),
-                ("conductor_group", &q.conductor_group),
-                ("detail", &q.detail),
-            ] {
+            for (k, val) in q.next_params() {
                 if let Some(val) = val {
                     params.push(format!("{k}={}", encode(val)));
                 }
@@ -445,6 +755,7 @@ fn placeholder() -> Node {
         created_at: ferric_core::DbTime(0),
         updated_at: None,
         provision_updated_at: None,
+        attrs: Default::default(),
     }
 }
 
@@ -517,6 +828,26 @@ pub async fn patch(
             .unwrap_or("");
         render::check_field_version(root, v)?;
     }
+    let mut ops = ops;
+    if ops
+        .iter()
+        .any(|op| op.path == "/parent_node" && op.value.is_some())
+    {
+        // Resolved before the lock, against the node's owner as it is.
+        let current = st.tm.store().get_node(&ident).await?;
+        for op in ops.iter_mut().filter(|op| op.path == "/parent_node") {
+            if let Some(value) = &op.value {
+                op.value = Some(
+                    fields::resolve_parent(
+                        st.tm.store().as_ref(),
+                        value,
+                        current.attrs.owner.as_deref(),
+                    )
+                    .await?,
+                );
+            }
+        }
+    }
     let mut task = st
         .tm
         .acquire(ident)
@@ -524,6 +855,7 @@ pub async fn patch(
         .retry(st.retry)
         .exclusive()
         .await?;
+    let task_uuid = task.node().uuid;
     let outcome = async {
         if let Some(rev) = expected {
             if task.node().revision != rev {
@@ -534,10 +866,15 @@ pub async fn patch(
                 )));
             }
         }
-        let patched = apply_patch_with(st.drivers(), task.node(), &ops)?;
+        let mut patched = apply_patch_with(st.drivers(), task.node(), &ops)?;
+        fields::check_update(task.node(), &mut patched)?;
         if &patched != task.node() {
+            let instance = patched.instance_uuid;
             *task.node_mut() = patched;
-            task.save().await?;
+            task.save().await.map_err(|e| match e {
+                ferric_conductor::TaskError::Store(s) => instance_conflict(s, instance, task_uuid),
+                other => other.into(),
+            })?;
         }
         Ok::<Node, ApiError>(task.node().clone())
     }
@@ -552,8 +889,10 @@ pub async fn patch(
         .into_response())
 }
 
-/// `DELETE /v1/nodes/{ident}`: allowed in manageable, enroll, adopt failed,
-/// available, or any state in maintenance (Ironic's rules).
+/// `DELETE /v1/nodes/{ident}`, refused as Ironic's conductor refuses it:
+/// an associated instance (unless in maintenance), protected (403), or a
+/// provision state other than manageable, enroll, adopt failed and
+/// available (unless in maintenance).
 pub async fn delete(
     State(st): State<ApiState>,
     v: Version,
@@ -570,18 +909,22 @@ pub async fn delete(
         .await?;
     let n = task.node();
     let allowed = [S::Manageable, S::Enroll, S::AdoptFailed, S::Available];
-    let refusal = if let Some(instance) = n.instance_uuid {
-        Some(ApiError::conflict(format!(
+    let refusal = match n.instance_uuid {
+        Some(instance) if !n.maintenance => Some(ApiError::conflict(format!(
             "Node {} is associated with instance {instance}.",
             n.uuid
-        )))
-    } else if !n.maintenance && !allowed.contains(&n.provision_state) {
-        Some(ApiError::conflict(format!(
-            "Can not delete node \"{}\" while it is in provision state \"{}\". Valid provision states to start deletion are: \"manageable\", \"enroll\", \"adopt failed\", \"available\", or any state while in maintenance mode.",
-            n.uuid, n.provision_state
-        )))
-    } else {
-        None
+        ))),
+        _ if n.attrs.protected => Some(ApiError::forbidden(format!(
+            "Node {} is protected and cannot be undeployed, rebuilt or deleted",
+            n.uuid
+        ))),
+        _ if !n.maintenance && !allowed.contains(&n.provision_state) => {
+            Some(ApiError::conflict(format!(
+                "Can not delete node \"{}\" while it is in provision state \"{}\". Valid provision states to perform deletion are: \"('manageable', 'enroll', 'adopt failed', 'available')\", or set the node into maintenance mode",
+                n.uuid, n.provision_state
+            )))
+        }
+        _ => None,
     };
     if let Some(e) = refusal {
         release(task).await;
@@ -625,6 +968,10 @@ mod tests {
     fn create_rejects_unknown_fields_and_drivers() {
         let bad: Result<CreateNode, _> =
             serde_json::from_value(json!({"driver": "fake-hardware", "colour": "red"}));
+        assert!(bad.unwrap_err().to_string().contains("unknown field"));
+        // Fields Ironic takes only in a PATCH.
+        let bad: Result<CreateNode, _> =
+            serde_json::from_value(json!({"driver": "fake-hardware", "protected": true}));
         assert!(bad.unwrap_err().to_string().contains("unknown field"));
         let body: CreateNode = serde_json::from_value(json!({"driver": "ipmi"})).unwrap();
         assert_eq!(body.into_new_node(Version::MAX).unwrap_err().status(), 400);

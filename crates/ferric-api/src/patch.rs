@@ -5,6 +5,7 @@
 //! (Ironic's `check_and_update_node_interfaces`).
 
 use crate::error::ApiError;
+use crate::fields;
 use crate::render::INTERFACES;
 use ferric_conductor::drivers::Drivers;
 use ferric_core::node::{json_depth, normalize_conductor_group, validate_name, MAX_DICT_DEPTH};
@@ -29,6 +30,47 @@ pub struct PatchOp {
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
 }
+
+/// Ironic's `PATCH_ALLOWED_FIELDS`, for its "Cannot patch" message.
+const PATCH_ALLOWED_FIELDS: &[&str] = &[
+    "automated_clean",
+    "bios_interface",
+    "boot_interface",
+    "chassis_uuid",
+    "conductor_group",
+    "console_interface",
+    "deploy_interface",
+    "description",
+    "disable_power_off",
+    "driver",
+    "driver_info",
+    "extra",
+    "inspect_interface",
+    "instance_info",
+    "instance_name",
+    "instance_uuid",
+    "lessee",
+    "maintenance",
+    "management_interface",
+    "name",
+    "network_data",
+    "network_interface",
+    "owner",
+    "power_interface",
+    "properties",
+    "protected",
+    "protected_reason",
+    "raid_interface",
+    "rescue_interface",
+    "resource_class",
+    "retired",
+    "retired_reason",
+    "shard",
+    "storage_interface",
+    "vendor_interface",
+    "parent_node",
+    "firmware_interface",
+];
 
 /// Fields only ferric's conductor writes.
 const READ_ONLY: &[&str] = &[
@@ -60,29 +102,6 @@ const READ_ONLY: &[&str] = &[
     "inspection_finished_at",
     "allocation_uuid",
     "fault",
-];
-
-/// Ironic node fields that exist but ferric does not store yet.
-const UNSUPPORTED: &[&str] = &[
-    "automated_clean",
-    "boot_mode",
-    "chassis_uuid",
-    "description",
-    "disable_power_off",
-    "health",
-    "instance_name",
-    "lessee",
-    "network_data",
-    "owner",
-    "parent_node",
-    "protected",
-    "protected_reason",
-    "resource_class",
-    "retired",
-    "retired_reason",
-    "secure_boot",
-    "shard",
-    "traits",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,9 +334,23 @@ fn apply_one(n: &mut Node, p: &PatchOp) -> Result<(), ApiError> {
             }
             Ok(())
         }
-        other if UNSUPPORTED.contains(&other) => Err(ApiError::bad_request(format!(
-            "Updating /{other} is not supported by ferric."
-        ))),
+        "traits" => Err(ApiError::bad_request(
+            "Cannot update node traits via node patch. Node traits should be updated via the node traits API.",
+        )),
+        other if fields::NOT_PATCHABLE.contains(&other) => {
+            Err(ApiError::bad_request(format!(
+                "Cannot patch {path}. Only the following can be updated: {}",
+                PATCH_ALLOWED_FIELDS.join(", ")
+            )))
+        }
+        "network_data" => {
+            patch_map(&mut n.attrs.network_data, root, rest, op, value, path)
+        }
+        other if fields::PATCH_FIELDS.contains(&other) => {
+            scalar(rest)?;
+            fields::set_attr(&mut n.attrs, other, value)?;
+            Ok(())
+        }
         other => Err(ApiError::bad_request(format!(
             "Adding a new attribute (/{other}) to the root of the resource is not allowed"
         ))),
@@ -449,6 +482,7 @@ mod tests {
             created_at: DbTime(0),
             updated_at: None,
             provision_updated_at: None,
+            attrs: Default::default(),
         }
     }
 
@@ -601,7 +635,8 @@ mod tests {
             &ops(json!([{"op": "add", "path": "/instance_uuid", "value": Uuid::new_v4().to_string()}])),
         )
         .unwrap_err();
-        assert_eq!(e.status().as_u16(), 400);
+        // Ironic's NodeAssociated is an InvalidState: 409.
+        assert_eq!(e.status().as_u16(), 409);
         let q = apply_patch(
             &p,
             &ops(json!([{"op": "replace", "path": "/maintenance", "value": false}])),

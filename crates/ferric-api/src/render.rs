@@ -156,6 +156,7 @@ pub fn check_field_version(field: &str, v: Version) -> Result<(), ApiError> {
 /// `conductor` is the conductor managing the node.
 pub fn node(n: &Node, base: &str, v: Version, conductor: Option<&str>) -> Map<String, Value> {
     let uuid = n.uuid.to_string();
+    let a = &n.attrs;
     let mut m = Map::new();
     let mut put = |k: &str, v: Value| {
         m.insert(k.to_string(), v);
@@ -164,7 +165,7 @@ pub fn node(n: &Node, base: &str, v: Version, conductor: Option<&str>) -> Map<St
     put("name", json!(n.name));
     put("created_at", timestamp(n.created_at));
     put("updated_at", opt_timestamp(n.updated_at));
-    put("automated_clean", Value::Null);
+    put("automated_clean", json!(a.automated_clean));
     for kind in InterfaceKind::ALL {
         // Nodes enrolled straight into the store may lack the field: show
         // the built-in default.
@@ -175,13 +176,13 @@ pub fn node(n: &Node, base: &str, v: Version, conductor: Option<&str>) -> Map<St
             .or_else(|| Drivers::builtin().interface_name(n, kind));
         put(&kind.field(), json!(value));
     }
-    put("boot_mode", Value::Null);
+    put("boot_mode", json!(a.boot_mode));
     put("clean_step", Value::Object(n.clean_step.clone()));
     put("conductor_group", json!(n.conductor_group));
-    put("console_enabled", json!(false));
+    put("console_enabled", json!(a.console_enabled));
     put("deploy_step", Value::Object(n.deploy_step.clone()));
-    put("description", Value::Null);
-    put("disable_power_off", json!(false));
+    put("description", json!(a.description));
+    put("disable_power_off", json!(a.disable_power_off));
     put("driver", json!(n.driver));
     put(
         "driver_info",
@@ -192,43 +193,49 @@ pub fn node(n: &Node, base: &str, v: Version, conductor: Option<&str>) -> Map<St
         Value::Object(n.driver_internal_info.clone()),
     );
     put("extra", Value::Object(n.extra.clone()));
-    put("fault", Value::Null);
-    put("health", Value::Null);
-    put("inspection_finished_at", Value::Null);
-    put("inspection_started_at", Value::Null);
+    put("fault", json!(a.fault));
+    put("health", json!(a.health));
+    put(
+        "inspection_finished_at",
+        opt_timestamp(a.inspection_finished_at),
+    );
+    put(
+        "inspection_started_at",
+        opt_timestamp(a.inspection_started_at),
+    );
     put("instance_info", Value::Object(n.instance_info.clone()));
-    put("instance_name", Value::Null);
+    put("instance_name", json!(a.instance_name));
     put(
         "instance_uuid",
         json!(n.instance_uuid.map(|u| u.to_string())),
     );
     put("last_error", json!(n.last_error));
-    put("lessee", Value::Null);
+    put("lessee", json!(a.lessee));
     put("maintenance", json!(n.maintenance));
     put("maintenance_reason", json!(n.maintenance_reason));
-    put("network_data", json!({}));
-    put("owner", Value::Null);
-    put("parent_node", Value::Null);
+    put("network_data", Value::Object(a.network_data.clone()));
+    put("owner", json!(a.owner));
+    put("parent_node", json!(a.parent_node.map(|u| u.to_string())));
     put("power_state", json!(n.power_state.map(|p| p.as_str())));
     put("properties", Value::Object(n.properties.clone()));
-    put("protected", json!(false));
-    put("protected_reason", Value::Null);
+    put("protected", json!(a.protected));
+    put("protected_reason", json!(a.protected_reason));
     put("provision_state", provision_state(n.provision_state, v));
     put(
         "provision_updated_at",
         opt_timestamp(n.provision_updated_at),
     );
-    put("raid_config", json!({}));
+    put("raid_config", Value::Object(a.raid_config.clone()));
     put(
         "reservation",
         json!(n.reservation.as_ref().map(|r| r.holder.clone())),
     );
-    put("resource_class", Value::Null);
-    put("retired", json!(false));
-    put("retired_reason", Value::Null);
-    put("secure_boot", Value::Null);
+    put("resource_class", json!(a.resource_class));
+    put("retired", json!(a.retired));
+    put("retired_reason", json!(a.retired_reason));
+    put("secure_boot", json!(a.secure_boot));
     put("service_step", json!({}));
-    put("shard", Value::Null);
+    put("shard", json!(a.shard));
     put(
         "target_power_state",
         json!(n.target_power_state.map(|p| p.as_str())),
@@ -238,12 +245,18 @@ pub fn node(n: &Node, base: &str, v: Version, conductor: Option<&str>) -> Map<St
         n.target_provision_state
             .map_or(Value::Null, |s| provision_state(s, v)),
     );
-    put("target_raid_config", json!({}));
-    put("traits", json!([]));
+    put(
+        "target_raid_config",
+        Value::Object(a.target_raid_config.clone()),
+    );
+    put("traits", json!(a.traits));
     put("links", links(base, &format!("nodes/{uuid}")));
     put("conductor", json!(conductor));
-    put("allocation_uuid", Value::Null);
-    put("chassis_uuid", Value::Null);
+    put(
+        "allocation_uuid",
+        json!(a.allocation_uuid.map(|u| u.to_string())),
+    );
+    put("chassis_uuid", json!(a.chassis_uuid.map(|u| u.to_string())));
     for sub in ["ports", "states", "portgroups", "volume"] {
         put(sub, links(base, &format!("nodes/{uuid}/{sub}")));
     }

@@ -14,5 +14,5 @@ pub mod state;
 pub use error::DomainError;
 pub use fsm::Machine;
 pub use interface::InterfaceKind;
-pub use node::{DbTime, NewNode, Node, Reservation};
+pub use node::{DbTime, NewNode, Node, NodeAttrs, Reservation};
 pub use state::{Event, PowerState, ProvisionState, StateClass};

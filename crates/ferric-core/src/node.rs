@@ -78,6 +78,56 @@ pub struct Node {
     pub created_at: DbTime,
     pub updated_at: Option<DbTime>,
     pub provision_updated_at: Option<DbTime>,
+    /// Ironic's descriptive and scheduling fields (resource class, owner,
+    /// protected, retired, traits, ...). Nested, not flattened, when
+    /// serialized: serde's flatten buffers values and reads some floats
+    /// back differently, and the change feed keeps nodes as JSON.
+    #[serde(default)]
+    pub attrs: NodeAttrs,
+}
+
+/// The node fields Ironic has beyond identity, driver, state and lock:
+/// scheduling and ownership, protection and retirement, traits, and the
+/// conductor-owned ones the API shows read-only. Each is a column of
+/// `nodes` (traits as a JSON list).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeAttrs {
+    pub resource_class: Option<String>,
+    pub owner: Option<String>,
+    pub lessee: Option<String>,
+    pub description: Option<String>,
+    /// `None`: the conductor's `automated_clean` setting decides.
+    pub automated_clean: Option<bool>,
+    /// Refuses undeploy, rebuild and delete; settable only in `active` or `rescue`.
+    pub protected: bool,
+    pub protected_reason: Option<String>,
+    /// A retired node is not provided again: cleaning ends in `manageable`.
+    pub retired: bool,
+    pub retired_reason: Option<String>,
+    pub disable_power_off: bool,
+    pub shard: Option<String>,
+    /// The UUID of this node's parent node.
+    pub parent_node: Option<Uuid>,
+    pub network_data: Map<String, Value>,
+    pub boot_mode: Option<String>,
+    pub secure_boot: Option<bool>,
+    pub instance_name: Option<String>,
+    /// Conductor-owned (read-only in the API).
+    pub health: Option<String>,
+    /// The chassis the node belongs to.
+    pub chassis_uuid: Option<Uuid>,
+    /// Sorted, without duplicates.
+    pub traits: Vec<String>,
+    /// Conductor-owned: why the conductor put the node in maintenance.
+    pub fault: Option<String>,
+    /// Conductor-owned: the allocation the node is part of.
+    pub allocation_uuid: Option<Uuid>,
+    pub console_enabled: bool,
+    pub raid_config: Map<String, Value>,
+    pub target_raid_config: Map<String, Value>,
+    pub inspection_started_at: Option<DbTime>,
+    pub inspection_finished_at: Option<DbTime>,
 }
 
 /// What a new node is created from. Everything else starts at its default.
@@ -93,6 +143,13 @@ pub struct NewNode {
     pub conductor_group: String,
     /// Initial provision state (Ironic: `enroll` from API 1.11, `available` before).
     pub provision_state: Option<ProvisionState>,
+    /// Instance fields accepted on create.
+    #[serde(default)]
+    pub instance_info: Map<String, Value>,
+    pub instance_uuid: Option<Uuid>,
+    pub maintenance: bool,
+    #[serde(default)]
+    pub attrs: NodeAttrs,
 }
 
 /// Node names follow Ironic's rule: RFC 3986 unreserved characters, no UUID look-alikes.
@@ -200,6 +257,8 @@ impl NewNode {
         validate_dict_depth("driver_info", &self.driver_info)?;
         validate_dict_depth("properties", &self.properties)?;
         validate_dict_depth("extra", &self.extra)?;
+        validate_dict_depth("instance_info", &self.instance_info)?;
+        self.attrs.validate()?;
         if self.driver.is_empty() || self.driver.len() > 255 {
             return Err(DomainError::InvalidField {
                 field: "driver",
@@ -207,6 +266,62 @@ impl NewNode {
             });
         }
         self.conductor_group = normalize_conductor_group(&self.conductor_group)?;
+        Ok(())
+    }
+}
+
+/// The longest `description` (Ironic's `_NODE_DESCRIPTION_MAX_LENGTH`).
+pub const MAX_DESCRIPTION_LEN: usize = 4096;
+
+/// The longest trait name.
+pub const MAX_TRAIT_LEN: usize = 255;
+
+/// The most traits a node may have (Ironic's `MAX_TRAITS_PER_NODE`).
+pub const MAX_TRAITS_PER_NODE: usize = 50;
+
+impl NodeAttrs {
+    /// Check the stored shapes: lengths, dictionary depth, traits sorted
+    /// and unique. Whether a value is allowed in the node's state is the
+    /// caller's rule.
+    pub fn validate(&mut self) -> Result<(), DomainError> {
+        let too_long = |field: &'static str, max: usize| DomainError::InvalidField {
+            field,
+            reason: format!("must be at most {max} characters"),
+        };
+        if self
+            .description
+            .as_ref()
+            .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_LEN)
+        {
+            return Err(too_long("description", MAX_DESCRIPTION_LEN));
+        }
+        if self.resource_class.as_ref().is_some_and(|r| r.len() > 80) {
+            return Err(too_long("resource_class", 80));
+        }
+        for (field, value) in [
+            ("owner", &self.owner),
+            ("lessee", &self.lessee),
+            ("shard", &self.shard),
+            ("instance_name", &self.instance_name),
+            ("boot_mode", &self.boot_mode),
+            ("protected_reason", &self.protected_reason),
+            ("retired_reason", &self.retired_reason),
+        ] {
+            if value.as_ref().is_some_and(|v| v.len() > 255) {
+                return Err(too_long(field, 255));
+            }
+        }
+        validate_dict_depth("network_data", &self.network_data)?;
+        validate_dict_depth("raid_config", &self.raid_config)?;
+        validate_dict_depth("target_raid_config", &self.target_raid_config)?;
+        if self.traits.len() > MAX_TRAITS_PER_NODE {
+            return Err(DomainError::InvalidField {
+                field: "traits",
+                reason: format!("a node may have at most {MAX_TRAITS_PER_NODE} traits"),
+            });
+        }
+        self.traits.sort();
+        self.traits.dedup();
         Ok(())
     }
 }

@@ -38,7 +38,10 @@ macro_rules! for_each_conformance_test {
             power_observations_are_recorded_only_if_nothing_happened_since,
             list_pages_and_filters,
             conductor_liveness_uses_database_clock,
-            racing_acquirers_never_share_the_lock
+            racing_acquirers_never_share_the_lock,
+            node_fields_round_trip,
+            list_filters_select_in_the_store,
+            list_sorts_by_any_key_with_a_stable_marker
         );
     };
 }
@@ -1015,4 +1018,323 @@ pub async fn racing_acquirers_never_share_the_lock(store: Arc<dyn Store>) {
         ));
     }
     check_lock_invariants(s, n).await;
+}
+
+// ----- node fields, filters and sorting -----------------------------------
+
+fn attrs_sample(parent: Option<Uuid>) -> ferric_core::NodeAttrs {
+    let mut a = ferric_core::NodeAttrs {
+        resource_class: Some("gold".into()),
+        owner: Some("proj-a".into()),
+        lessee: Some("proj-b".into()),
+        description: Some("Rack 4, Slot 2".into()),
+        automated_clean: Some(false),
+        protected: true,
+        protected_reason: Some("prod".into()),
+        retired: true,
+        retired_reason: Some("old".into()),
+        disable_power_off: true,
+        shard: Some("s1".into()),
+        parent_node: parent,
+        boot_mode: Some("uefi".into()),
+        secure_boot: Some(true),
+        instance_name: Some("vm-1".into()),
+        health: Some("OK".into()),
+        chassis_uuid: Some(Uuid::new_v4()),
+        traits: vec!["CUSTOM_B".into(), "CUSTOM_A".into(), "CUSTOM_B".into()],
+        fault: Some("power failure".into()),
+        allocation_uuid: Some(Uuid::new_v4()),
+        console_enabled: true,
+        inspection_started_at: Some(ferric_core::DbTime(1_700_000_000_000_001)),
+        inspection_finished_at: Some(ferric_core::DbTime(1_700_000_000_000_002)),
+        ..Default::default()
+    };
+    a.network_data
+        .insert("links".into(), serde_json::json!([{"id": "eth0"}]));
+    a.raid_config
+        .insert("logical_disks".into(), serde_json::json!([]));
+    a.target_raid_config
+        .insert("logical_disks".into(), serde_json::json!([{"size_gb": 10}]));
+    a
+}
+
+/// Every field of a node survives create, read, save and the change feed;
+/// traits are kept sorted and unique.
+pub async fn node_fields_round_trip(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    let parent = node(s, "parent").await;
+    let attrs = attrs_sample(Some(parent));
+    let instance = Uuid::new_v4();
+    let created = s
+        .create_node(NewNode {
+            name: Some("child".into()),
+            driver: "fake-hardware".into(),
+            instance_uuid: Some(instance),
+            maintenance: true,
+            attrs: attrs.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut expected = attrs.clone();
+    expected.traits = vec!["CUSTOM_A".into(), "CUSTOM_B".into()];
+    assert_eq!(created.attrs, expected);
+    assert_eq!(created.instance_uuid, Some(instance));
+    assert!(created.maintenance);
+    let read = s.get_node(&created.uuid.into()).await.unwrap();
+    assert_eq!(read.attrs, expected);
+    let t = s.try_acquire(created.uuid, &claim("c", "x")).await.unwrap();
+    let mut n = s.get_node(&created.uuid.into()).await.unwrap();
+    n.attrs = ferric_core::NodeAttrs {
+        traits: vec!["HW_CPU_X86_VMX".into()],
+        ..Default::default()
+    };
+    let saved = s.save_node(&t, &n).await.unwrap();
+    assert_eq!(saved.attrs, n.attrs);
+    assert_eq!(
+        s.get_node(&created.uuid.into()).await.unwrap().attrs,
+        n.attrs
+    );
+    let feed = s.changes_since(0, 100).await.unwrap();
+    let last = feed.last().unwrap().snapshot.clone().unwrap();
+    assert_eq!(last.attrs, n.attrs);
+    s.release(&t).await.unwrap();
+}
+
+async fn node_with(s: &dyn Store, name: &str, attrs: ferric_core::NodeAttrs) -> Uuid {
+    s.create_node(NewNode {
+        name: Some(name.to_string()),
+        driver: "fake-hardware".to_string(),
+        attrs,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .uuid
+}
+
+async fn names(s: &dyn Store, q: NodeQuery) -> Vec<String> {
+    let mut names: Vec<String> = s
+        .list_nodes(&q)
+        .await
+        .unwrap()
+        .nodes
+        .into_iter()
+        .filter_map(|n| n.name)
+        .collect();
+    names.sort();
+    names
+}
+
+/// Each filter of the node listing selects in the store, and child nodes
+/// are left out unless asked for.
+pub async fn list_filters_select_in_the_store(store: Arc<dyn Store>) {
+    use ferric_core::NodeAttrs as A;
+    let s: &dyn Store = &*store;
+    let chassis = Uuid::new_v4();
+    let a = node_with(
+        s,
+        "a",
+        A {
+            resource_class: Some("gold".into()),
+            owner: Some("p1".into()),
+            shard: Some("s1".into()),
+            description: Some("Rack Four".into()),
+            chassis_uuid: Some(chassis),
+            ..Default::default()
+        },
+    )
+    .await;
+    node_with(
+        s,
+        "b",
+        A {
+            resource_class: Some("silver".into()),
+            lessee: Some("p1".into()),
+            shard: Some("s2".into()),
+            retired: true,
+            fault: Some("clean failure".into()),
+            description: Some("rack four".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    node_with(s, "c", A::default()).await;
+    node_with(
+        s,
+        "child",
+        A {
+            parent_node: Some(a),
+            resource_class: Some("gold".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let q = |f: fn(&mut NodeQuery)| {
+        let mut q = NodeQuery::default();
+        f(&mut q);
+        q
+    };
+    assert_eq!(names(s, q(|_| {})).await, ["a", "b", "c"]);
+    assert_eq!(
+        names(s, q(|q| q.include_children = true)).await,
+        ["a", "b", "c", "child"]
+    );
+    let mut children = NodeQuery {
+        parent_node: Some(a),
+        ..Default::default()
+    };
+    assert_eq!(names(s, children.clone()).await, ["child"]);
+    children.resource_class = Some("silver".into());
+    assert!(names(s, children).await.is_empty());
+    assert_eq!(
+        names(s, q(|q| q.resource_class = Some("gold".into()))).await,
+        ["a"]
+    );
+    assert_eq!(names(s, q(|q| q.owner = Some("p1".into()))).await, ["a"]);
+    assert_eq!(names(s, q(|q| q.lessee = Some("p1".into()))).await, ["b"]);
+    assert_eq!(
+        names(s, q(|q| q.shards = Some(vec!["s1".into(), "s2".into()]))).await,
+        ["a", "b"]
+    );
+    assert_eq!(
+        names(s, q(|q| q.shards = Some(vec![]))).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(names(s, q(|q| q.sharded = Some(false))).await, ["c"]);
+    assert_eq!(names(s, q(|q| q.retired = Some(true))).await, ["b"]);
+    assert_eq!(names(s, q(|q| q.retired = Some(false))).await, ["a", "c"]);
+    assert_eq!(
+        names(s, q(|q| q.fault = Some("clean failure".into()))).await,
+        ["b"]
+    );
+    // Case-sensitive, on every engine.
+    assert_eq!(
+        names(s, q(|q| q.description_contains = Some("ack F".into()))).await,
+        ["a"]
+    );
+    let by_chassis = NodeQuery {
+        chassis_uuid: Some(chassis),
+        ..Default::default()
+    };
+    assert_eq!(names(s, by_chassis).await, ["a"]);
+    // Associated / instance_uuid.
+    let t = s.try_acquire(a, &claim("c", "x")).await.unwrap();
+    let mut n = s.get_node(&a.into()).await.unwrap();
+    let instance = Uuid::new_v4();
+    n.instance_uuid = Some(instance);
+    s.save_node(&t, &n).await.unwrap();
+    s.release(&t).await.unwrap();
+    assert_eq!(names(s, q(|q| q.associated = Some(true))).await, ["a"]);
+    assert_eq!(
+        names(s, q(|q| q.associated = Some(false))).await,
+        ["b", "c"]
+    );
+    let by_instance = NodeQuery {
+        instance_uuid: Some(instance),
+        ..Default::default()
+    };
+    assert_eq!(names(s, by_instance).await, ["a"]);
+}
+
+/// Paging through a listing sorted by a column with ties and missing
+/// values, either way, visits every node once, in the same order on every
+/// engine: missing values last ascending, then the UUID.
+pub async fn list_sorts_by_any_key_with_a_stable_marker(store: Arc<dyn Store>) {
+    use ferric_core::NodeAttrs as A;
+    let s: &dyn Store = &*store;
+    let classes = [
+        Some("b"),
+        None,
+        Some("a"),
+        Some("b"),
+        None,
+        Some("B"),
+        Some("a"),
+    ];
+    let mut made = Vec::new();
+    for (i, class) in classes.iter().enumerate() {
+        let uuid = node_with(
+            s,
+            &format!("n{i}"),
+            A {
+                resource_class: class.map(str::to_string),
+                ..Default::default()
+            },
+        )
+        .await;
+        made.push((class.is_none(), class.map(str::to_string), uuid));
+    }
+    made.sort();
+    let ascending: Vec<Uuid> = made.iter().map(|m| m.2).collect();
+    for descending in [false, true] {
+        for limit in [1, 2, 3, 100] {
+            let mut seen = Vec::new();
+            let mut marker = None;
+            loop {
+                let page = s
+                    .list_nodes(&NodeQuery {
+                        marker,
+                        limit: Some(limit),
+                        sort: NodeSort {
+                            key: "resource_class",
+                            descending,
+                        },
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                if page.nodes.is_empty() {
+                    break;
+                }
+                marker = page.nodes.last().map(|n| n.uuid);
+                seen.extend(page.nodes.iter().map(|n| n.uuid));
+                assert!(seen.len() <= made.len(), "a page repeats nodes");
+            }
+            let mut want = ascending.clone();
+            if descending {
+                want.reverse();
+            }
+            assert_eq!(seen, want, "descending {descending}, limit {limit}");
+        }
+    }
+    // Other keys sort too; an unknown one is refused.
+    for key in ["name", "id", "maintenance", "updated_at", "protected"] {
+        let page = s
+            .list_nodes(&NodeQuery {
+                sort: NodeSort {
+                    key,
+                    descending: false,
+                },
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.nodes.len(), made.len(), "{key}");
+    }
+    let names: Vec<String> = s
+        .list_nodes(&NodeQuery {
+            sort: NodeSort {
+                key: "name",
+                descending: true,
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .nodes
+        .into_iter()
+        .filter_map(|n| n.name)
+        .collect();
+    assert_eq!(names, ["n6", "n5", "n4", "n3", "n2", "n1", "n0"]);
+    let bad = s
+        .list_nodes(&NodeQuery {
+            sort: NodeSort {
+                key: "properties",
+                descending: false,
+            },
+            ..Default::default()
+        })
+        .await;
+    assert!(matches!(bad, Err(StoreError::Invalid(_))), "{bad:?}");
 }

@@ -664,16 +664,72 @@ impl MemoryStore {
 }
 
 fn query_matches(q: &NodeQuery, n: &Node) -> bool {
-    q.marker.is_none_or(|m| n.uuid > m)
-        && q.provision_state
-            .as_deref()
-            .is_none_or(|s| n.provision_state.as_str() == s)
+    let a = &n.attrs;
+    let same = |want: &Option<String>, have: &Option<String>| {
+        want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
+    };
+    q.provision_state
+        .as_deref()
+        .is_none_or(|s| n.provision_state.as_str() == s)
         && q.driver.as_deref().is_none_or(|d| n.driver == d)
         && q.conductor_group
             .as_deref()
             .is_none_or(|g| n.conductor_group == g.to_ascii_lowercase())
         && q.maintenance.is_none_or(|m| n.maintenance == m)
         && q.reserved.is_none_or(|r| n.reservation.is_some() == r)
+        && q.associated.is_none_or(|x| n.instance_uuid.is_some() == x)
+        && same(&q.resource_class, &a.resource_class)
+        && same(&q.owner, &a.owner)
+        && same(&q.lessee, &a.lessee)
+        && same(&q.fault, &a.fault)
+        && same(&q.instance_name, &a.instance_name)
+        && q.shards
+            .as_ref()
+            .is_none_or(|s| a.shard.as_ref().is_some_and(|x| s.contains(x)))
+        && q.sharded.is_none_or(|x| a.shard.is_some() == x)
+        && q.retired.is_none_or(|r| a.retired == r)
+        && q.instance_uuid.is_none_or(|u| n.instance_uuid == Some(u))
+        && q.chassis_uuid.is_none_or(|u| a.chassis_uuid == Some(u))
+        && (q.include_children || a.parent_node == q.parent_node)
+        && q.description_contains.as_ref().is_none_or(|t| {
+            a.description
+                .as_ref()
+                .is_some_and(|d| d.contains(t.as_str()))
+        })
+}
+
+/// A node's place in the order `sort`: missing values after all others
+/// (ascending), then the value, then the UUID.
+fn sort_tuple(sort: &NodeSort, n: &Node) -> (bool, Option<SortValue>, Uuid) {
+    let v = node_sort_value(n, sort.key);
+    (v.is_none(), v, n.uuid)
+}
+
+/// The page of `q` from `nodes`, in `q.sort` order after `q.marker`.
+fn list_page(nodes: &BTreeMap<Uuid, Node>, q: &NodeQuery) -> Vec<Node> {
+    let limit = q.limit.map_or(usize::MAX, |l| l as usize);
+    let after = q.marker.map(|m| match nodes.get(&m) {
+        Some(marker) => sort_tuple(&q.sort, marker),
+        None => (true, None, m),
+    });
+    let mut page: Vec<(_, &Node)> = nodes
+        .values()
+        .filter(|n| query_matches(q, n))
+        .map(|n| (sort_tuple(&q.sort, n), n))
+        .filter(|(t, _)| match &after {
+            None => true,
+            Some(m) if q.sort.descending => t < m,
+            Some(m) => t > m,
+        })
+        .collect();
+    page.sort_by(|x, y| x.0.cmp(&y.0));
+    if q.sort.descending {
+        page.reverse();
+    }
+    page.into_iter()
+        .take(limit)
+        .map(|(_, n)| n.clone())
+        .collect()
 }
 
 #[async_trait]
@@ -707,8 +763,8 @@ impl Store for MemoryStore {
             driver_info: new.driver_info,
             properties: new.properties,
             extra: new.extra,
-            instance_info: Default::default(),
-            instance_uuid: None,
+            instance_info: new.instance_info,
+            instance_uuid: new.instance_uuid,
             interfaces: new.interfaces,
             driver_internal_info: Default::default(),
             clean_step: Default::default(),
@@ -717,7 +773,7 @@ impl Store for MemoryStore {
             target_provision_state: None,
             power_state: None,
             target_power_state: None,
-            maintenance: false,
+            maintenance: new.maintenance,
             maintenance_reason: None,
             last_error: None,
             conductor_group: new.conductor_group,
@@ -729,6 +785,7 @@ impl Store for MemoryStore {
             created_at: DbTime(now),
             updated_at: Some(DbTime(now)),
             provision_updated_at: Some(DbTime(now)),
+            attrs: new.attrs,
         };
         Self::check_unique(&st, &node)?;
         st.nodes.insert(uuid, node);
@@ -757,14 +814,13 @@ impl Store for MemoryStore {
     async fn list_nodes(&self, q: &NodeQuery) -> StoreResult<NodePage> {
         self.enter(Op::ListNodes).await?;
         let st = guard(&self.state);
-        let limit = q.limit.map_or(usize::MAX, |l| l as usize);
-        let nodes = st
-            .nodes
-            .values()
-            .filter(|n| query_matches(q, n))
-            .take(limit)
-            .cloned()
-            .collect();
+        if node_sort_key(q.sort.key).is_none() {
+            return Err(StoreError::Invalid(format!(
+                "nodes cannot be sorted by {:?}",
+                q.sort.key
+            )));
+        }
+        let nodes = list_page(&st.nodes, q);
         Ok(NodePage {
             nodes,
             revision: st.revision,
@@ -783,6 +839,10 @@ impl Store for MemoryStore {
                 .map_err(|e| StoreError::Invalid(e.to_string()))?;
         }
         let group = ferric_core::node::normalize_conductor_group(&n.conductor_group)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let mut attrs = n.attrs.clone();
+        attrs
+            .validate()
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
         let unfenced = planted!(self, UnfencedWrite);
         let mut st = guard(&self.state);
@@ -822,6 +882,7 @@ impl Store for MemoryStore {
         stored.last_error = n.last_error.clone();
         stored.conductor_group = group;
         stored.conductor_affinity = n.conductor_affinity.clone();
+        stored.attrs = attrs;
         stored.updated_at = Some(DbTime(now));
         let revision = Self::record_change(&mut st, token.node, ChangeKind::Updated, now);
         self.emit(LockEvent::Written {

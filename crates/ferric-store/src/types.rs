@@ -233,6 +233,158 @@ pub struct NodeQuery {
     pub conductor_group: Option<String>,
     /// Only nodes whose lock is held (`Some(true)`) or free (`Some(false)`).
     pub reserved: Option<bool>,
+    /// Only nodes with (`Some(true)`) or without an instance.
+    pub associated: Option<bool>,
+    pub resource_class: Option<String>,
+    pub owner: Option<String>,
+    pub lessee: Option<String>,
+    /// Only nodes in one of these shards.
+    pub shards: Option<Vec<String>>,
+    /// Only nodes with (`Some(true)`) or without a shard.
+    pub sharded: Option<bool>,
+    pub fault: Option<String>,
+    pub retired: Option<bool>,
+    pub instance_uuid: Option<Uuid>,
+    pub instance_name: Option<String>,
+    pub chassis_uuid: Option<Uuid>,
+    /// Only the children of this node (unless `include_children`).
+    pub parent_node: Option<Uuid>,
+    /// Children are left out unless this is set (Ironic's rule): then every
+    /// node matches, parent or child.
+    pub include_children: bool,
+    /// A substring of the description.
+    pub description_contains: Option<String>,
+    /// The order; `marker` is the last node of the previous page in it.
+    pub sort: NodeSort,
+}
+
+/// The order of a node listing: one column (see [`NODE_SORT_KEYS`]), then
+/// the UUID. Missing values (NULL) sort after every value in ascending
+/// order, before them in descending order, on every engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSort {
+    /// One of [`NODE_SORT_KEYS`].
+    pub key: &'static str,
+    pub descending: bool,
+}
+
+impl Default for NodeSort {
+    fn default() -> Self {
+        NodeSort {
+            key: "uuid",
+            descending: false,
+        }
+    }
+}
+
+/// How a sort column's values compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKind {
+    Text,
+    Int,
+    Bool,
+}
+
+/// The node columns a listing can be ordered by ("id", Ironic's default,
+/// is creation order here). The JSON columns are not sortable, as in Ironic.
+pub const NODE_SORT_KEYS: &[(&str, SortKind)] = &[
+    ("uuid", SortKind::Text),
+    ("id", SortKind::Int),
+    ("name", SortKind::Text),
+    ("driver", SortKind::Text),
+    ("instance_uuid", SortKind::Text),
+    ("provision_state", SortKind::Text),
+    ("target_provision_state", SortKind::Text),
+    ("power_state", SortKind::Text),
+    ("target_power_state", SortKind::Text),
+    ("maintenance", SortKind::Bool),
+    ("maintenance_reason", SortKind::Text),
+    ("last_error", SortKind::Text),
+    ("conductor_group", SortKind::Text),
+    ("reservation", SortKind::Text),
+    ("created_at", SortKind::Int),
+    ("updated_at", SortKind::Int),
+    ("provision_updated_at", SortKind::Int),
+    ("resource_class", SortKind::Text),
+    ("owner", SortKind::Text),
+    ("lessee", SortKind::Text),
+    ("description", SortKind::Text),
+    ("automated_clean", SortKind::Bool),
+    ("protected", SortKind::Bool),
+    ("protected_reason", SortKind::Text),
+    ("retired", SortKind::Bool),
+    ("retired_reason", SortKind::Text),
+    ("disable_power_off", SortKind::Bool),
+    ("shard", SortKind::Text),
+    ("parent_node", SortKind::Text),
+    ("boot_mode", SortKind::Text),
+    ("secure_boot", SortKind::Bool),
+    ("instance_name", SortKind::Text),
+    ("health", SortKind::Text),
+    ("fault", SortKind::Text),
+    ("console_enabled", SortKind::Bool),
+    ("inspection_started_at", SortKind::Int),
+    ("inspection_finished_at", SortKind::Int),
+];
+
+/// The sort key named `key`, if nodes can be ordered by it.
+pub fn node_sort_key(key: &str) -> Option<(&'static str, SortKind)> {
+    NODE_SORT_KEYS.iter().find(|(k, _)| *k == key).copied()
+}
+
+/// A node's value in sort column `key` (`None` for NULL), for stores that
+/// order in memory; the same order as the SQL stores'.
+pub fn node_sort_value(n: &Node, key: &str) -> Option<SortValue> {
+    use SortValue::*;
+    let text = |s: &Option<String>| s.clone().map(Text);
+    let a = &n.attrs;
+    match key {
+        "uuid" => Some(Text(n.uuid.to_string())),
+        "id" | "created_at" => Some(Int(n.created_at.0)),
+        "name" => text(&n.name),
+        "driver" => Some(Text(n.driver.clone())),
+        "instance_uuid" => n.instance_uuid.map(|u| Text(u.to_string())),
+        "provision_state" => Some(Text(n.provision_state.as_str().to_string())),
+        "target_provision_state" => n.target_provision_state.map(|s| Text(s.as_str().into())),
+        "power_state" => n.power_state.map(|s| Text(s.as_str().into())),
+        "target_power_state" => n.target_power_state.map(|s| Text(s.as_str().into())),
+        "maintenance" => Some(Bool(n.maintenance)),
+        "maintenance_reason" => text(&n.maintenance_reason),
+        "last_error" => text(&n.last_error),
+        "conductor_group" => Some(Text(n.conductor_group.clone())),
+        "reservation" => n.reservation.as_ref().map(|r| Text(r.holder.clone())),
+        "updated_at" => n.updated_at.map(|t| Int(t.0)),
+        "provision_updated_at" => n.provision_updated_at.map(|t| Int(t.0)),
+        "resource_class" => text(&a.resource_class),
+        "owner" => text(&a.owner),
+        "lessee" => text(&a.lessee),
+        "description" => text(&a.description),
+        "automated_clean" => a.automated_clean.map(Bool),
+        "protected" => Some(Bool(a.protected)),
+        "protected_reason" => text(&a.protected_reason),
+        "retired" => Some(Bool(a.retired)),
+        "retired_reason" => text(&a.retired_reason),
+        "disable_power_off" => Some(Bool(a.disable_power_off)),
+        "shard" => text(&a.shard),
+        "parent_node" => a.parent_node.map(|u| Text(u.to_string())),
+        "boot_mode" => text(&a.boot_mode),
+        "secure_boot" => a.secure_boot.map(Bool),
+        "instance_name" => text(&a.instance_name),
+        "health" => text(&a.health),
+        "fault" => text(&a.fault),
+        "console_enabled" => Some(Bool(a.console_enabled)),
+        "inspection_started_at" => a.inspection_started_at.map(|t| Int(t.0)),
+        "inspection_finished_at" => a.inspection_finished_at.map(|t| Int(t.0)),
+        _ => None,
+    }
+}
+
+/// A value of a sort column.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SortValue {
+    Bool(bool),
+    Int(i64),
+    Text(String),
 }
 
 /// One page of nodes and the revision it is consistent with.

@@ -328,7 +328,9 @@ async fn full_lifecycle_like_the_baremetal_cli() {
     let r = app
         .call(Method::DELETE, "/v1/nodes/n2", Some("latest"), None)
         .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    // Ironic's InvalidState: 409 (no Retry-After: that is NodeLocked's).
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert!(r.header("retry-after").is_none());
     assert!(r.fault().contains("active"), "{}", r.fault());
     assert_unchanged(&app, "n2", &before).await;
 
@@ -459,8 +461,9 @@ async fn bad_input_is_an_ironic_shaped_4xx_and_changes_nothing() {
             json!({"driver": "fake-hardware", "name": "bad1"}),
         )
         .await;
-    // 400, not 409: the clients retry every 409 as "busy".
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    // Ironic's DuplicateName: 409, without Retry-After.
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert!(r.header("retry-after").is_none());
     // huge body
     let huge = format!(
         "{{\"driver\": \"fake-hardware\", \"extra\": {{\"x\": \"{}\"}}}}",
@@ -766,7 +769,7 @@ async fn pagination_follows_next_links() {
     sorted.sort();
     sorted.dedup();
     assert_eq!(sorted, seen, "pages are in uuid order without repeats");
-    // Renaming onto a taken name: 400 (not a retryable 409), nothing changes.
+    // Renaming onto a taken name: 409 (Ironic's DuplicateName), nothing changes.
     let before = app.node("p0").await;
     let r = app
         .send(
@@ -775,7 +778,7 @@ async fn pagination_follows_next_links() {
             json!([{"op": "replace", "path": "/name", "value": "p1"}]),
         )
         .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
     assert!(r.fault().contains("p1"), "{}", r.fault());
     assert_unchanged(&app, "p0", &before).await;
     let r = app

@@ -44,6 +44,10 @@ pub enum ProvisionError {
     /// InvalidStateRequested, InvalidParameterValue, UnsupportedDriverExtension).
     #[error("{0}")]
     Invalid(String),
+    /// The node is protected: no undeploy, rebuild or delete (Ironic's
+    /// NodeProtected, a 403).
+    #[error("Node {0} is protected and cannot be undeployed, rebuilt or deleted")]
+    Protected(uuid::Uuid),
     /// The lock or the store said no.
     #[error(transparent)]
     Task(#[from] TaskError),
@@ -217,6 +221,15 @@ impl Provisioner {
         let n = task.node();
         let state = n.provision_state;
         let verb = &action.verb;
+        if matches!(event, Event::Rebuild | Event::Delete) && n.attrs.protected {
+            return Err(ProvisionError::Protected(n.uuid));
+        }
+        if event == Event::Provide && state == ProvisionState::Manageable && n.attrs.retired {
+            return Err(ProvisionError::Invalid(format!(
+                "The providing operation can't be performed on node {} because it is retired.",
+                n.uuid
+            )));
+        }
         if matches!(event, Event::Deploy | Event::Rebuild) && n.maintenance {
             return Err(ProvisionError::Invalid(format!(
                 "The requested action \"{verb}\" can not be performed on node \"{}\" while it is in maintenance mode.",

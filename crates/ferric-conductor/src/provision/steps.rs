@@ -414,9 +414,11 @@ async fn finish(t: &mut ExclusiveTask, driver: &Composed, phase: Phase) -> Resul
 }
 
 /// Cleaning finished: manual cleaning returns to manageable, automated
-/// cleaning ends in available.
+/// cleaning ends in available, except for a retired node, which goes back
+/// to manageable (Ironic's rule: it is not offered for deployment again).
 fn clean_done(t: &ExclusiveTask) -> Event {
-    if t.node().target_provision_state == Some(ProvisionState::Manageable) {
+    if t.node().target_provision_state == Some(ProvisionState::Manageable) || t.node().attrs.retired
+    {
         Event::Manage
     } else {
         Event::Done

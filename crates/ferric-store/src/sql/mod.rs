@@ -106,7 +106,11 @@ const NODE_COLS: &str = "uuid, name, driver, driver_info, properties, extra, ins
     target_power_state, maintenance, maintenance_reason, last_error, conductor_group, \
     conductor_affinity, reservation, lock_task, lock_epoch, lock_purpose, lock_acquired_at, \
     lock_waiters, revision, created_at, updated_at, provision_updated_at, \
-    driver_internal_info, clean_step, deploy_step";
+    driver_internal_info, clean_step, deploy_step, resource_class, owner, lessee, description, \
+    automated_clean, protected, protected_reason, retired, retired_reason, disable_power_off, \
+    shard, parent_node, network_data, boot_mode, secure_boot, instance_name, health, \
+    chassis_uuid, traits, fault, allocation_uuid, console_enabled, raid_config, \
+    target_raid_config, inspection_started_at, inspection_finished_at";
 /// What opening a store may do to the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OpenMode {

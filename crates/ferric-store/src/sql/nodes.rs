@@ -11,6 +11,55 @@ use ferric_core::{NewNode, Node, ProvisionState};
 use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
 
+/// The INSERT of `rows` new nodes: the creation columns, then
+/// [`ATTR_COLS`], each row's timestamps from the database clock.
+fn insert_sql(rows: usize) -> String {
+    const FIRST: [&str; 13] = [
+        "uuid",
+        "name",
+        "driver",
+        "driver_info",
+        "properties",
+        "extra",
+        "interfaces",
+        "provision_state",
+        "conductor_group",
+        "revision",
+        "instance_info",
+        "instance_uuid",
+        "maintenance",
+    ];
+    let per_row = FIRST.len() + ATTR_COLS.len();
+    let mut sql = format!(
+        "INSERT INTO nodes ({}, {}, created_at, updated_at, provision_updated_at) VALUES ",
+        FIRST.join(", "),
+        ATTR_COLS.join(", ")
+    );
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let marks: Vec<String> = (1..=per_row)
+            .map(|k| format!("${}", i * per_row + k))
+            .collect();
+        sql.push_str(&format!(
+            "({}, {{now}}, {{now}}, {{now}})",
+            marks.join(", ")
+        ));
+    }
+    sql
+}
+
+/// `col = $first, col = $first+1, ...` over [`ATTR_COLS`].
+fn attr_sets(first: usize) -> String {
+    ATTR_COLS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c} = ${}", first + i))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `Store`'s node methods (`*_impl`, called by the `Store` impl in
 /// `mod.rs`) and their helpers.
 impl SqlStore {
@@ -22,24 +71,24 @@ impl SqlStore {
         let _g = self.write_guard().await;
         let mut tx = self.begin_write().await?;
         let rev = self.bump_revision(&mut tx).await?;
-        sqlx::query(self.sql(
-            "INSERT INTO nodes (uuid, name, driver, driver_info, properties, extra, interfaces, \
-             provision_state, conductor_group, revision, created_at, updated_at, provision_updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, {now}, {now}, {now})",
-        ))
-        .bind(uuid.to_string())
-        .bind(new.name.clone())
-        .bind(new.driver.clone())
-        .bind(json_text(&new.driver_info)?)
-        .bind(json_text(&new.properties)?)
-        .bind(json_text(&new.extra)?)
-        .bind(json_text(&new.interfaces)?)
-        .bind(state.as_str())
-        .bind(new.conductor_group.clone())
-        .bind(rev)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| Self::map_unique(e, &new, uuid))?;
+        let q = sqlx::query(self.sql(&insert_sql(1)))
+            .bind(uuid.to_string())
+            .bind(new.name.clone())
+            .bind(new.driver.clone())
+            .bind(json_text(&new.driver_info)?)
+            .bind(json_text(&new.properties)?)
+            .bind(json_text(&new.extra)?)
+            .bind(json_text(&new.interfaces)?)
+            .bind(state.as_str())
+            .bind(new.conductor_group.clone())
+            .bind(rev)
+            .bind(json_text(&new.instance_info)?)
+            .bind(new.instance_uuid.map(|u| u.to_string()))
+            .bind(new.maintenance);
+        bind_attrs!(q, &new.attrs)?
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| Self::map_unique(e, &new, uuid))?;
         let node = self.fetch_node(&mut tx, uuid).await?;
         self.record_change(&mut tx, rev, uuid, ChangeKind::Created, Some(&node))
             .await?;
@@ -74,21 +123,7 @@ impl SqlStore {
         let first = last - count + 1;
         for (chunk_no, chunk) in prepared.chunks(bulk_rows).enumerate() {
             let base_rev = first + (chunk_no * bulk_rows) as i64;
-            let mut sql = String::from(
-                "INSERT INTO nodes (uuid, name, driver, driver_info, properties, extra, interfaces, \
-                 provision_state, conductor_group, revision, created_at, updated_at, provision_updated_at) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let b = i * 10;
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                let marks: Vec<String> = (1..=10).map(|k| format!("${}", b + k)).collect();
-                sql.push_str(&format!(
-                    "({}, {{now}}, {{now}}, {{now}})",
-                    marks.join(", ")
-                ));
-            }
+            let sql = insert_sql(chunk.len());
             let mut q = sqlx::query(self.sql(&sql));
             for (i, (uuid, new)) in chunk.iter().enumerate() {
                 let state = new.provision_state.unwrap_or(ProvisionState::Enroll);
@@ -102,7 +137,11 @@ impl SqlStore {
                     .bind(json_text(&new.interfaces)?)
                     .bind(state.as_str())
                     .bind(new.conductor_group.clone())
-                    .bind(base_rev + i as i64);
+                    .bind(base_rev + i as i64)
+                    .bind(json_text(&new.instance_info)?)
+                    .bind(new.instance_uuid.map(|u| u.to_string()))
+                    .bind(new.maintenance);
+                q = bind_attrs!(q, &new.attrs)?;
             }
             q.execute(&mut *tx)
                 .await
@@ -159,33 +198,142 @@ impl SqlStore {
     pub(super) async fn list_nodes_impl(&self, q: &NodeQuery) -> StoreResult<NodePage> {
         let mut sql = String::from("SELECT {node_cols} FROM nodes WHERE 1 = 1");
         let mut binds: Vec<String> = Vec::new();
-        let mut push = |sql: &mut String, clause: &str, v: String| {
+        fn push(sql: &mut String, binds: &mut Vec<String>, clause: &str, v: String) {
             binds.push(v);
             sql.push_str(&clause.replace('?', &format!("${}", binds.len())));
-        };
-        if let Some(m) = q.marker {
-            push(&mut sql, " AND uuid > ?", m.to_string());
         }
         if let Some(s) = &q.provision_state {
-            push(&mut sql, " AND provision_state = ?", s.clone());
+            push(&mut sql, &mut binds, " AND provision_state = ?", s.clone());
         }
         if let Some(d) = &q.driver {
-            push(&mut sql, " AND driver = ?", d.clone());
+            push(&mut sql, &mut binds, " AND driver = ?", d.clone());
         }
         if let Some(g) = &q.conductor_group {
-            push(&mut sql, " AND conductor_group = ?", g.to_ascii_lowercase());
+            push(
+                &mut sql,
+                &mut binds,
+                " AND conductor_group = ?",
+                g.to_ascii_lowercase(),
+            );
         }
-        match q.maintenance {
-            Some(true) => sql.push_str(" AND maintenance = TRUE"),
-            Some(false) => sql.push_str(" AND maintenance = FALSE"),
-            None => {}
+        for (col, value) in [
+            ("resource_class", &q.resource_class),
+            ("owner", &q.owner),
+            ("lessee", &q.lessee),
+            ("fault", &q.fault),
+            ("instance_name", &q.instance_name),
+        ] {
+            if let Some(v) = value {
+                push(&mut sql, &mut binds, &format!(" AND {col} = ?"), v.clone());
+            }
         }
-        match q.reserved {
-            Some(true) => sql.push_str(" AND reservation IS NOT NULL"),
-            Some(false) => sql.push_str(" AND reservation IS NULL"),
-            None => {}
+        for (col, value) in [
+            ("instance_uuid", &q.instance_uuid),
+            ("chassis_uuid", &q.chassis_uuid),
+        ] {
+            if let Some(v) = value {
+                push(
+                    &mut sql,
+                    &mut binds,
+                    &format!(" AND {col} = ?"),
+                    v.to_string(),
+                );
+            }
         }
-        sql.push_str(" ORDER BY uuid");
+        if let Some(shards) = &q.shards {
+            if shards.is_empty() {
+                sql.push_str(" AND 1 = 0");
+            } else {
+                sql.push_str(" AND shard IN (");
+                for (i, shard) in shards.iter().enumerate() {
+                    push(
+                        &mut sql,
+                        &mut binds,
+                        if i == 0 { "?" } else { ", ?" },
+                        shard.clone(),
+                    );
+                }
+                sql.push(')');
+            }
+        }
+        if let Some(text) = &q.description_contains {
+            let find = match self.backend {
+                Backend::Sqlite => " AND instr(description, ?) > 0",
+                Backend::Postgres => " AND strpos(description, ?) > 0",
+            };
+            push(&mut sql, &mut binds, find, text.clone());
+        }
+        for (col, wanted) in [("maintenance", q.maintenance), ("retired", q.retired)] {
+            match wanted {
+                Some(true) => sql.push_str(&format!(" AND {col} = TRUE")),
+                Some(false) => sql.push_str(&format!(" AND {col} = FALSE")),
+                None => {}
+            }
+        }
+        for (col, present) in [
+            ("reservation", q.reserved),
+            ("instance_uuid", q.associated),
+            ("shard", q.sharded),
+        ] {
+            match present {
+                Some(true) => sql.push_str(&format!(" AND {col} IS NOT NULL")),
+                Some(false) => sql.push_str(&format!(" AND {col} IS NULL")),
+                None => {}
+            }
+        }
+        if !q.include_children {
+            match q.parent_node {
+                Some(p) => push(&mut sql, &mut binds, " AND parent_node = ?", p.to_string()),
+                None => sql.push_str(" AND parent_node IS NULL"),
+            }
+        }
+        let (key, kind) = node_sort_key(q.sort.key).ok_or_else(|| {
+            StoreError::Invalid(format!("nodes cannot be sorted by {:?}", q.sort.key))
+        })?;
+        let col = match (key, kind, self.backend) {
+            ("id", _, _) => "created_at".to_string(),
+            // Byte order, as SQLite and the memory store compare text.
+            (_, SortKind::Text, Backend::Postgres) => format!("{key} COLLATE \"C\""),
+            _ => key.to_string(),
+        };
+        let desc = q.sort.descending;
+        if let Some(m) = q.marker {
+            if key == "uuid" {
+                push(
+                    &mut sql,
+                    &mut binds,
+                    if desc {
+                        " AND uuid < ?"
+                    } else {
+                        " AND uuid > ?"
+                    },
+                    m.to_string(),
+                );
+            } else {
+                binds.push(m.to_string());
+                let mk = format!("${}", binds.len());
+                let mv = format!("(SELECT {col} FROM nodes WHERE uuid = {mk})");
+                sql.push_str(&if desc {
+                    format!(
+                        " AND (({mv} IS NULL AND ({col} IS NOT NULL OR uuid < {mk})) \
+                         OR ({mv} IS NOT NULL AND {col} IS NOT NULL \
+                         AND ({col} < {mv} OR ({col} = {mv} AND uuid < {mk}))))"
+                    )
+                } else {
+                    format!(
+                        " AND (({mv} IS NULL AND {col} IS NULL AND uuid > {mk}) \
+                         OR ({mv} IS NOT NULL AND ({col} IS NULL OR {col} > {mv} \
+                         OR ({col} = {mv} AND uuid > {mk}))))"
+                    )
+                });
+            }
+        }
+        sql.push_str(&match (key, desc) {
+            ("uuid", false) => " ORDER BY uuid".to_string(),
+            ("uuid", true) => " ORDER BY uuid DESC".to_string(),
+            (_, false) => format!(" ORDER BY {col} IS NULL, {col}, uuid"),
+            (_, true) => format!(" ORDER BY {col} IS NULL DESC, {col} DESC, uuid DESC"),
+        });
         if let Some(l) = q.limit {
             sql.push_str(&format!(" LIMIT {l}"));
         }
@@ -232,8 +380,9 @@ impl SqlStore {
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
         let _g = self.write_guard().await;
         let mut tx = self.begin_write().await?;
-        let updated = sqlx::query(self.sql(
-            "UPDATE nodes SET name = $1, driver = $2, driver_info = $3, properties = $4, \
+        let updated = sqlx::query(
+            self.sql(
+                &"UPDATE nodes SET name = $1, driver = $2, driver_info = $3, properties = $4, \
              extra = $5, instance_info = $6, instance_uuid = $7, interfaces = $8, \
              provision_updated_at = CASE WHEN provision_state <> $9 THEN {now} \
                                          ELSE provision_updated_at END, \
@@ -241,10 +390,12 @@ impl SqlStore {
              target_power_state = $12, maintenance = $13, maintenance_reason = $14, \
              last_error = $15, conductor_group = $16, conductor_affinity = $17, \
              driver_internal_info = $22, clean_step = $23, deploy_step = $24, \
-             updated_at = {now} \
+             {attr_sets}, updated_at = {now} \
              WHERE uuid = $18 AND reservation = $19 AND lock_task = $20 AND lock_epoch = $21 \
-             RETURNING {node_cols}",
-        ))
+             RETURNING {node_cols}"
+                    .replace("{attr_sets}", &attr_sets(25)),
+            ),
+        )
         .bind(n.name.clone())
         .bind(n.driver.clone())
         .bind(json_text(&n.driver_info)?)
@@ -268,9 +419,12 @@ impl SqlStore {
         .bind(token.epoch)
         .bind(json_text(&n.driver_internal_info)?)
         .bind(json_text(&n.clean_step)?)
-        .bind(json_text(&n.deploy_step)?)
-        .fetch_optional(&mut *tx)
-        .await;
+        .bind(json_text(&n.deploy_step)?);
+        let mut attrs = n.attrs.clone();
+        attrs
+            .validate()
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let updated = bind_attrs!(updated, &attrs)?.fetch_optional(&mut *tx).await;
         let updated = match updated {
             Ok(row) => row,
             Err(e) => {
