@@ -28,6 +28,7 @@ pub mod nodes;
 pub mod patch;
 pub mod render;
 pub mod states;
+pub(crate) mod traits;
 pub mod version;
 
 pub use error::ApiError;
@@ -234,6 +235,7 @@ fn v1_routes() -> Router<ApiState> {
             "/v1/heartbeat/{node}",
             axum::routing::post(agent::heartbeat),
         )
+        .merge(traits::routes())
 }
 
 async fn not_found() -> ApiError {

@@ -340,7 +340,7 @@ pub async fn openapi(base: BaseUrl) -> Json<Value> {
         "401": err("Credentials required"),
         "404": err("No such node"),
         "406": err("Microversion not acceptable"),
-        "409": err("Node locked by another operation (with Retry-After); the only 409"),
+        "409": err("Node locked by another operation (NodeLocked, the only one with Retry-After), or a conflict with stored data or the node's state (a duplicate name, UUID or instance, an associated instance, a state that forbids the operation)"),
         "503": err("No free conductor worker (with Retry-After)"),
     });
     let with = |mut extra: Value| {
@@ -360,10 +360,23 @@ pub async fn openapi(base: BaseUrl) -> Json<Value> {
         {"name": "maintenance", "in": "query", "schema": {"type": "boolean"}},
         {"name": "driver", "in": "query", "schema": {"type": "string"}},
         {"name": "conductor_group", "in": "query", "schema": {"type": "string"}},
-        {"name": "sort_key", "in": "query", "schema": {"type": "string", "enum": ["uuid"]}},
-        {"name": "sort_dir", "in": "query", "schema": {"type": "string", "enum": ["asc"]}},
+        {"name": "associated", "in": "query", "schema": {"type": "boolean"}},
+        {"name": "resource_class", "in": "query", "schema": {"type": "string"}, "description": "1.21"},
+        {"name": "fault", "in": "query", "schema": {"type": "string", "enum": ["power failure", "clean failure", "rescue abort failure", "service failure"]}, "description": "1.42"},
+        {"name": "owner", "in": "query", "schema": {"type": "string"}, "description": "1.50"},
+        {"name": "description_contains", "in": "query", "schema": {"type": "string"}, "description": "1.51"},
+        {"name": "retired", "in": "query", "schema": {"type": "boolean"}, "description": "1.61"},
+        {"name": "lessee", "in": "query", "schema": {"type": "string"}, "description": "1.65"},
+        {"name": "shard", "in": "query", "schema": {"type": "string"}, "description": "Comma-separated shards (1.82)"},
+        {"name": "sharded", "in": "query", "schema": {"type": "boolean"}, "description": "1.82"},
+        {"name": "instance_uuid", "in": "query", "schema": {"type": "string", "format": "uuid"}},
+        {"name": "chassis_uuid", "in": "query", "schema": {"type": "string", "format": "uuid"}},
+        {"name": "parent_node", "in": "query", "schema": {"type": "string"}, "description": "Node UUID or name (1.83)"},
+        {"name": "include_children", "in": "query", "schema": {"type": "boolean"}, "description": "1.83; children are left out otherwise"},
+        {"name": "sort_key", "in": "query", "schema": {"type": "string", "enum": ferric_store::NODE_SORT_KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>()}},
+        {"name": "sort_dir", "in": "query", "schema": {"type": "string", "enum": ["asc", "desc"]}},
     ]);
-    Json(json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "ferric (OpenStack Ironic v1 compatible subset)",
@@ -392,10 +405,10 @@ pub async fn openapi(base: BaseUrl) -> Json<Value> {
                 "parameters": [ident],
                 "get": {"summary": "Show a node (ETag: \"revision\")", "parameters": [{"name": "fields", "in": "query", "schema": {"type": "string"}}], "responses": with(json!({"200": ok("The node")}))},
                 "patch": {"summary": "JSON Patch (add, replace, remove); If-Match: revision", "responses": with(json!({"200": ok("The node"), "412": err("If-Match does not match the node's revision")}))},
-                "delete": {"summary": "Delete a node", "responses": with(json!({"204": {"description": "Deleted"}}))},
+                "delete": {"summary": "Delete a node", "responses": with(json!({"204": {"description": "Deleted"}, "403": err("The node is protected")}))},
             },
             "/v1/nodes/{ident}/states": {"parameters": [ident], "get": {"summary": "Power and provision states", "responses": with(json!({"200": ok("States")}))}},
-            "/v1/nodes/{ident}/states/provision": {"parameters": [ident], "put": {"summary": "Provision verb: manage, provide, active/deploy, deleted/undeploy, rebuild, clean, abort, inspect, adopt, rescue, unrescue, unhold, service", "responses": with(json!({"202": accepted}))}},
+            "/v1/nodes/{ident}/states/provision": {"parameters": [ident], "put": {"summary": "Provision verb: manage, provide, active/deploy, deleted/undeploy, rebuild, clean, abort, inspect, adopt, rescue, unrescue, unhold, service", "responses": with(json!({"202": accepted, "403": err("The node is protected (undeploy, rebuild)")}))}},
             "/v1/nodes/{ident}/states/power": {"parameters": [ident], "put": {"summary": "power on, power off, rebooting, soft power off, soft rebooting", "responses": with(json!({"202": accepted}))}},
             "/v1/nodes/{ident}/maintenance": {
                 "parameters": [ident],
@@ -418,5 +431,9 @@ pub async fn openapi(base: BaseUrl) -> Json<Value> {
             },
         },
         "security": [{"token": []}, {"bearer": []}, {"basic": []}, {}],
-    }))
+    });
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        paths.extend(crate::traits::openapi_paths());
+    }
+    Json(doc)
 }

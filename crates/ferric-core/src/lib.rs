@@ -10,6 +10,7 @@ pub mod interface;
 pub mod node;
 pub mod notify;
 pub mod state;
+pub mod traits;
 
 pub use error::DomainError;
 pub use fsm::Machine;

@@ -279,6 +279,24 @@ pub const MAX_TRAIT_LEN: usize = 255;
 /// The most traits a node may have (Ironic's `MAX_TRAITS_PER_NODE`).
 pub const MAX_TRAITS_PER_NODE: usize = 50;
 
+/// Whether `name` is a trait Ironic accepts: `CUSTOM_` followed by capital
+/// letters, digits and `_`, or a standard os-traits name; at most
+/// [`MAX_TRAIT_LEN`] characters.
+pub fn is_valid_trait(name: &str) -> bool {
+    if name.is_empty() || name.len() > MAX_TRAIT_LEN {
+        return false;
+    }
+    match name.strip_prefix("CUSTOM_") {
+        Some(rest) => {
+            !rest.is_empty()
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        }
+        None => crate::traits::STANDARD_TRAITS.binary_search(&name).is_ok(),
+    }
+}
+
 impl NodeAttrs {
     /// Check the stored shapes: lengths, dictionary depth, traits sorted
     /// and unique. Whether a value is allowed in the node's state is the
@@ -370,6 +388,23 @@ mod tests {
         n.extra.insert("deep".into(), deep);
         let e = n.validate().unwrap_err().to_string();
         assert!(e.contains("extra") && e.contains("65 levels"), "{e}");
+    }
+
+    #[test]
+    fn traits_are_custom_or_standard() {
+        let std = crate::traits::STANDARD_TRAITS;
+        assert!(
+            std.windows(2).all(|w| w[0] < w[1]),
+            "sorted for binary search"
+        );
+        assert!(is_valid_trait("CUSTOM_GPU_1"));
+        assert!(is_valid_trait("HW_CPU_X86_VMX"));
+        assert!(is_valid_trait(std[0]) && is_valid_trait(std[std.len() - 1]));
+        assert!(!is_valid_trait("CUSTOM_"));
+        assert!(!is_valid_trait("CUSTOM_lower"));
+        assert!(!is_valid_trait("HW_NOT_A_TRAIT"));
+        assert!(!is_valid_trait(&format!("CUSTOM_{}", "A".repeat(249))));
+        assert!(is_valid_trait(&format!("CUSTOM_{}", "A".repeat(248))));
     }
 
     #[test]

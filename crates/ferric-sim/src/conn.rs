@@ -363,4 +363,10 @@ impl Store for SimConn {
         let r = self.inner.list_conductors().await;
         self.answer(r).await
     }
+
+    async fn shard_counts(&self) -> StoreResult<Vec<(Option<String>, i64)>> {
+        self.gate().await?;
+        let r = self.inner.shard_counts().await;
+        self.answer(r).await
+    }
 }

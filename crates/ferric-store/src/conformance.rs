@@ -1235,6 +1235,11 @@ pub async fn list_filters_select_in_the_store(store: Arc<dyn Store>) {
         ..Default::default()
     };
     assert_eq!(names(s, by_instance).await, ["a"]);
+    // Shards with their node counts, children included.
+    assert_eq!(
+        s.shard_counts().await.unwrap(),
+        vec![(None, 2), (Some("s1".into()), 1), (Some("s2".into()), 1)]
+    );
 }
 
 /// Paging through a listing sorted by a column with ties and missing

@@ -207,4 +207,10 @@ pub trait Store: Send + Sync + 'static {
     /// All conductors with liveness judged against `heartbeat_timeout` on the
     /// database clock.
     async fn list_conductors(&self) -> StoreResult<Vec<ConductorRow>>;
+
+    // ----- node fields (shards) ------------------------------------------------
+
+    /// How many nodes each shard has (`None`: nodes without a shard), most
+    /// nodes first, ties by name.
+    async fn shard_counts(&self) -> StoreResult<Vec<(Option<String>, i64)>>;
 }

@@ -1284,6 +1284,18 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn shard_counts(&self) -> StoreResult<Vec<(Option<String>, i64)>> {
+        self.enter(Op::ListNodes).await?;
+        let st = guard(&self.state);
+        let mut by_shard: BTreeMap<Option<String>, i64> = BTreeMap::new();
+        for n in st.nodes.values() {
+            *by_shard.entry(n.attrs.shard.clone()).or_default() += 1;
+        }
+        let mut counts: Vec<_> = by_shard.into_iter().collect();
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(counts)
+    }
+
     async fn list_conductors(&self) -> StoreResult<Vec<ConductorRow>> {
         self.enter(Op::ListConductors).await?;
         let st = guard(&self.state);

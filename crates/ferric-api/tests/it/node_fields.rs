@@ -678,3 +678,166 @@ async fn sorted_pages_follow_the_marker_and_the_next_link() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
 }
+
+async fn node_traits(app: &App) -> Value {
+    let r = app.get("/v1/nodes/t1/traits").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.body["traits"].clone()
+}
+
+#[tokio::test]
+async fn traits_are_set_added_removed_and_validated() {
+    let app = spawn().await;
+    app.create_with(json!({"driver": "fake-hardware", "name": "t1"}))
+        .await;
+    let r = app
+        .send(
+            Method::PUT,
+            "/v1/nodes/t1/traits",
+            json!({"traits": ["CUSTOM_B", "HW_CPU_X86_VMX", "CUSTOM_B"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    assert_eq!(
+        node_traits(&app).await,
+        json!(["CUSTOM_B", "HW_CPU_X86_VMX"])
+    );
+    let r = app
+        .call(
+            Method::PUT,
+            "/v1/nodes/t1/traits/CUSTOM_A",
+            Some("latest"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    assert!(r.header("location").unwrap().ends_with("/traits/CUSTOM_A"));
+    assert_eq!(
+        node_traits(&app).await,
+        json!(["CUSTOM_A", "CUSTOM_B", "HW_CPU_X86_VMX"])
+    );
+    // Traits show in the node, sorted.
+    assert_eq!(app.node("t1").await["traits"], node_traits(&app).await);
+    let r = app
+        .call(
+            Method::DELETE,
+            "/v1/nodes/t1/traits/CUSTOM_B",
+            Some("latest"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let r = app
+        .call(
+            Method::DELETE,
+            "/v1/nodes/t1/traits/CUSTOM_B",
+            Some("latest"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    assert!(
+        r.fault().ends_with("doesn't have a trait 'CUSTOM_B'"),
+        "{}",
+        r.fault()
+    );
+    let before = app.node("t1").await;
+    for (method, path, body) in [
+        (Method::PUT, "/v1/nodes/t1/traits/custom_lower", None),
+        (Method::PUT, "/v1/nodes/t1/traits/HW_NOT_REAL", None),
+        (
+            Method::PUT,
+            "/v1/nodes/t1/traits",
+            Some(json!({"traits": ["CUSTOM_OK", "bad"]})),
+        ),
+        (
+            Method::PUT,
+            "/v1/nodes/t1/traits",
+            Some(json!({"traits": "CUSTOM_A"})),
+        ),
+        (
+            Method::PUT,
+            "/v1/nodes/t1/traits",
+            Some(json!({"other": 1})),
+        ),
+        (Method::PUT, "/v1/nodes/t1/traits", Some(json!({}))),
+        (
+            Method::PUT,
+            "/v1/nodes/t1/traits/CUSTOM_C",
+            Some(json!({"traits": ["CUSTOM_C"]})),
+        ),
+    ] {
+        let r = app.call(method, path, Some("latest"), body.clone()).await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{path} {body:?}: {}",
+            r.body
+        );
+    }
+    let many: Vec<String> = (0..51).map(|i| format!("CUSTOM_{i}")).collect();
+    let r = app
+        .send(Method::PUT, "/v1/nodes/t1/traits", json!({"traits": many}))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.fault().contains("(51 vs. 50)"), "{}", r.fault());
+    assert_eq!(
+        app.node("t1").await,
+        before,
+        "refused writes changed nothing"
+    );
+    // Too old a version: the sub-resource does not exist.
+    let r = app
+        .call(Method::GET, "/v1/nodes/t1/traits", Some("1.36"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    assert_eq!(
+        app.get("/v1/nodes/ghost/traits").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = app
+        .call(Method::DELETE, "/v1/nodes/t1/traits", Some("latest"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    assert_eq!(node_traits(&app).await, json!([]));
+}
+
+#[tokio::test]
+async fn shards_count_nodes_and_children_list_uuids() {
+    let app = spawn().await;
+    let parent = app
+        .create_with(json!({"driver": "fake-hardware", "name": "par", "shard": "s1"}))
+        .await;
+    app.create_with(json!({"driver": "fake-hardware", "name": "x", "shard": "s1"}))
+        .await;
+    app.create_with(json!({"driver": "fake-hardware", "name": "y", "shard": "s2"}))
+        .await;
+    let kid = app
+        .create_with(json!({"driver": "fake-hardware", "name": "kid", "parent_node": "par"}))
+        .await;
+    let r = app.get("/v1/shards").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        r.body["shards"],
+        json!([{"name": "s1", "count": 2}, {"name": "None", "count": 1}, {"name": "s2", "count": 1}])
+    );
+    let r = app
+        .call(Method::GET, "/v1/shards", Some("1.81"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    let r = app.get("/v1/nodes/par/children").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["children"], json!([kid["uuid"]]));
+    let r = app
+        .get(&format!(
+            "/v1/nodes/{}/children",
+            kid["uuid"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(r.body["children"], json!([]));
+    let r = app
+        .call(Method::GET, "/v1/nodes/par/children", Some("1.82"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    assert_eq!(parent["parent_node"], Value::Null);
+}

@@ -607,4 +607,8 @@ impl Store for SqlStore {
     async fn list_conductors(&self) -> StoreResult<Vec<ConductorRow>> {
         self.list_conductors_impl().await
     }
+
+    async fn shard_counts(&self) -> StoreResult<Vec<(Option<String>, i64)>> {
+        self.shard_counts_impl().await
+    }
 }

@@ -560,6 +560,18 @@ impl SqlStore {
         Ok(())
     }
 
+    pub(super) async fn shard_counts_impl(&self) -> StoreResult<Vec<(Option<String>, i64)>> {
+        let rows = sqlx::query("SELECT shard, COUNT(*) AS n FROM nodes GROUP BY shard")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut counts = rows
+            .iter()
+            .map(|r| Ok((r.try_get::<Option<String>, _>("shard")?, r.try_get("n")?)))
+            .collect::<StoreResult<Vec<(Option<String>, i64)>>>()?;
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(counts)
+    }
+
     pub(super) async fn fetch_node(
         &self,
         conn: &mut sqlx::AnyConnection,
