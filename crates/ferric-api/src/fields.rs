@@ -49,9 +49,9 @@ pub(crate) const PATCH_FIELDS: &[&str] = &[
     "shard",
 ];
 
-/// Node fields only the conductor writes that a PATCH names: refused with
-/// Ironic's "Cannot patch" message.
-pub(crate) const NOT_PATCHABLE: &[&str] = &["boot_mode", "secure_boot", "health"];
+/// Node fields a PATCH may not name, refused with Ironic's "Cannot patch"
+/// message: the conductor writes them, or (traits) they have their own API.
+pub(crate) const NOT_PATCHABLE: &[&str] = &["boot_mode", "secure_boot", "health", "traits"];
 
 /// Provision states in which a node's resource class and interfaces may
 /// change (Ironic's `allowed_update_states`).

@@ -334,18 +334,11 @@ fn apply_one(n: &mut Node, p: &PatchOp) -> Result<(), ApiError> {
             }
             Ok(())
         }
-        "traits" => Err(ApiError::bad_request(
-            "Cannot update node traits via node patch. Node traits should be updated via the node traits API.",
-        )),
-        other if fields::NOT_PATCHABLE.contains(&other) => {
-            Err(ApiError::bad_request(format!(
-                "Cannot patch {path}. Only the following can be updated: {}",
-                PATCH_ALLOWED_FIELDS.join(", ")
-            )))
-        }
-        "network_data" => {
-            patch_map(&mut n.attrs.network_data, root, rest, op, value, path)
-        }
+        other if fields::NOT_PATCHABLE.contains(&other) => Err(ApiError::bad_request(format!(
+            "Cannot patch {path}. Only the following can be updated: {}",
+            PATCH_ALLOWED_FIELDS.join(", ")
+        ))),
+        "network_data" => patch_map(&mut n.attrs.network_data, root, rest, op, value, path),
         other if fields::PATCH_FIELDS.contains(&other) => {
             scalar(rest)?;
             fields::set_attr(&mut n.attrs, other, value)?;

@@ -128,6 +128,10 @@ fn set(headers: &mut HeaderMap, name: &'static str, value: String) {
     }
 }
 
+/// The most of a refused request's body read before the 406 (bodies larger
+/// than this lose their connection instead).
+const NEGOTIATION_DRAIN_BYTES_MAX: usize = 1 << 20;
+
 /// Middleware: negotiate, record the [`Version`] in the request's extensions,
 /// and put the version headers on every response.
 pub async fn middleware(mut req: Request, next: Next) -> Response {
@@ -143,7 +147,14 @@ pub async fn middleware(mut req: Request, next: Next) -> Response {
             set(resp.headers_mut(), VERSION_HEADER, v.to_string());
             resp
         }
-        Err(e) => e.into_response(),
+        Err(e) => {
+            // Read the body before answering: a response sent while the
+            // body is unread makes hyper close the connection, and the real
+            // clients retry their 406 (version negotiation) on that same
+            // pooled connection ("Remote end closed connection").
+            let _ = axum::body::to_bytes(req.into_body(), NEGOTIATION_DRAIN_BYTES_MAX).await;
+            e.into_response()
+        }
     };
     let h = resp.headers_mut();
     set(h, MIN_HEADER, Version::MIN.to_string());

@@ -260,7 +260,7 @@ async fn patch_sets_and_removes_fields_with_ironics_rules() {
         (
             json!([{"op": "add", "path": "/traits", "value": ["CUSTOM_A"]}]),
             StatusCode::BAD_REQUEST,
-            "node traits API",
+            "Cannot patch /traits. Only the following can be updated: automated_clean,",
         ),
         (
             json!([{"op": "add", "path": "/boot_mode", "value": "uefi"}]),
@@ -840,4 +840,69 @@ async fn shards_count_nodes_and_children_list_uuids() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
     assert_eq!(parent["parent_node"], Value::Null);
+}
+
+/// One HTTP/1.1 response from `stream`: the status line and the body.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> (String, String) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(
+            n > 0,
+            "connection closed: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed mid-body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let status = head.lines().next().unwrap_or_default().to_string();
+    let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).to_string();
+    (status, body)
+}
+
+/// The clients negotiate by sending their newest version first and
+/// retrying the 406 on the same pooled connection: the connection must
+/// survive a refused request that carried a body.
+#[tokio::test]
+async fn a_refused_version_leaves_the_connection_usable() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn().await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = format!(
+        r#"{{"driver": "fake-hardware", "extra": {{"pad": "{}"}}}}"#,
+        "x".repeat(60_000)
+    );
+    let request = format!(
+        "POST /v1/nodes HTTP/1.1\r\nHost: {addr}\r\nX-OpenStack-Ironic-API-Version: 1.999\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let (status, _) = read_response(&mut stream).await;
+    assert!(status.contains(" 406 "), "{status}");
+    let again = format!(
+        "GET /v1/nodes HTTP/1.1\r\nHost: {addr}\r\nX-OpenStack-Ironic-API-Version: 1.96\r\n\r\n"
+    );
+    stream.write_all(again.as_bytes()).await.unwrap();
+    let (status, body) = read_response(&mut stream).await;
+    assert!(status.contains(" 200 "), "{status}: {body}");
 }
