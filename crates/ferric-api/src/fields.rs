@@ -240,7 +240,7 @@ pub(crate) fn check_chassis(a: &NodeAttrs) -> Result<(), ApiError> {
 /// Ironic's conductor rules for an update from `old` to `new` (a PATCH):
 /// protected only in `active` or `rescue`, retired not in `available`,
 /// the reasons only with their flag, the resource class of a deployed node
-/// fixed. Clears what Ironic clears (a reason when its flag goes, `fault`
+/// fixed, its interfaces too unless in maintenance. Clears what Ironic clears (a reason when its flag goes, `fault`
 /// with maintenance).
 pub(crate) fn check_update(old: &Node, new: &mut Node) -> Result<(), ApiError> {
     let (was, now) = (&old.attrs, &mut new.attrs);
@@ -289,6 +289,23 @@ pub(crate) fn check_update(old: &Node, new: &mut Node) -> Result<(), ApiError> {
     {
         return Err(ApiError::conflict(format!(
             "Node {} can not have resource_class updated unless it is in one of allowed ({}) states. Current state is '{}'.",
+            new.uuid,
+            UPDATE_ALLOWED_STATES.map(|s| s.as_str()).join(", "),
+            old.provision_state
+        )));
+    }
+    if old.interfaces != new.interfaces
+        && !new.maintenance
+        && !UPDATE_ALLOWED_STATES.contains(&old.provision_state)
+    {
+        let field = new
+            .interfaces
+            .iter()
+            .find(|(k, v)| old.interfaces.get(*k) != Some(*v))
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| "driver".to_string());
+        return Err(ApiError::conflict(format!(
+            "Node {} can not have {field} updated unless it is in one of allowed ({}) states or in maintenance mode. Current state is '{}'.",
             new.uuid,
             UPDATE_ALLOWED_STATES.map(|s| s.as_str()).join(", "),
             old.provision_state

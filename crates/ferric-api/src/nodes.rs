@@ -398,6 +398,16 @@ const UNSORTABLE: &[&str] = &[
     "service_step",
 ];
 
+/// Ironic's `check_allowed_fields`: a `fields` entry newer than the
+/// request is a 406 (an unknown one is a 400, later).
+fn check_fields_version(fields: &str, v: Version) -> Result<(), ApiError> {
+    fields
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .try_for_each(|f| render::check_field_version(f, v))
+}
+
 /// Ironic's 406 for a filter newer than the request.
 fn filter_version(value: &Option<String>, minor: u32, v: Version) -> Result<(), ApiError> {
     if value.is_some() && !v.at_least(minor) {
@@ -673,6 +683,9 @@ async fn list_nodes(
             ApiError::bad_request(format!("Invalid marker \"{m}\": a node UUID is expected."))
         })?),
     };
+    if let Some(f) = &q.fields {
+        check_fields_version(f, v)?;
+    }
     let mut query = q.to_store_query(st.tm.store().as_ref(), v).await?;
     if let Some(m) = marker {
         // Ironic looks the marker up: an unknown one is a 404.
@@ -778,6 +791,7 @@ pub async fn get(
     let node = st.tm.store().get_node(&ident).await?;
     let mut full = show(&st.owners().await, &node, &base, v);
     if let Some(f) = &q.fields {
+        check_fields_version(f, v)?;
         let wanted = render::parse_fields(f, &full)?;
         full = render::select(full, &wanted);
     }

@@ -118,12 +118,12 @@ pub fn ironic_message(n: &ProvisionNotification, node: Option<&Node>) -> Value {
         }
         data.insert("clean_step".into(), json!({}));
         data.insert("conductor_group".into(), json!(node.conductor_group));
-        data.insert("console_enabled".into(), json!(false));
+        data.insert("console_enabled".into(), json!(node.attrs.console_enabled));
         data.insert("created_at".into(), iso(Some(node.created_at)));
         data.insert("deploy_step".into(), json!({}));
         data.insert("driver".into(), json!(node.driver));
         data.insert("extra".into(), Value::Object(node.extra.clone()));
-        data.insert("fault".into(), Value::Null);
+        data.insert("fault".into(), opt_str(node.attrs.fault.as_ref()));
         data.insert(
             "instance_info".into(),
             Value::Object(node.instance_info.clone()),
@@ -141,12 +141,15 @@ pub fn ironic_message(n: &ProvisionNotification, node: Option<&Node>) -> Value {
             "provision_updated_at".into(),
             iso(node.provision_updated_at),
         );
-        data.insert("resource_class".into(), Value::Null);
+        data.insert(
+            "resource_class".into(),
+            opt_str(node.attrs.resource_class.as_ref()),
+        );
         data.insert(
             "target_power_state".into(),
             opt_str(node.target_power_state),
         );
-        data.insert("traits".into(), json!([]));
+        data.insert("traits".into(), json!(node.attrs.traits));
         data.insert("updated_at".into(), iso(node.updated_at));
     }
     data.insert("uuid".into(), json!(n.node_uuid.to_string()));

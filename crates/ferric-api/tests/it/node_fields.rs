@@ -428,6 +428,35 @@ async fn protected_nodes_refuse_undeploy_rebuild_and_delete() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["protected"], true);
     assert_eq!(r.body["protected_reason"], "prod");
+    // An active node's interfaces and resource class are fixed (409).
+    for (path, value) in [
+        ("/deploy_interface", "ramdisk"),
+        ("/resource_class", "gold"),
+    ] {
+        app.patch(
+            "pr",
+            json!([{"op": "add", "path": "/resource_class", "value": "silver"}]),
+        )
+        .await;
+        let r = app
+            .patch("pr", json!([{"op": "add", "path": path, "value": value}]))
+            .await;
+        if path == "/resource_class" {
+            assert_eq!(r.status, StatusCode::CONFLICT, "{path}: {}", r.body);
+            assert!(
+                r.fault().contains("can not have resource_class updated"),
+                "{}",
+                r.fault()
+            );
+        } else {
+            assert_eq!(r.status, StatusCode::CONFLICT, "{path}: {}", r.body);
+            assert!(
+                r.fault().contains("can not have deploy_interface updated"),
+                "{}",
+                r.fault()
+            );
+        }
+    }
     for target in ["deleted", "rebuild"] {
         let r = app.verb("pr", target).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{target}: {}", r.body);
@@ -574,6 +603,22 @@ async fn list_filters_each_select_their_nodes() {
             .await;
         assert_eq!(r.status, status, "{query} at {version}: {}", r.body);
     }
+    // A field newer than the request in ?fields=: 406; an unknown one: 400.
+    let r = app
+        .call(
+            Method::GET,
+            "/v1/nodes?fields=uuid,owner",
+            Some("1.49"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_ACCEPTABLE, "{}", r.body);
+    let r = app
+        .call(Method::GET, "/v1/nodes/a?fields=shard", Some("1.81"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_ACCEPTABLE, "{}", r.body);
+    let r = app.get("/v1/nodes?fields=uuid,colour").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
     let r = app.get("/v1/nodes?sort_key=properties").await;
     assert_eq!(
         r.fault(),
