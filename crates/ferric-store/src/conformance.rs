@@ -1099,6 +1099,26 @@ pub async fn node_fields_round_trip(store: Arc<dyn Store>) {
     let last = feed.last().unwrap().snapshot.clone().unwrap();
     assert_eq!(last.attrs, n.attrs);
     s.release(&t).await.unwrap();
+    // Bulk creation stores the same fields.
+    let sample = attrs_sample(None);
+    let bulk: Vec<NewNode> = (0..3)
+        .map(|i| NewNode {
+            name: Some(format!("bulk{i}")),
+            driver: "fake-hardware".into(),
+            attrs: sample.clone(),
+            ..Default::default()
+        })
+        .collect();
+    assert_eq!(s.create_nodes(bulk).await.unwrap(), 3);
+    let mut want = sample;
+    want.traits = vec!["CUSTOM_A".into(), "CUSTOM_B".into()];
+    for i in 0..3 {
+        let got = s
+            .get_node(&NodeIdent::Name(format!("bulk{i}")))
+            .await
+            .unwrap();
+        assert_eq!(got.attrs, want, "bulk{i}");
+    }
 }
 
 async fn node_with(s: &dyn Store, name: &str, attrs: ferric_core::NodeAttrs) -> Uuid {
