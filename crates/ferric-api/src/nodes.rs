@@ -502,6 +502,8 @@ impl ListQuery {
                 Err(e) => return Err(e.into()),
             },
         };
+        let include_children =
+            opt_bool("include_children", &self.include_children)?.unwrap_or(false);
         Ok(NodeQuery {
             marker: None,
             limit: None,
@@ -527,9 +529,10 @@ impl ListQuery {
             instance_uuid: opt_uuid("instance_uuid", &self.instance_uuid)?,
             instance_name: self.instance_name.clone(),
             chassis_uuid: opt_uuid("chassis_uuid", &self.chassis_uuid)?,
-            parent_node,
-            include_children: opt_bool("include_children", &self.include_children)?
-                .unwrap_or(false),
+            // Ironic: include_children lists every node, parent_node ignored;
+            // otherwise children show only under their parent_node.
+            parent_node: parent_node.filter(|_| !include_children),
+            hide_children: !include_children && parent_node.is_none(),
             description_contains: self.description_contains.clone(),
             sort,
         })

@@ -1195,11 +1195,12 @@ pub async fn list_filters_select_in_the_store(store: Arc<dyn Store>) {
         f(&mut q);
         q
     };
-    assert_eq!(names(s, q(|_| {})).await, ["a", "b", "c"]);
     assert_eq!(
-        names(s, q(|q| q.include_children = true)).await,
-        ["a", "b", "c", "child"]
+        names(s, q(|q| q.hide_children = true)).await,
+        ["a", "b", "c"]
     );
+    // Internal callers (power sync, recovery) see children too.
+    assert_eq!(names(s, q(|_| {})).await, ["a", "b", "c", "child"]);
     let mut children = NodeQuery {
         parent_node: Some(a),
         ..Default::default()
@@ -1209,10 +1210,22 @@ pub async fn list_filters_select_in_the_store(store: Arc<dyn Store>) {
     assert!(names(s, children).await.is_empty());
     assert_eq!(
         names(s, q(|q| q.resource_class = Some("gold".into()))).await,
-        ["a"]
+        ["a", "child"]
     );
+    let q = |f: fn(&mut NodeQuery)| {
+        let mut q = NodeQuery {
+            hide_children: true,
+            ..Default::default()
+        };
+        f(&mut q);
+        q
+    };
     assert_eq!(names(s, q(|q| q.owner = Some("p1".into()))).await, ["a"]);
     assert_eq!(names(s, q(|q| q.lessee = Some("p1".into()))).await, ["b"]);
+    assert_eq!(
+        names(s, q(|q| q.resource_class = Some("gold".into()))).await,
+        ["a"]
+    );
     assert_eq!(
         names(s, q(|q| q.shards = Some(vec!["s1".into(), "s2".into()]))).await,
         ["a", "b"]

@@ -690,7 +690,8 @@ fn query_matches(q: &NodeQuery, n: &Node) -> bool {
         && q.retired.is_none_or(|r| a.retired == r)
         && q.instance_uuid.is_none_or(|u| n.instance_uuid == Some(u))
         && q.chassis_uuid.is_none_or(|u| a.chassis_uuid == Some(u))
-        && (q.include_children || a.parent_node == q.parent_node)
+        && q.parent_node.is_none_or(|p| a.parent_node == Some(p))
+        && !(q.hide_children && a.parent_node.is_some())
         && q.description_contains.as_ref().is_none_or(|t| {
             a.description
                 .as_ref()

@@ -247,11 +247,12 @@ pub struct NodeQuery {
     pub instance_uuid: Option<Uuid>,
     pub instance_name: Option<String>,
     pub chassis_uuid: Option<Uuid>,
-    /// Only the children of this node (unless `include_children`).
+    /// Only the children of this node.
     pub parent_node: Option<Uuid>,
-    /// Children are left out unless this is set (Ironic's rule): then every
-    /// node matches, parent or child.
-    pub include_children: bool,
+    /// Leave out child nodes (those with a parent): the API's listing does
+    /// unless asked for children (Ironic's rule). Internal callers (power
+    /// sync, recovery) see every node.
+    pub hide_children: bool,
     /// A substring of the description.
     pub description_contains: Option<String>,
     /// The order; `marker` is the last node of the previous page in it.

@@ -281,12 +281,13 @@ impl SqlStore {
                 None => {}
             }
         }
-        if !q.include_children {
-            match q.parent_node {
-                Some(p) => push(&mut sql, &mut binds, " AND parent_node = ?", p.to_string()),
-                None => sql.push_str(" AND parent_node IS NULL"),
-            }
+        if let Some(p) = q.parent_node {
+            push(&mut sql, &mut binds, " AND parent_node = ?", p.to_string());
         }
+        if q.hide_children {
+            sql.push_str(" AND parent_node IS NULL");
+        }
+
         let (key, kind) = node_sort_key(q.sort.key).ok_or_else(|| {
             StoreError::Invalid(format!("nodes cannot be sorted by {:?}", q.sort.key))
         })?;
