@@ -237,6 +237,52 @@ pub(crate) fn check_chassis(a: &NodeAttrs) -> Result<(), ApiError> {
     }
 }
 
+/// Transitional states in which a node may still be updated (Ironic's
+/// `states.UPDATE_ALLOWED_STATES`).
+const TRANSITION_UPDATE_STATES: [ProvisionState; 13] = [
+    ProvisionState::DeployFailed,
+    ProvisionState::Inspecting,
+    ProvisionState::InspectFailed,
+    ProvisionState::InspectWait,
+    ProvisionState::CleanFailed,
+    ProvisionState::Error,
+    ProvisionState::Verifying,
+    ProvisionState::AdoptFailed,
+    ProvisionState::RescueFailed,
+    ProvisionState::UnrescueFailed,
+    ProvisionState::Servicing,
+    ProvisionState::ServiceHold,
+    ProvisionState::ServiceFailed,
+];
+
+/// Ironic's API rule before any PATCH: no update while a state transition
+/// is in progress (a target state set, outside the states above), except
+/// removing the instance of a node in maintenance; none in `inspecting`
+/// from 1.39 (409).
+pub(crate) fn check_not_in_transition(
+    n: &Node,
+    removes_instance_only: bool,
+    v: crate::version::Version,
+) -> Result<(), ApiError> {
+    if n.maintenance && removes_instance_only {
+        return Ok(());
+    }
+    if n.target_provision_state.is_some() && !TRANSITION_UPDATE_STATES.contains(&n.provision_state)
+    {
+        return Err(ApiError::conflict(format!(
+            "Node {} can not be updated while a state transition is in progress.",
+            n.uuid
+        )));
+    }
+    if n.provision_state == ProvisionState::Inspecting && v.at_least(39) {
+        return Err(ApiError::conflict(format!(
+            "Cannot update node \"{}\" while it is in state \"inspecting\".",
+            n.uuid
+        )));
+    }
+    Ok(())
+}
+
 /// Ironic's conductor rules for an update from `old` to `new` (a PATCH):
 /// protected only in `active` or `rescue`, retired not in `available`,
 /// the reasons only with their flag, the resource class of a deployed node

@@ -883,6 +883,9 @@ pub async fn patch(
                 )));
             }
         }
+        let removes_instance_only =
+            ops.len() == 1 && ops[0].op == "remove" && ops[0].path == "/instance_uuid";
+        fields::check_not_in_transition(task.node(), removes_instance_only, v)?;
         let mut patched = apply_patch_with(st.drivers(), task.node(), &ops)?;
         fields::check_update(task.node(), &mut patched)?;
         if &patched != task.node() {

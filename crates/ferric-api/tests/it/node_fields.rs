@@ -951,3 +951,38 @@ async fn a_refused_version_leaves_the_connection_usable() {
     let (status, body) = read_response(&mut stream).await;
     assert!(status.contains(" 200 "), "{status}: {body}");
 }
+
+#[tokio::test]
+async fn no_patch_while_a_state_transition_is_in_progress() {
+    let app = spawn().await;
+    app.create_with(json!({"driver": "fake-hardware", "name": "w1",
+                           "driver_info": {"fake_clean": "wait"}}))
+        .await;
+    app.move_to("w1", "manage", "manageable").await;
+    let r = app.verb("w1", "provide").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    // Cleaning waits for an agent that never comes: the lock is free, the
+    // target is set.
+    let until = Instant::now() + Duration::from_secs(20);
+    let before = loop {
+        let n = app.node("w1").await;
+        if n["provision_state"] == "clean wait" && n["reservation"].is_null() {
+            break n;
+        }
+        assert!(Instant::now() < until, "never waited: {n}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let r = app
+        .patch("w1", json!([{"op": "add", "path": "/extra/a", "value": 1}]))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert_eq!(
+        r.fault(),
+        format!(
+            "Node {} can not be updated while a state transition is in progress.",
+            before["uuid"].as_str().unwrap()
+        )
+    );
+    assert!(r.header("retry-after").is_none());
+    assert_eq!(app.node("w1").await, before);
+}
