@@ -21,6 +21,7 @@ CREATE TABLE ports (
 );
 CREATE INDEX ports_node_idx ON ports (node_uuid);
 CREATE INDEX ports_parent_idx ON ports (parent_uuid);
+CREATE INDEX ports_created_idx ON ports (created_at, uuid);
 
 CREATE TABLE portgroups (
     uuid        TEXT NOT NULL CONSTRAINT portgroups_uuid_pkey PRIMARY KEY,
@@ -34,6 +35,7 @@ CREATE TABLE portgroups (
     revision    BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX portgroups_node_idx ON portgroups (node_uuid);
+CREATE INDEX portgroups_created_idx ON portgroups (created_at, uuid);
 
 CREATE TABLE chassis (
     uuid        TEXT NOT NULL CONSTRAINT chassis_uuid_pkey PRIMARY KEY,
@@ -46,6 +48,7 @@ CREATE TABLE chassis (
     updated_at  BIGINT,
     revision    BIGINT NOT NULL DEFAULT 0
 );
+CREATE INDEX chassis_created_idx ON chassis (created_at, uuid);
 
 -- The change feed covers every kind: NULL = the node itself (old rows),
 -- otherwise the resource kind, whose UUID is then in node_uuid.

@@ -184,28 +184,27 @@ impl SqlStore {
             // does not exist is an error, as in Ironic.
             let marker = self.get_resource_impl(kind, &NodeIdent::Uuid(m)).await?;
             let u = bind(m.to_string());
-            match q.sort {
-                ResourceSort::Uuid => {
-                    sql.push_str(&format!(" AND uuid{collate} {cmp} {u}{collate}"));
-                }
+            // Row values: both engines use the (created_at, uuid) index.
+            // UUID text orders the same under any collation (hex digits at
+            // fixed hyphen positions), so only names and keys need `collate`.
+            let (col, v) = match q.sort {
+                ResourceSort::Uuid => (String::new(), String::new()),
                 ResourceSort::CreatedAt => {
-                    // Integers travel as text here; compare as numbers.
-                    let c = marker.created_at.0;
-                    sql.push_str(&format!(
-                        " AND (created_at {cmp} {c} OR (created_at = {c} AND uuid{collate} {cmp} {u}{collate}))"
-                    ));
+                    ("created_at".to_string(), marker.created_at.0.to_string())
                 }
-                ResourceSort::Key | ResourceSort::Name => {
-                    let v = if q.sort == ResourceSort::Key {
-                        marker.key.unwrap_or_default()
-                    } else {
-                        marker.name.unwrap_or_default()
-                    };
-                    let v = bind(v);
-                    sql.push_str(&format!(
-                        " AND ({sort}{collate} {cmp} {v}{collate} OR ({sort} = {v} AND uuid{collate} {cmp} {u}{collate}))"
-                    ));
-                }
+                ResourceSort::Key => (
+                    format!("{sort}{collate}"),
+                    format!("{}{collate}", bind(marker.key.unwrap_or_default())),
+                ),
+                ResourceSort::Name => (
+                    format!("{sort}{collate}"),
+                    format!("{}{collate}", bind(marker.name.unwrap_or_default())),
+                ),
+            };
+            if q.sort == ResourceSort::Uuid {
+                sql.push_str(&format!(" AND uuid {cmp} {u}"));
+            } else {
+                sql.push_str(&format!(" AND ({col}, uuid) {cmp} ({v}, {u})"));
             }
         }
         if let Some(n) = q.node {
