@@ -25,7 +25,9 @@ pub mod metrics;
 pub mod misc;
 pub mod nodes;
 pub mod patch;
+pub mod ports;
 pub mod render;
+pub mod resource;
 pub mod states;
 pub mod version;
 
@@ -233,6 +235,7 @@ fn v1_routes() -> Router<ApiState> {
             "/v1/heartbeat/{node}",
             axum::routing::post(agent::heartbeat),
         )
+        .merge(ports::routes())
 }
 
 async fn not_found() -> ApiError {
