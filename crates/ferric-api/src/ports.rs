@@ -38,10 +38,7 @@ pub(crate) fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/ports", get(list).post(create))
         .route("/v1/ports/detail", get(list_detail))
-        .route(
-            "/v1/ports/{ident}",
-            get(show).patch(update).delete(delete),
-        )
+        .route("/v1/ports/{ident}", get(show).patch(update).delete(delete))
         .route("/v1/nodes/{ident}/ports", get(node_ports))
         .route("/v1/nodes/{ident}/ports/detail", get(node_ports_detail))
         .route("/v1/portgroups/{ident}/ports", get(portgroup_ports))
@@ -254,9 +251,8 @@ fn validate_local_link(
         "vtep-logical-switch",
         "vtep-physical-switch",
     ];
-    let err = |m: String| {
-        ApiError::bad_request(format!("Schema error for local_link_connection: {m}"))
-    };
+    let err =
+        |m: String| ApiError::bad_request(format!("Schema error for local_link_connection: {m}"));
     if llc.contains_key("network_type") && !v.at_least(64) {
         return Err(ApiError::not_acceptable("Request not acceptable."));
     }
@@ -285,9 +281,7 @@ fn validate_local_link(
         } else {
             ("vtep-physical-switch", "vtep-logical-switch")
         };
-        return Err(err(format!(
-            "'{missing}' is a dependency of '{present}'"
-        )));
+        return Err(err(format!("'{missing}' is a dependency of '{present}'")));
     }
     let ok = llc.is_empty()
         || (has("port_id") && has("switch_id"))
@@ -429,9 +423,7 @@ fn validate(doc: &Map<String, Value>, v: Version) -> Result<Validated, ApiError>
     let name = d.opt_str("name", Some(255))?;
     if let Some(n) = &name {
         ferric_core::node::validate_name(n).map_err(|_| {
-            ApiError::bad_request(format!(
-                "Expected a logical name but received {n}."
-            ))
+            ApiError::bad_request(format!("Expected a logical name but received {n}."))
         })?;
         if Uuid::parse_str(n).is_ok() {
             return Err(ApiError::bad_request(format!(
@@ -526,13 +518,21 @@ pub async fn create(
         return Err(ApiError::not_acceptable("Request not acceptable."));
     }
     let ident = NodeIdent::parse(&req.node);
-    let missing_node = |ident: &str| ApiError::bad_request(format!("Node {ident} could not be found."));
+    let missing_node =
+        |ident: &str| ApiError::bad_request(format!("Node {ident} could not be found."));
     // Joining a portgroup takes the exclusive lock, so the portgroup cannot
     // be deleted in between (its deletion takes it too); otherwise a shared
     // task, as Ironic's conductor.
-    let acquire = st.tm.acquire(ident.clone()).purpose("port create").retry(st.retry);
+    let acquire = st
+        .tm
+        .acquire(ident.clone())
+        .purpose("port create")
+        .retry(st.retry);
     let acquired = if req.portgroup.is_some() {
-        acquire.exclusive().await.map(|t| (t.node().clone(), Some(t)))
+        acquire
+            .exclusive()
+            .await
+            .map(|t| (t.node().clone(), Some(t)))
     } else {
         acquire.shared().await.map(|t| {
             let node = t.node().clone();
@@ -765,12 +765,19 @@ async fn list_ports(
         Parent::Portgroup(p) => Some(p.clone()),
         _ => q.portgroup.clone(),
     };
-    let exclusive = [node_filter.is_some(), pg_filter.is_some(), q.shard.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let exclusive = [
+        node_filter.is_some(),
+        pg_filter.is_some(),
+        q.shard.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
     if exclusive > 1 {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "Operation not permitted."));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Operation not permitted.",
+        ));
     }
     if q.conductor_groups.is_some()
         && (node_filter.is_some() || pg_filter.is_some() || q.address.is_some())
@@ -846,8 +853,16 @@ async fn list_ports(
     let path = match &parent {
         Parent::None if detail_path => "ports/detail".to_string(),
         Parent::None => "ports".to_string(),
-        Parent::Node(n) => format!("nodes/{}/ports{}", resource::encode(n), if detail_path { "/detail" } else { "" }),
-        Parent::Portgroup(p) => format!("portgroups/{}/ports{}", resource::encode(p), if detail_path { "/detail" } else { "" }),
+        Parent::Node(n) => format!(
+            "nodes/{}/ports{}",
+            resource::encode(n),
+            if detail_path { "/detail" } else { "" }
+        ),
+        Parent::Portgroup(p) => format!(
+            "portgroups/{}/ports{}",
+            resource::encode(p),
+            if detail_path { "/detail" } else { "" }
+        ),
     };
     let body = resource::collection(
         "ports",
@@ -881,7 +896,11 @@ async fn find(st: &ApiState, id: &str, v: Version) -> Result<Port, ApiError> {
     let ident = match Uuid::parse_str(id) {
         Ok(u) => NodeIdent::Uuid(u),
         Err(_) if v.at_least(88) => NodeIdent::Name(id.to_string()),
-        Err(_) => return Err(ApiError::not_found(format!("Port {id} could not be found."))),
+        Err(_) => {
+            return Err(ApiError::not_found(format!(
+                "Port {id} could not be found."
+            )))
+        }
     };
     Port::from_resource(st.tm.store().get_resource(KIND, &ident).await?)
 }
@@ -1128,9 +1147,12 @@ pub(crate) fn openapi_paths() -> Map<String, Value> {
         {"name": "fields", "in": "query", "schema": {"type": "string"}},
         {"name": "detail", "in": "query", "schema": {"type": "boolean"}},
     ]);
-    let port_param = json!({"name": "ident", "in": "path", "required": true, "schema": {"type": "string"}});
-    let node_param = json!({"name": "ident", "in": "path", "required": true, "schema": {"type": "string"}});
-    let pg_param = json!({"name": "ident", "in": "path", "required": true, "schema": {"type": "string"}});
+    let port_param =
+        json!({"name": "ident", "in": "path", "required": true, "schema": {"type": "string"}});
+    let node_param =
+        json!({"name": "ident", "in": "path", "required": true, "schema": {"type": "string"}});
+    let pg_param =
+        json!({"name": "ident", "in": "path", "required": true, "schema": {"type": "string"}});
     let body = json!({"required": true, "content": {"application/json": {"schema": {
         "type": "object",
         "required": ["address"],

@@ -193,19 +193,27 @@ pub fn apply_patch(
                 for seg in parents {
                     target = match target.get_mut(seg.as_str()) {
                         Some(Value::Object(m)) => m,
-                        Some(Value::Null) | None => return Err(fail(&format!("can't replace a non-existent object '{seg}'"))),
+                        Some(Value::Null) | None => {
+                            return Err(fail(&format!(
+                                "can't replace a non-existent object '{seg}'"
+                            )))
+                        }
                         Some(_) => return Err(fail(&format!("'{seg}' is not an object"))),
                     };
                 }
                 if op.op == "replace" && !target.contains_key(last.as_str()) {
-                    return Err(fail(&format!("can't replace a non-existent object '{last}'")));
+                    return Err(fail(&format!(
+                        "can't replace a non-existent object '{last}'"
+                    )));
                 }
                 target.insert(last.clone(), value);
             }
             "remove" => {
                 if segments.len() == 1 {
                     if !doc.contains_key(root) {
-                        return Err(fail(&format!("can't remove a non-existent object '{root}'")));
+                        return Err(fail(&format!(
+                            "can't remove a non-existent object '{root}'"
+                        )));
                     }
                     doc.insert(root.to_string(), default(root));
                     continue;
@@ -215,11 +223,17 @@ pub fn apply_patch(
                 for seg in parents {
                     target = match target.get_mut(seg.as_str()) {
                         Some(Value::Object(m)) => m,
-                        _ => return Err(fail(&format!("can't remove a non-existent object '{seg}'"))),
+                        _ => {
+                            return Err(fail(&format!(
+                                "can't remove a non-existent object '{seg}'"
+                            )))
+                        }
                     };
                 }
                 if target.remove(last.as_str()).is_none() {
-                    return Err(fail(&format!("can't remove a non-existent object '{last}'")));
+                    return Err(fail(&format!(
+                        "can't remove a non-existent object '{last}'"
+                    )));
                 }
             }
             other => {
@@ -346,11 +360,10 @@ pub fn collection(
     let mut body = json!({ item_name: items });
     if let (true, Some(last)) = (full, last) {
         let mut q = vec![format!("limit={}", paging.limit), format!("marker={last}")];
-        for (k, v) in params
-            .iter()
-            .copied()
-            .chain([("sort_key", paging.sort_key.as_deref()), ("sort_dir", paging.sort_dir.as_deref())])
-        {
+        for (k, v) in params.iter().copied().chain([
+            ("sort_key", paging.sort_key.as_deref()),
+            ("sort_dir", paging.sort_dir.as_deref()),
+        ]) {
             if let Some(v) = v {
                 q.push(format!("{k}={}", encode(v)));
             }
@@ -467,8 +480,9 @@ pub fn feed_entry(c: &NodeChange, r: &ResourceChange, base: &BaseUrl, v: Version
 /// A stored resource as its API document at `v`.
 pub fn render_resource(r: &Resource, base: &BaseUrl, v: Version) -> Value {
     let rendered = match r.kind {
-        ResourceKind::Port => crate::ports::Port::from_resource(r.clone())
-            .map(|p| crate::ports::render(&p, base, v)),
+        ResourceKind::Port => {
+            crate::ports::Port::from_resource(r.clone()).map(|p| crate::ports::render(&p, base, v))
+        }
         ResourceKind::Portgroup | ResourceKind::Chassis => Ok(generic_document(r)),
     };
     rendered.map_or(Value::Null, Value::Object)
@@ -494,9 +508,18 @@ mod tests {
             mac_address("address", "52:54:00:AB:cd:0F").unwrap(),
             "52:54:00:ab:cd:0f"
         );
-        for bad in ["52-54-00-ab-cd-0f", "52:54:00:ab:cd", "52:54:00:ab:cd:0g", "", "5254.00ab.cd0f"] {
+        for bad in [
+            "52-54-00-ab-cd-0f",
+            "52:54:00:ab:cd",
+            "52:54:00:ab:cd:0g",
+            "",
+            "5254.00ab.cd0f",
+        ] {
             let e = mac_address("address", bad).unwrap_err();
-            assert_eq!(e.message(), format!("Expected valid MAC address for address: {bad}"));
+            assert_eq!(
+                e.message(),
+                format!("Expected valid MAC address for address: {bad}")
+            );
         }
     }
 
@@ -514,19 +537,41 @@ mod tests {
         };
         apply_patch(
             &mut doc,
-            &[op("add", "/extra/b", Some(json!(2))), op("remove", "/name", None)],
+            &[
+                op("add", "/extra/b", Some(json!(2))),
+                op("remove", "/name", None),
+            ],
             &["extra", "name"],
             |_| Value::Null,
         )
         .unwrap();
         assert_eq!(doc["extra"], json!({"a": 1, "b": 2}));
         assert_eq!(doc["name"], Value::Null);
-        let e = apply_patch(&mut doc, &[op("replace", "/uuid", Some(json!(1)))], &["extra"], |_| Value::Null)
-            .unwrap_err();
-        assert_eq!(e.message(), "Cannot patch /uuid. Only the following can be updated: extra");
-        let e = apply_patch(&mut doc, &[op("add", "/foo", Some(json!(1)))], &["foo"], |_| Value::Null)
-            .unwrap_err();
+        let e = apply_patch(
+            &mut doc,
+            &[op("replace", "/uuid", Some(json!(1)))],
+            &["extra"],
+            |_| Value::Null,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.message(),
+            "Cannot patch /uuid. Only the following can be updated: extra"
+        );
+        let e = apply_patch(
+            &mut doc,
+            &[op("add", "/foo", Some(json!(1)))],
+            &["foo"],
+            |_| Value::Null,
+        )
+        .unwrap_err();
         assert!(e.message().starts_with("Adding a new attribute (/foo)"));
-        assert!(apply_patch(&mut doc, &[op("remove", "/extra/zz", None)], &["extra"], |_| Value::Null).is_err());
+        assert!(apply_patch(
+            &mut doc,
+            &[op("remove", "/extra/zz", None)],
+            &["extra"],
+            |_| Value::Null
+        )
+        .is_err());
     }
 }
