@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod misc;
 pub mod nodes;
 pub mod patch;
+pub mod portgroups;
 pub mod ports;
 pub mod render;
 pub mod resource;
@@ -236,6 +237,7 @@ fn v1_routes() -> Router<ApiState> {
             axum::routing::post(agent::heartbeat),
         )
         .merge(ports::routes())
+        .merge(portgroups::routes())
 }
 
 async fn not_found() -> ApiError {

@@ -483,7 +483,9 @@ pub fn render_resource(r: &Resource, base: &BaseUrl, v: Version) -> Value {
         ResourceKind::Port => {
             crate::ports::Port::from_resource(r.clone()).map(|p| crate::ports::render(&p, base, v))
         }
-        ResourceKind::Portgroup | ResourceKind::Chassis => Ok(generic_document(r)),
+        ResourceKind::Portgroup => crate::portgroups::Portgroup::from_resource(r.clone())
+            .map(|p| crate::portgroups::render(&p, base, v)),
+        ResourceKind::Chassis => Ok(generic_document(r)),
     };
     rendered.map_or(Value::Null, Value::Object)
 }

@@ -7,6 +7,7 @@
 mod agent;
 mod api;
 mod common;
+mod portgroups;
 mod ports;
 mod props;
 mod reconcile;
