@@ -19,6 +19,7 @@
 
 pub mod agent;
 pub mod auth;
+pub mod chassis;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -238,6 +239,7 @@ fn v1_routes() -> Router<ApiState> {
         )
         .merge(ports::routes())
         .merge(portgroups::routes())
+        .merge(chassis::routes())
 }
 
 async fn not_found() -> ApiError {

@@ -438,6 +438,7 @@ pub async fn openapi(base: BaseUrl) -> Json<Value> {
     if let Some(paths) = doc["paths"].as_object_mut() {
         paths.extend(crate::ports::openapi_paths());
         paths.extend(crate::portgroups::openapi_paths());
+        paths.extend(crate::chassis::openapi_paths());
     }
     Json(doc)
 }

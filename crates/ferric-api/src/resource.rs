@@ -485,18 +485,12 @@ pub fn render_resource(r: &Resource, base: &BaseUrl, v: Version) -> Value {
         }
         ResourceKind::Portgroup => crate::portgroups::Portgroup::from_resource(r.clone())
             .map(|p| crate::portgroups::render(&p, base, v)),
-        ResourceKind::Chassis => Ok(generic_document(r)),
+        ResourceKind::Chassis => Ok(crate::chassis::render(
+            &crate::chassis::Chassis::from_resource(r.clone()),
+            base,
+        )),
     };
     rendered.map_or(Value::Null, Value::Object)
-}
-
-/// The stored fields of a resource as they are (kinds without a renderer).
-fn generic_document(r: &Resource) -> Map<String, Value> {
-    let mut m = r.body.clone();
-    m.insert("uuid".into(), json!(r.uuid));
-    m.insert("name".into(), json!(r.name));
-    m.insert("node_uuid".into(), json!(r.node));
-    m
 }
 
 #[cfg(test)]

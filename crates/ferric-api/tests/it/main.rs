@@ -6,6 +6,7 @@
 
 mod agent;
 mod api;
+mod chassis;
 mod common;
 mod portgroups;
 mod ports;
