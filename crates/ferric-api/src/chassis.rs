@@ -119,9 +119,10 @@ pub fn render(c: &Chassis, base: &BaseUrl) -> Map<String, Value> {
 
 const FIELDS: [&str; 3] = ["uuid", "extra", "description"];
 
-fn validate(
-    doc: &Map<String, Value>,
-) -> Result<(Option<Uuid>, Option<String>, Map<String, Value>), ApiError> {
+/// A validated chassis document: uuid, description, extra.
+type Fields = (Option<Uuid>, Option<String>, Map<String, Value>);
+
+fn validate(doc: &Map<String, Value>) -> Result<Fields, ApiError> {
     let d = Doc {
         what: "chassis",
         map: doc,

@@ -1321,7 +1321,7 @@ pub async fn resources_list_filters_sort_and_pages(store: Arc<dyn Store>) {
             };
             let full = s.list_resources(&q).await.unwrap();
             let mut expected = made.clone();
-            expected.sort_by(|x, y| q.sort_value(x).cmp(&q.sort_value(y)));
+            expected.sort_by_key(|x| q.sort_value(x));
             if descending {
                 expected.reverse();
             }
