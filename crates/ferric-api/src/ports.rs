@@ -420,17 +420,8 @@ fn validate(doc: &Map<String, Value>, v: Version) -> Result<Validated, ApiError>
         .opt_str("portgroup_uuid", None)?
         .map(|u| resource::uuid_param("portgroup_uuid", &u))
         .transpose()?;
+    // Ironic stores any string as a port name (no logical-name check).
     let name = d.opt_str("name", Some(255))?;
-    if let Some(n) = &name {
-        ferric_core::node::validate_name(n).map_err(|_| {
-            ApiError::bad_request(format!("Expected a logical name but received {n}."))
-        })?;
-        if Uuid::parse_str(n).is_ok() {
-            return Err(ApiError::bad_request(format!(
-                "Expected a logical name but received {n}."
-            )));
-        }
-    }
     let local_link_connection = match d.opt_object("local_link_connection")? {
         Some(llc) => validate_local_link(&llc, v)?,
         None => Map::new(),
