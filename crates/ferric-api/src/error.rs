@@ -70,6 +70,13 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, message)
     }
 
+    /// 409 without Retry-After: Ironic's `Conflict` (a duplicate MAC, a
+    /// port in a state that forbids the change). Secondary resources answer
+    /// these with 409 exactly as Ironic does.
+    pub fn conflict_409(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, message)
+    }
+
     /// 409 with Retry-After: someone else holds the node.
     pub fn locked(message: impl Into<String>) -> Self {
         ApiError {
@@ -193,6 +200,21 @@ impl From<StoreError> for ApiError {
                 )),
                 _ => ApiError::conflict(format!("A node with {field} {value} already exists.")),
             },
+            StoreError::ResourceNotFound { kind, ident } => {
+                ApiError::not_found(format!("{} {ident} could not be found.", title(kind)))
+            }
+            StoreError::ResourceDuplicate { kind, field, value } => {
+                let what = match field {
+                    "uuid" => "UUID",
+                    "address" => "MAC address",
+                    other => other,
+                };
+                ApiError::conflict_409(format!("A {kind} with {what} {value} already exists."))
+            }
+            StoreError::ResourceChanged { kind, uuid, .. } => ApiError::locked(format!(
+                "{} {uuid} was changed by another request; please retry.",
+                title(kind)
+            )),
             StoreError::ConductorNotFound(h) => {
                 ApiError::not_found(format!("Conductor {h} could not be found."))
             }
@@ -201,6 +223,15 @@ impl From<StoreError> for ApiError {
             other => ApiError::internal(&other),
         }
     }
+}
+
+/// A resource kind as a message starts it ("Port", "Portgroup", "Chassis").
+fn title(kind: ferric_store::ResourceKind) -> String {
+    let s = kind.as_str();
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+        .unwrap_or_default()
 }
 
 impl From<DomainError> for ApiError {

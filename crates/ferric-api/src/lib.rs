@@ -19,6 +19,7 @@
 
 pub mod agent;
 pub mod auth;
+pub mod chassis;
 pub mod error;
 pub mod extract;
 pub(crate) mod fields;
@@ -26,7 +27,10 @@ pub mod metrics;
 pub mod misc;
 pub mod nodes;
 pub mod patch;
+pub mod portgroups;
+pub mod ports;
 pub mod render;
+pub mod resource;
 pub mod states;
 pub(crate) mod traits;
 pub mod version;
@@ -236,6 +240,9 @@ fn v1_routes() -> Router<ApiState> {
             axum::routing::post(agent::heartbeat),
         )
         .merge(traits::routes())
+        .merge(ports::routes())
+        .merge(portgroups::routes())
+        .merge(chassis::routes())
 }
 
 async fn not_found() -> ApiError {

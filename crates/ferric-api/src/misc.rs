@@ -255,6 +255,9 @@ pub struct ChangesQuery {
     limit: Option<u32>,
     /// Seconds to wait for a change when there is none yet (0: answer at once).
     timeout: Option<f64>,
+    /// Which kinds to return, comma-separated (`node`, `port`, `portgroup`,
+    /// `chassis`, or `all`). Absent: nodes only, in the original shape.
+    resource: Option<String>,
 }
 
 /// `GET /v1/nodes/changes?since=REV&timeout=S&limit=N` (SPEC §8.5): every
@@ -285,10 +288,16 @@ pub async fn changes(
             )))
         }
     };
+    let wanted = crate::resource::feed_kinds(q.resource.as_deref())?;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut stopping = st.stopping.subscribe();
+    // `cursor` passes entries of kinds not asked for, so the answer's
+    // revision moves on even when none of them is returned.
+    let mut cursor = since;
     let changes = loop {
-        let changes = st.tm.store().changes_since(since, limit).await?;
+        let mut changes = st.tm.store().changes_since(cursor, limit).await?;
+        cursor = changes.last().map_or(cursor, |c| c.revision);
+        changes.retain(|c| wanted.wants(c));
         // A stopping server answers at once so graceful shutdown is not held
         // up by long polls.
         if !changes.is_empty() || tokio::time::Instant::now() >= deadline || *stopping.borrow() {
@@ -300,12 +309,18 @@ pub async fn changes(
             _ = stopping.changed() => {}
         }
     };
-    let revision = changes.last().map_or(since, |c| c.revision);
+    let revision = cursor;
     let owners = st.owners().await;
     let items: Vec<Value> = changes
         .iter()
         .map(|c| {
+            if let Some(r) = &c.resource {
+                return crate::resource::feed_entry(c, r, &base, v);
+            }
             let mut m = Map::new();
+            if wanted.explicit {
+                m.insert("resource".into(), json!("node"));
+            }
             m.insert("revision".into(), json!(c.revision));
             m.insert("uuid".into(), json!(c.node.to_string()));
             m.insert("kind".into(), json!(c.kind));
@@ -396,6 +411,7 @@ pub async fn openapi(base: BaseUrl) -> Json<Value> {
                 "summary": "Committed node changes after a revision, oldest first, without gaps (long poll with timeout)",
                 "parameters": [
                     {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "resource", "in": "query", "schema": {"type": "string"}, "description": "Kinds, comma-separated: node, port, portgroup, chassis or all (default node)"},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_CHANGES_LIMIT}},
                     {"name": "timeout", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": MAX_CHANGES_TIMEOUT.as_secs()}},
                 ],
@@ -434,6 +450,9 @@ pub async fn openapi(base: BaseUrl) -> Json<Value> {
     });
     if let Some(paths) = doc["paths"].as_object_mut() {
         paths.extend(crate::traits::openapi_paths());
+        paths.extend(crate::ports::openapi_paths());
+        paths.extend(crate::portgroups::openapi_paths());
+        paths.extend(crate::chassis::openapi_paths());
     }
     Json(doc)
 }

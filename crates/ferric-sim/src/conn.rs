@@ -223,6 +223,41 @@ impl Store for SimConn {
         self.answer(r).await
     }
 
+    async fn create_resource(&self, kind: ResourceKind, new: NewResource) -> StoreResult<Resource> {
+        self.gate().await?;
+        let r = self.inner.create_resource(kind, new).await;
+        self.answer(r).await
+    }
+
+    async fn get_resource(&self, kind: ResourceKind, ident: &NodeIdent) -> StoreResult<Resource> {
+        self.gate().await?;
+        let r = self.inner.get_resource(kind, ident).await;
+        self.answer(r).await
+    }
+
+    async fn list_resources(&self, q: &ResourceQuery) -> StoreResult<Vec<Resource>> {
+        self.gate().await?;
+        let r = self.inner.list_resources(q).await;
+        self.answer(r).await
+    }
+
+    async fn update_resource(&self, resource: &Resource) -> StoreResult<Resource> {
+        self.gate().await?;
+        let r = self.inner.update_resource(resource).await;
+        self.answer(r).await
+    }
+
+    async fn delete_resource(
+        &self,
+        kind: ResourceKind,
+        uuid: Uuid,
+        revision: Option<i64>,
+    ) -> StoreResult<()> {
+        self.gate().await?;
+        let r = self.inner.delete_resource(kind, uuid, revision).await;
+        self.answer(r).await
+    }
+
     async fn try_acquire(&self, node: Uuid, claim: &Claim) -> StoreResult<LockToken> {
         self.gate().await?;
         let r = self.inner.try_acquire(node, claim).await;

@@ -41,7 +41,12 @@ macro_rules! for_each_conformance_test {
             racing_acquirers_never_share_the_lock,
             node_fields_round_trip,
             list_filters_select_in_the_store,
-            list_sorts_by_any_key_with_a_stable_marker
+            list_sorts_by_any_key_with_a_stable_marker,
+            resources_create_get_and_uniqueness,
+            resources_go_with_their_node_and_feed_the_changes,
+            resources_list_filters_sort_and_pages,
+            resources_updates_are_conditional,
+            resources_racing_creates_one_winner
         );
     };
 }
@@ -1375,4 +1380,462 @@ pub async fn list_sorts_by_any_key_with_a_stable_marker(store: Arc<dyn Store>) {
         })
         .await;
     assert!(matches!(bad, Err(StoreError::Invalid(_))), "{bad:?}");
+}
+
+// ----- secondary resources ----------------------------------------------------
+
+fn port(node: Uuid, mac: &str) -> NewResource {
+    let mut body = serde_json::Map::new();
+    body.insert("pxe_enabled".into(), serde_json::json!(true));
+    NewResource {
+        node: Some(node),
+        key: Some(mac.to_string()),
+        body,
+        ..Default::default()
+    }
+}
+
+pub async fn resources_create_get_and_uniqueness(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    let n = node(s, "n").await;
+    let before = s.changes_since(0, 1_000).await.unwrap().len();
+    let p = s
+        .create_resource(
+            ResourceKind::Port,
+            NewResource {
+                name: Some("p0".into()),
+                ..port(n, "52:54:00:00:00:01")
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.kind, ResourceKind::Port);
+    assert_eq!(p.node, Some(n));
+    assert_eq!(p.key.as_deref(), Some("52:54:00:00:00:01"));
+    assert_eq!(p.body["pxe_enabled"], serde_json::json!(true));
+    assert!(p.revision > 0);
+    assert!(p.updated_at.is_none());
+    assert_eq!(
+        s.get_resource(ResourceKind::Port, &p.uuid.into())
+            .await
+            .unwrap(),
+        p
+    );
+    assert_eq!(
+        s.get_resource(ResourceKind::Port, &NodeIdent::Name("p0".into()))
+            .await
+            .unwrap(),
+        p
+    );
+    // The same UUID is free in another kind's table, not in its own.
+    let dup = |e: StoreError| match e {
+        StoreError::ResourceDuplicate { kind, field, value } => (kind, field, value),
+        other => panic!("expected a duplicate, got {other:?}"),
+    };
+    assert_eq!(
+        dup(s
+            .create_resource(ResourceKind::Port, port(n, "52:54:00:00:00:01"))
+            .await
+            .unwrap_err()),
+        (
+            ResourceKind::Port,
+            "address",
+            "52:54:00:00:00:01".to_string()
+        )
+    );
+    assert_eq!(
+        dup(s
+            .create_resource(
+                ResourceKind::Port,
+                NewResource {
+                    name: Some("p0".into()),
+                    ..port(n, "52:54:00:00:00:02")
+                }
+            )
+            .await
+            .unwrap_err()),
+        (ResourceKind::Port, "name", "p0".to_string())
+    );
+    assert_eq!(
+        dup(s
+            .create_resource(
+                ResourceKind::Port,
+                NewResource {
+                    uuid: Some(p.uuid),
+                    ..port(n, "52:54:00:00:00:03")
+                }
+            )
+            .await
+            .unwrap_err()),
+        (ResourceKind::Port, "uuid", p.uuid.to_string())
+    );
+    // Keys are unique per kind: a portgroup may have a port's address.
+    s.create_resource(ResourceKind::Portgroup, port(n, "52:54:00:00:00:01"))
+        .await
+        .unwrap();
+    // The owning node must exist.
+    assert!(matches!(
+        s.create_resource(
+            ResourceKind::Port,
+            port(Uuid::new_v4(), "52:54:00:00:00:09")
+        )
+        .await
+        .unwrap_err(),
+        StoreError::NodeNotFound(_)
+    ));
+    // Resources without a node (chassis).
+    let c = s
+        .create_resource(ResourceKind::Chassis, NewResource::default())
+        .await
+        .unwrap();
+    assert_eq!(c.node, None);
+    assert!(matches!(
+        s.get_resource(ResourceKind::Port, &c.uuid.into())
+            .await
+            .unwrap_err(),
+        StoreError::ResourceNotFound {
+            kind: ResourceKind::Port,
+            ..
+        }
+    ));
+    // Refusals wrote nothing: three creates, three feed entries.
+    assert_eq!(s.changes_since(0, 1_000).await.unwrap().len(), before + 3);
+}
+
+pub async fn resources_go_with_their_node_and_feed_the_changes(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    register(s, "cond-a").await;
+    let n = node(s, "n").await;
+    let other = node(s, "other").await;
+    let since = s
+        .changes_since(0, 1_000)
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .revision;
+    let pg = s
+        .create_resource(ResourceKind::Portgroup, port(n, "52:54:00:00:01:00"))
+        .await
+        .unwrap();
+    let p = s
+        .create_resource(
+            ResourceKind::Port,
+            NewResource {
+                parent: Some(pg.uuid),
+                ..port(n, "52:54:00:00:01:01")
+            },
+        )
+        .await
+        .unwrap();
+    let kept = s
+        .create_resource(ResourceKind::Port, port(other, "52:54:00:00:01:02"))
+        .await
+        .unwrap();
+    let mut changed = p.clone();
+    changed
+        .body
+        .insert("extra".into(), serde_json::json!({"a": 1}));
+    let changed = s.update_resource(&changed).await.unwrap();
+    let t = s.try_acquire(n, &claim("cond-a", "delete")).await.unwrap();
+    s.delete_node(&t).await.unwrap();
+    assert!(matches!(
+        s.get_resource(ResourceKind::Port, &p.uuid.into())
+            .await
+            .unwrap_err(),
+        StoreError::ResourceNotFound { .. }
+    ));
+    assert!(matches!(
+        s.get_resource(ResourceKind::Portgroup, &pg.uuid.into())
+            .await
+            .unwrap_err(),
+        StoreError::ResourceNotFound { .. }
+    ));
+    assert_eq!(
+        s.get_resource(ResourceKind::Port, &kept.uuid.into())
+            .await
+            .unwrap(),
+        kept
+    );
+    let feed = s.changes_since(since, 1_000).await.unwrap();
+    let seen: Vec<(Option<ResourceKind>, Uuid, ChangeKind)> = feed
+        .iter()
+        .map(|c| (c.resource.as_ref().map(|r| r.kind), c.node, c.kind))
+        .collect();
+    use ChangeKind::*;
+    use ResourceKind::*;
+    assert_eq!(
+        seen,
+        vec![
+            (Some(Portgroup), pg.uuid, Created),
+            (Some(Port), p.uuid, Created),
+            (Some(Port), kept.uuid, Created),
+            (Some(Port), p.uuid, Updated),
+            (Some(Port), p.uuid, Deleted),
+            (Some(Portgroup), pg.uuid, Deleted),
+            (None, n, Deleted),
+        ]
+    );
+    // No gaps, and each snapshot is the resource as stored at its revision.
+    for w in feed.windows(2) {
+        assert_eq!(w[1].revision, w[0].revision + 1);
+    }
+    assert_eq!(feed[0].revision, since + 1);
+    assert_eq!(
+        feed[1].resource.as_ref().unwrap().snapshot.as_ref(),
+        Some(&p)
+    );
+    assert_eq!(
+        feed[3].resource.as_ref().unwrap().snapshot.as_ref(),
+        Some(&changed)
+    );
+    assert_eq!(feed[3].revision, changed.revision);
+    assert!(feed[4].resource.as_ref().unwrap().snapshot.is_none());
+    assert!(feed.iter().all(|c| c.snapshot.is_none()));
+}
+
+pub async fn resources_list_filters_sort_and_pages(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    let a = node(s, "a").await;
+    let b = node(s, "b").await;
+    let pg = s
+        .create_resource(ResourceKind::Portgroup, port(a, "52:54:00:00:02:ff"))
+        .await
+        .unwrap();
+    let mut made = Vec::new();
+    for i in 0..12u32 {
+        let owner = if i % 3 == 0 { b } else { a };
+        let r = s
+            .create_resource(
+                ResourceKind::Port,
+                NewResource {
+                    parent: (i % 4 == 1).then_some(pg.uuid),
+                    name: (i % 2 == 0).then(|| format!("port-{:02}", 11 - i)),
+                    ..port(owner, &format!("52:54:00:00:02:{:02x}", (i * 7) % 12))
+                },
+            )
+            .await
+            .unwrap();
+        made.push(r);
+    }
+    let q = ResourceQuery::all(ResourceKind::Port);
+    let all = s.list_resources(&q).await.unwrap();
+    let mut by_uuid = made.clone();
+    by_uuid.sort_by_key(|r| r.uuid);
+    assert_eq!(all, by_uuid);
+    // Filters.
+    let on_b = s
+        .list_resources(&ResourceQuery {
+            node: Some(b),
+            ..q.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(on_b.len(), 4);
+    assert!(on_b.iter().all(|r| r.node == Some(b)));
+    let in_pg = s
+        .list_resources(&ResourceQuery {
+            parent: Some(pg.uuid),
+            ..q.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(in_pg.len(), 3);
+    let one = s
+        .list_resources(&ResourceQuery {
+            key: made[5].key.clone(),
+            ..q.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(one, vec![made[5].clone()]);
+    let groups = s
+        .list_resources(&ResourceQuery {
+            node_conductor_groups: Some(vec![String::new()]),
+            ..q.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(groups.len(), 12);
+    let none = s
+        .list_resources(&ResourceQuery {
+            node_conductor_groups: Some(vec!["elsewhere".into()]),
+            ..q.clone()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    // Every sort, both directions, walked in pages of 5 with markers, equals
+    // the full sorted list.
+    for sort in [
+        ResourceSort::Uuid,
+        ResourceSort::CreatedAt,
+        ResourceSort::Key,
+        ResourceSort::Name,
+    ] {
+        for descending in [false, true] {
+            let q = ResourceQuery {
+                sort,
+                descending,
+                ..q.clone()
+            };
+            let full = s.list_resources(&q).await.unwrap();
+            let mut expected = made.clone();
+            expected.sort_by_key(|x| q.sort_value(x));
+            if descending {
+                expected.reverse();
+            }
+            assert_eq!(
+                full.iter().map(|r| r.uuid).collect::<Vec<_>>(),
+                expected.iter().map(|r| r.uuid).collect::<Vec<_>>(),
+                "{sort:?} descending={descending}"
+            );
+            let mut walked = Vec::new();
+            let mut marker = None;
+            loop {
+                let page = s
+                    .list_resources(&ResourceQuery {
+                        marker,
+                        limit: Some(5),
+                        ..q.clone()
+                    })
+                    .await
+                    .unwrap();
+                if page.is_empty() {
+                    break;
+                }
+                marker = page.last().map(|r| r.uuid);
+                walked.extend(page);
+            }
+            assert_eq!(walked, full, "{sort:?} descending={descending}");
+        }
+    }
+    // A marker that does not exist.
+    assert!(matches!(
+        s.list_resources(&ResourceQuery {
+            marker: Some(Uuid::new_v4()),
+            ..q.clone()
+        })
+        .await
+        .unwrap_err(),
+        StoreError::ResourceNotFound { .. }
+    ));
+}
+
+pub async fn resources_updates_are_conditional(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    let n = node(s, "n").await;
+    let p = s
+        .create_resource(ResourceKind::Port, port(n, "52:54:00:00:03:01"))
+        .await
+        .unwrap();
+    let q = s
+        .create_resource(ResourceKind::Port, port(n, "52:54:00:00:03:02"))
+        .await
+        .unwrap();
+    let mut first = p.clone();
+    first.key = Some("52:54:00:00:03:03".into());
+    first.name = Some("renamed".into());
+    let first = s.update_resource(&first).await.unwrap();
+    assert!(first.revision > p.revision);
+    assert!(first.updated_at.is_some());
+    assert_eq!(first.created_at, p.created_at);
+    // A second writer that read the old revision loses, and writes nothing.
+    let mut stale = p.clone();
+    stale.body.insert("lost".into(), serde_json::json!(true));
+    assert!(matches!(
+        s.update_resource(&stale).await.unwrap_err(),
+        StoreError::ResourceChanged { expected, .. } if expected == p.revision
+    ));
+    assert_eq!(
+        s.get_resource(ResourceKind::Port, &p.uuid.into())
+            .await
+            .unwrap(),
+        first
+    );
+    // Moving onto a taken key is a duplicate, nothing written.
+    let mut clash = q.clone();
+    clash.key = first.key.clone();
+    assert!(matches!(
+        s.update_resource(&clash).await.unwrap_err(),
+        StoreError::ResourceDuplicate {
+            field: "address",
+            ..
+        }
+    ));
+    assert_eq!(
+        s.get_resource(ResourceKind::Port, &q.uuid.into())
+            .await
+            .unwrap(),
+        q
+    );
+    // Conditional delete.
+    assert!(matches!(
+        s.delete_resource(ResourceKind::Port, p.uuid, Some(p.revision))
+            .await
+            .unwrap_err(),
+        StoreError::ResourceChanged { .. }
+    ));
+    s.delete_resource(ResourceKind::Port, p.uuid, Some(first.revision))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.delete_resource(ResourceKind::Port, p.uuid, None)
+            .await
+            .unwrap_err(),
+        StoreError::ResourceNotFound { .. }
+    ));
+    assert!(matches!(
+        s.update_resource(&first).await.unwrap_err(),
+        StoreError::ResourceNotFound { .. }
+    ));
+    // The freed key can be used again.
+    s.create_resource(ResourceKind::Port, port(n, "52:54:00:00:03:03"))
+        .await
+        .unwrap();
+}
+
+pub async fn resources_racing_creates_one_winner(store: Arc<dyn Store>) {
+    let n = node(&*store, "n").await;
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.create_resource(ResourceKind::Port, port(n, "52:54:00:00:04:01"))
+                .await
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(StoreError::ResourceDuplicate {
+                field: "address", ..
+            }) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+    // Racing conditional updates of one port: exactly one per revision wins.
+    let p = store
+        .list_resources(&ResourceQuery::all(ResourceKind::Port))
+        .await
+        .unwrap()
+        .remove(0);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let s = store.clone();
+        let mut mine = p.clone();
+        mine.body.insert("writer".into(), serde_json::json!(i));
+        tasks.push(tokio::spawn(async move { s.update_resource(&mine).await }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(StoreError::ResourceChanged { .. }) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(won, 1);
 }

@@ -41,6 +41,28 @@ pub enum StoreError {
     /// A unique field already taken.
     #[error("a node with {field} \"{value}\" already exists")]
     Duplicate { field: &'static str, value: String },
+    /// No secondary resource of that kind with that UUID or name.
+    #[error("{kind} {ident} could not be found")]
+    ResourceNotFound {
+        kind: crate::ResourceKind,
+        ident: String,
+    },
+    /// A secondary resource's unique field (`uuid`, `name` or its kind's
+    /// key, e.g. `address`) already taken. Nothing was written.
+    #[error("a {kind} with {field} \"{value}\" already exists")]
+    ResourceDuplicate {
+        kind: crate::ResourceKind,
+        field: &'static str,
+        value: String,
+    },
+    /// A conditional resource write found it changed (or deleted) since the
+    /// revision it was read at. Nothing was written.
+    #[error("{kind} {uuid} changed since revision {expected}")]
+    ResourceChanged {
+        kind: crate::ResourceKind,
+        uuid: Uuid,
+        expected: i64,
+    },
     /// A conductor that is not registered.
     #[error("conductor {0} could not be found")]
     ConductorNotFound(String),

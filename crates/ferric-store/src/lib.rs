@@ -27,6 +27,7 @@
 pub mod conformance;
 pub mod error;
 pub mod memory;
+pub mod resource;
 mod sql;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
@@ -36,6 +37,9 @@ pub mod wake;
 
 pub use error::StoreError;
 pub use memory::MemoryStore;
+pub use resource::{
+    NewResource, Resource, ResourceChange, ResourceKind, ResourceQuery, ResourceSort,
+};
 pub use sql::{RawAccess, SqlStore, StoreOptions};
 pub use types::*;
 pub use wake::{WakeEvent, WakeSubscription};
@@ -103,6 +107,35 @@ pub trait Store: Send + Sync + 'static {
 
     /// Changes after `since`, oldest first, at most `limit`.
     async fn changes_since(&self, since: i64, limit: u32) -> StoreResult<Vec<NodeChange>>;
+
+    // ----- secondary resources (ports, portgroups, chassis, ...) --------------
+
+    /// Create a resource of `kind`. Its owning node must exist
+    /// (`NodeNotFound`); a taken UUID, name or key is `ResourceDuplicate`.
+    /// Takes a revision and writes a `created` change-feed entry.
+    async fn create_resource(&self, kind: ResourceKind, new: NewResource) -> StoreResult<Resource>;
+
+    /// A resource by UUID or name.
+    async fn get_resource(&self, kind: ResourceKind, ident: &NodeIdent) -> StoreResult<Resource>;
+
+    /// A page of resources, filtered and ordered as `query` says. A marker
+    /// that does not exist is `ResourceNotFound`.
+    async fn list_resources(&self, query: &ResourceQuery) -> StoreResult<Vec<Resource>>;
+
+    /// Write `resource` (name, node, parent, key, body) on the condition
+    /// that it is still at `resource.revision` (`ResourceChanged` otherwise:
+    /// no lost updates). Returns it as stored, with its new revision and an
+    /// `updated` change-feed entry.
+    async fn update_resource(&self, resource: &Resource) -> StoreResult<Resource>;
+
+    /// Delete a resource, on the condition that it is still at `revision`
+    /// when given. Writes a `deleted` change-feed entry.
+    async fn delete_resource(
+        &self,
+        kind: ResourceKind,
+        uuid: Uuid,
+        revision: Option<i64>,
+    ) -> StoreResult<()>;
 
     // ----- the lock (SPEC §4) -------------------------------------------------
 

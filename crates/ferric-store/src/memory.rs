@@ -25,6 +25,7 @@
 //! The memory store reports [`Backend::Sqlite`]: like SQLite it serializes
 //! writers and has no cross-process push (`subscribe_wakeups` never fires).
 
+use crate::resource::*;
 use crate::types::*;
 use crate::wake::WakeSubscription;
 use crate::{Store, StoreError, StoreResult};
@@ -89,6 +90,11 @@ pub enum Op {
     Heartbeat,
     UnregisterConductor,
     ListConductors,
+    CreateResource,
+    GetResource,
+    ListResources,
+    UpdateResource,
+    DeleteResource,
 }
 
 /// A deliberately broken behaviour, to prove the simulator's checkers work.
@@ -234,6 +240,8 @@ struct State {
     revision: i64,
     changes: Vec<NodeChange>,
     audit: Vec<AuditRecord>,
+    /// Secondary resources (ports, portgroups, ...).
+    resources: BTreeMap<(ResourceKind, Uuid), Resource>,
 }
 
 #[cfg(feature = "sim")]
@@ -598,8 +606,83 @@ impl MemoryStore {
             kind,
             at: DbTime(now),
             snapshot,
+            resource: None,
         });
         revision
+    }
+
+    /// Stamp the next revision on resource `uuid` (unless deleted) and
+    /// write its change-feed entry.
+    fn record_resource_change(
+        st: &mut State,
+        kind: ResourceKind,
+        uuid: Uuid,
+        change: ChangeKind,
+        now: i64,
+    ) -> Option<Resource> {
+        st.revision += 1;
+        let revision = st.revision;
+        let snapshot = match change {
+            ChangeKind::Deleted => None,
+            _ => st.resources.get_mut(&(kind, uuid)).map(|r| {
+                r.revision = revision;
+                r.clone()
+            }),
+        };
+        st.changes.push(NodeChange {
+            revision,
+            node: uuid,
+            kind: change,
+            at: DbTime(now),
+            snapshot: None,
+            resource: Some(ResourceChange {
+                kind,
+                snapshot: snapshot.clone(),
+            }),
+        });
+        snapshot
+    }
+
+    /// The unique fields of `r` against every other resource of its kind.
+    fn check_resource_unique(st: &State, r: &Resource) -> StoreResult<()> {
+        for other in st
+            .resources
+            .range((r.kind, Uuid::nil())..=(r.kind, Uuid::max()))
+            .map(|(_, o)| o)
+            .filter(|o| o.uuid != r.uuid)
+        {
+            if r.name.is_some() && other.name == r.name {
+                return Err(StoreError::ResourceDuplicate {
+                    kind: r.kind,
+                    field: "name",
+                    value: r.name.clone().unwrap_or_default(),
+                });
+            }
+            if r.key.is_some() && other.key == r.key {
+                return Err(StoreError::ResourceDuplicate {
+                    kind: r.kind,
+                    field: r.kind.key_field(),
+                    value: r.key.clone().unwrap_or_default(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn find_resource(st: &State, kind: ResourceKind, ident: &NodeIdent) -> StoreResult<Resource> {
+        let found = match ident {
+            NodeIdent::Uuid(u) => st.resources.get(&(kind, *u)).cloned(),
+            NodeIdent::Name(n) => st
+                .resources
+                .range((kind, Uuid::nil())..=(kind, Uuid::max()))
+                .map(|(_, r)| r)
+                .find(|r| r.name.as_deref() == Some(n.as_str()))
+                .cloned(),
+        };
+        found.ok_or_else(|| StoreError::ResourceNotFound {
+            kind,
+            ident: ident.to_string(),
+        })
     }
 
     fn waiter_views(&self, st: &State, node: Uuid, now: i64) -> Vec<WaiterView> {
@@ -945,6 +1028,16 @@ impl Store for MemoryStore {
             return Err(Self::fenced_error(&st, token));
         }
         st.nodes.remove(&token.node);
+        let owned: Vec<(ResourceKind, Uuid)> = st
+            .resources
+            .iter()
+            .filter(|(_, r)| r.node == Some(token.node))
+            .map(|(k, _)| *k)
+            .collect();
+        for (kind, uuid) in owned {
+            st.resources.remove(&(kind, uuid));
+            Self::record_resource_change(&mut st, kind, uuid, ChangeKind::Deleted, now);
+        }
         let gone: Vec<i64> = st
             .waiters
             .iter()
@@ -980,6 +1073,132 @@ impl Store for MemoryStore {
             .take(limit as usize)
             .cloned()
             .collect())
+    }
+
+    async fn create_resource(&self, kind: ResourceKind, new: NewResource) -> StoreResult<Resource> {
+        self.enter(Op::CreateResource).await?;
+        let uuid = new.uuid.unwrap_or_else(Uuid::new_v4);
+        let mut st = guard(&self.state);
+        let now = self.now_us();
+        if st.resources.contains_key(&(kind, uuid)) {
+            return Err(StoreError::ResourceDuplicate {
+                kind,
+                field: "uuid",
+                value: uuid.to_string(),
+            });
+        }
+        let r = Resource {
+            kind,
+            uuid,
+            name: new.name,
+            node: new.node,
+            parent: new.parent,
+            key: new.key,
+            body: new.body,
+            created_at: DbTime(now),
+            updated_at: None,
+            revision: 0,
+        };
+        Self::check_resource_unique(&st, &r)?;
+        if let Some(n) = r.node {
+            if !st.nodes.contains_key(&n) {
+                return Err(StoreError::NodeNotFound(n.to_string()));
+            }
+        }
+        st.resources.insert((kind, uuid), r);
+        Self::record_resource_change(&mut st, kind, uuid, ChangeKind::Created, now)
+            .ok_or_else(|| StoreError::Corrupt("a resource vanished while it was created".into()))
+    }
+
+    async fn get_resource(&self, kind: ResourceKind, ident: &NodeIdent) -> StoreResult<Resource> {
+        self.enter(Op::GetResource).await?;
+        let st = guard(&self.state);
+        Self::find_resource(&st, kind, ident)
+    }
+
+    async fn list_resources(&self, q: &ResourceQuery) -> StoreResult<Vec<Resource>> {
+        self.enter(Op::ListResources).await?;
+        let st = guard(&self.state);
+        let marker = q
+            .marker
+            .map(|m| Self::find_resource(&st, q.kind, &NodeIdent::Uuid(m)))
+            .transpose()?
+            .map(|m| q.sort_value(&m));
+        let mut out: Vec<(_, Resource)> = st
+            .resources
+            .range((q.kind, Uuid::nil())..=(q.kind, Uuid::max()))
+            .map(|(_, r)| r)
+            .filter(|r| q.matches_own(r))
+            .filter(|r| {
+                q.node_conductor_groups.as_ref().is_none_or(|groups| {
+                    r.node
+                        .and_then(|n| st.nodes.get(&n))
+                        .is_some_and(|n| groups.contains(&n.conductor_group))
+                })
+            })
+            .map(|r| (q.sort_value(r), r.clone()))
+            .filter(|(v, _)| {
+                marker
+                    .as_ref()
+                    .is_none_or(|m| if q.descending { v < m } else { v > m })
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        if q.descending {
+            out.reverse();
+        }
+        let limit = q.limit.map_or(usize::MAX, |l| l as usize);
+        Ok(out.into_iter().take(limit).map(|(_, r)| r).collect())
+    }
+
+    async fn update_resource(&self, r: &Resource) -> StoreResult<Resource> {
+        self.enter(Op::UpdateResource).await?;
+        let mut st = guard(&self.state);
+        let now = self.now_us();
+        let current = Self::find_resource(&st, r.kind, &NodeIdent::Uuid(r.uuid))?;
+        if current.revision != r.revision {
+            return Err(StoreError::ResourceChanged {
+                kind: r.kind,
+                uuid: r.uuid,
+                expected: r.revision,
+            });
+        }
+        Self::check_resource_unique(&st, r)?;
+        if let Some(n) = r.node {
+            if !st.nodes.contains_key(&n) {
+                return Err(StoreError::NodeNotFound(n.to_string()));
+            }
+        }
+        let mut next = r.clone();
+        next.created_at = current.created_at;
+        next.updated_at = Some(DbTime(now));
+        st.resources.insert((r.kind, r.uuid), next);
+        Self::record_resource_change(&mut st, r.kind, r.uuid, ChangeKind::Updated, now)
+            .ok_or_else(|| StoreError::Corrupt("a resource vanished while it was updated".into()))
+    }
+
+    async fn delete_resource(
+        &self,
+        kind: ResourceKind,
+        uuid: Uuid,
+        revision: Option<i64>,
+    ) -> StoreResult<()> {
+        self.enter(Op::DeleteResource).await?;
+        let mut st = guard(&self.state);
+        let now = self.now_us();
+        let current = Self::find_resource(&st, kind, &NodeIdent::Uuid(uuid))?;
+        if let Some(rev) = revision {
+            if current.revision != rev {
+                return Err(StoreError::ResourceChanged {
+                    kind,
+                    uuid,
+                    expected: rev,
+                });
+            }
+        }
+        st.resources.remove(&(kind, uuid));
+        Self::record_resource_change(&mut st, kind, uuid, ChangeKind::Deleted, now);
+        Ok(())
     }
 
     async fn try_acquire(&self, node: Uuid, claim: &Claim) -> StoreResult<LockToken> {

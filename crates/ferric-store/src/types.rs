@@ -422,6 +422,10 @@ pub struct NodeChange {
     pub node: Uuid,
     pub kind: ChangeKind,
     pub at: DbTime,
-    /// The node as of this revision; `None` for deletions.
+    /// The node as of this revision; `None` for deletions and for
+    /// resource entries.
     pub snapshot: Option<Node>,
+    /// `None`: the entry is about the node `node`. `Some`: about a secondary
+    /// resource, whose UUID is then in `node` (the feed's `uuid`).
+    pub resource: Option<crate::resource::ResourceChange>,
 }

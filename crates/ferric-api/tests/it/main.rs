@@ -6,8 +6,11 @@
 
 mod agent;
 mod api;
+mod chassis;
 mod common;
 mod node_fields;
+mod portgroups;
+mod ports;
 mod props;
 mod reconcile;
 mod redfish;

@@ -3,6 +3,7 @@
 
 use super::rows::*;
 use super::SqlStore;
+use crate::resource::{Resource, ResourceChange, ResourceKind};
 use crate::types::*;
 use crate::{StoreError, StoreResult};
 use ferric_core::{DbTime, Node};
@@ -10,8 +11,13 @@ use sqlx::Row;
 use uuid::Uuid;
 
 /// A page of the change feed: `$1` = after this revision, `$2` = limit.
-pub(super) const CHANGES_PAGE: &str = "SELECT revision, node_uuid, kind, changed_at, snapshot \
+pub(super) const CHANGES_PAGE: &str =
+    "SELECT revision, node_uuid, kind, changed_at, snapshot, resource \
     FROM node_changes WHERE revision > $1 ORDER BY revision LIMIT $2";
+
+fn parse_snapshot<T: serde::de::DeserializeOwned>(s: &str) -> StoreResult<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("snapshot: {e}")))
+}
 
 /// `Store::changes_since` (`changes_since_impl`, called by the `Store`
 /// impl in `mod.rs`) and the revision and change-feed writes every node
@@ -36,15 +42,24 @@ impl SqlStore {
                     other => return Err(StoreError::Corrupt(format!("change kind {other:?}"))),
                 };
                 let snapshot: Option<String> = r.try_get("snapshot")?;
+                let resource: Option<String> = r.try_get("resource")?;
+                let (snapshot, resource) = match resource {
+                    None => (snapshot.as_deref().map(parse_snapshot).transpose()?, None),
+                    Some(k) => {
+                        let kind = ResourceKind::parse(&k).ok_or_else(|| {
+                            StoreError::Corrupt(format!("change resource kind {k:?}"))
+                        })?;
+                        let snapshot = snapshot.as_deref().map(parse_snapshot).transpose()?;
+                        (None, Some(ResourceChange { kind, snapshot }))
+                    }
+                };
                 Ok(NodeChange {
                     revision: r.try_get("revision")?,
                     node: parse_uuid(&r.try_get::<String, _>("node_uuid")?)?,
                     kind,
                     at: DbTime(r.try_get("changed_at")?),
-                    snapshot: snapshot
-                        .map(|s| serde_json::from_str(&s))
-                        .transpose()
-                        .map_err(|e| StoreError::Corrupt(format!("snapshot: {e}")))?,
+                    snapshot,
+                    resource,
                 })
             })
             .collect()
@@ -149,6 +164,35 @@ impl SqlStore {
         .bind(node.to_string())
         .bind(kind)
         .bind(snapshot)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// A change-feed entry about a secondary resource (`node_uuid` holds
+    /// the resource's UUID, `resource` its kind).
+    pub(super) async fn record_resource_change(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        revision: i64,
+        kind: ResourceKind,
+        uuid: Uuid,
+        change: ChangeKind,
+        snapshot: Option<&Resource>,
+    ) -> StoreResult<()> {
+        let snapshot = snapshot
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(self.sql(
+            "INSERT INTO node_changes (revision, node_uuid, kind, changed_at, snapshot, resource) \
+             VALUES ($1, $2, $3, {now}, $4, $5)",
+        ))
+        .bind(revision)
+        .bind(uuid.to_string())
+        .bind(change.as_str())
+        .bind(snapshot)
+        .bind(kind.as_str())
         .execute(&mut *conn)
         .await?;
         Ok(())

@@ -19,6 +19,7 @@
 //! feed), [`conductors`] (membership and heartbeats) and [`rows`] (decoding
 //! rows into domain types).
 
+use crate::resource::{NewResource, Resource, ResourceKind, ResourceQuery};
 use crate::types::*;
 use crate::wake::WakeSubscription;
 use crate::{Store, StoreError, StoreResult};
@@ -37,6 +38,7 @@ mod changes;
 mod conductors;
 mod locks;
 mod nodes;
+mod resources;
 mod rows;
 
 /// How to open a store.
@@ -71,16 +73,21 @@ impl StoreOptions {
 struct Dialect {
     now: &'static str,
     for_update: &'static str,
+    /// Text comparisons in byte order (PostgreSQL's default collation may
+    /// follow the locale; SQLite's BINARY is byte order already).
+    collate: &'static str,
 }
 
 const SQLITE: Dialect = Dialect {
     now: "CAST(unixepoch('subsec') * 1000000 AS INTEGER)",
     for_update: "",
+    collate: "",
 };
 
 const POSTGRES: Dialect = Dialect {
     now: "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)",
     for_update: " FOR UPDATE",
+    collate: " COLLATE \"C\"",
 };
 
 /// The SQL store. Cheap to clone behind an `Arc`.
@@ -513,6 +520,31 @@ impl Store for SqlStore {
 
     async fn changes_since(&self, since: i64, limit: u32) -> StoreResult<Vec<NodeChange>> {
         self.changes_since_impl(since, limit).await
+    }
+
+    async fn create_resource(&self, kind: ResourceKind, new: NewResource) -> StoreResult<Resource> {
+        self.create_resource_impl(kind, new).await
+    }
+
+    async fn get_resource(&self, kind: ResourceKind, ident: &NodeIdent) -> StoreResult<Resource> {
+        self.get_resource_impl(kind, ident).await
+    }
+
+    async fn list_resources(&self, q: &ResourceQuery) -> StoreResult<Vec<Resource>> {
+        self.list_resources_impl(q).await
+    }
+
+    async fn update_resource(&self, r: &Resource) -> StoreResult<Resource> {
+        self.update_resource_impl(r).await
+    }
+
+    async fn delete_resource(
+        &self,
+        kind: ResourceKind,
+        uuid: Uuid,
+        revision: Option<i64>,
+    ) -> StoreResult<()> {
+        self.delete_resource_impl(kind, uuid, revision).await
     }
 
     async fn try_acquire(&self, node: Uuid, claim: &Claim) -> StoreResult<LockToken> {

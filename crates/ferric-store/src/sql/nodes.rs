@@ -532,6 +532,9 @@ impl SqlStore {
     pub(super) async fn delete_node_impl(&self, token: &LockToken) -> StoreResult<()> {
         let _g = self.write_guard().await;
         let mut tx = self.begin_write().await?;
+        // Its ports, portgroups, ... first, each with its change-feed entry
+        // (rolled back with the rest if the fence below fails).
+        self.delete_node_resources(&mut tx, token.node).await?;
         // Waiters go first so the node row can go (SQLite enforces the
         // reference only with foreign_keys on; be explicit on both engines).
         let deleted = sqlx::query(

@@ -11,6 +11,7 @@ use clap::{Subcommand, ValueEnum};
 use ferric_conductor::TaskError;
 use ferric_store::{SqlStore, StoreOptions};
 use locks::{run_lock_bench, LockBenchParams};
+use ports::{run_ports_bench, PortsBenchParams};
 use scale::{run_scale_bench, ScaleBenchParams};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 pub mod locks;
+pub mod ports;
 pub mod raw;
 pub mod scale;
 
@@ -78,6 +80,25 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 8)]
         writers: usize,
     },
+    /// Nodes with one port each: the full `GET /v1/ports/detail` walk over
+    /// HTTP beside the store's own list (issue 13).
+    Ports {
+        #[arg(long, value_enum, default_value_t = BenchBackend::Sqlite)]
+        backend: BenchBackend,
+        /// Database URL. SQLite default: a fresh temporary file. PostgreSQL:
+        /// required; the run uses a fresh schema and drops it afterwards.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Nodes, one port each (100000 for the record).
+        #[arg(long, default_value_t = 1_000)]
+        nodes: usize,
+        /// Page size of both walks.
+        #[arg(long, default_value_t = 1_000)]
+        page: u32,
+        /// Concurrent port creators.
+        #[arg(long, default_value_t = 4)]
+        writers: usize,
+    },
 }
 
 /// A fresh private directory under the system's temporary directory for a
@@ -135,6 +156,45 @@ async fn open_bench_store(
 /// Run a benchmark and print its JSON.
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
+        BenchCommand::Ports {
+            backend,
+            url,
+            nodes,
+            page,
+            writers,
+        } => {
+            if nodes == 0 || nodes > 10_000_000 || page == 0 || page > 1_000 {
+                anyhow::bail!("--nodes must be 1..=10000000 and --page 1..=1000");
+            }
+            if writers == 0 || writers > 64 {
+                anyhow::bail!("--writers must be 1..=64");
+            }
+            let dir = ScratchDir::new().context("creating a temporary directory")?;
+            let (store, schema) =
+                open_bench_store(backend, url, &dir, (writers as u32 + 4).min(64)).await?;
+            let report = run_ports_bench(
+                store.clone(),
+                PortsBenchParams {
+                    nodes,
+                    page,
+                    writers,
+                },
+            )
+            .await;
+            if let Some(schema) = schema {
+                store
+                    .drop_schema(&schema)
+                    .await
+                    .context("dropping the bench schema")?;
+            }
+            store.close().await;
+            let report = report.context("running the ports benchmark")?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).context("rendering the report")?
+            );
+            Ok(())
+        }
         BenchCommand::Scale {
             backend,
             url,
