@@ -23,6 +23,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod misc;
+pub mod node_sub;
 pub mod nodes;
 pub mod patch;
 pub mod render;
@@ -233,6 +234,7 @@ fn v1_routes() -> Router<ApiState> {
             "/v1/heartbeat/{node}",
             axum::routing::post(agent::heartbeat),
         )
+        .merge(node_sub::routes())
 }
 
 async fn not_found() -> ApiError {

@@ -363,7 +363,7 @@ pub async fn openapi(base: BaseUrl) -> Json<Value> {
         {"name": "sort_key", "in": "query", "schema": {"type": "string", "enum": ["uuid"]}},
         {"name": "sort_dir", "in": "query", "schema": {"type": "string", "enum": ["asc"]}},
     ]);
-    Json(json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "ferric (OpenStack Ironic v1 compatible subset)",
@@ -418,5 +418,9 @@ pub async fn openapi(base: BaseUrl) -> Json<Value> {
             },
         },
         "security": [{"token": []}, {"bearer": []}, {"basic": []}, {}],
-    }))
+    });
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        paths.extend(crate::node_sub::openapi_paths());
+    }
+    Json(doc)
 }

@@ -7,6 +7,7 @@
 mod agent;
 mod api;
 mod common;
+mod node_data;
 mod props;
 mod reconcile;
 mod redfish;

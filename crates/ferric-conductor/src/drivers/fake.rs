@@ -17,8 +17,8 @@
 //! interfaces, which succeed at everything and offer a few manual clean steps.
 
 use super::{
-    BootDevice, BootInterface, Composed, DeployInterface, DriverError, Interface, InterfaceKind,
-    Invalid, ManagementInterface, PowerInterface, Step, StepOutcome,
+    BootDevice, BootDeviceState, BootInterface, Composed, DeployInterface, DriverError, Interface,
+    InterfaceKind, Invalid, ManagementInterface, PowerInterface, Property, Step, StepOutcome,
 };
 use crate::task::ExclusiveTask;
 use async_trait::async_trait;
@@ -122,6 +122,32 @@ impl Interface for FakeHardware {
     async fn validate(&self, node: &Node) -> Result<(), Invalid> {
         fake_validate(node)
     }
+
+    fn properties(&self) -> Vec<Property> {
+        let opt = |name, description| Property { name, description };
+        vec![
+            opt(
+                "fake_power_delay_ms",
+                "Milliseconds a power change takes. Optional",
+            ),
+            opt(
+                "fake_power_read_delay_ms",
+                "Milliseconds a power state read takes. Optional",
+            ),
+            opt(
+                "fake_fail_power",
+                "A message: power changes fail with it. Optional",
+            ),
+            opt(
+                "fake_power_state_error",
+                "A message: power state reads fail with it. Optional",
+            ),
+            opt(
+                "fake_invalid",
+                "A message: validation fails with it. Optional",
+            ),
+        ]
+    }
 }
 
 #[async_trait]
@@ -179,6 +205,29 @@ impl ManagementInterface for FakeHardware {
                 .insert(task.node().uuid, (device, persistent)),
         };
         Ok(())
+    }
+
+    /// The devices the fake BMC remembers (Ironic's fake offers `pxe`
+    /// only; ferric's fake BMC also takes what the ipxe/pxe boot
+    /// interfaces set).
+    fn supported_boot_devices(&self, _node: &Node) -> Vec<BootDevice> {
+        vec![
+            BootDevice::Pxe,
+            BootDevice::Disk,
+            BootDevice::Cdrom,
+            BootDevice::Bios,
+        ]
+    }
+
+    /// What was last set, else Ironic's fake answer (`pxe`, not persistent).
+    async fn get_boot_device(&self, task: &ExclusiveTask) -> Result<BootDeviceState, DriverError> {
+        let (device, persistent) = self
+            .boot_device(task.node().uuid)
+            .unwrap_or((BootDevice::Pxe, false));
+        Ok(BootDeviceState {
+            device: Some(device),
+            persistent: Some(persistent),
+        })
     }
 }
 
