@@ -536,10 +536,18 @@ impl ManagementInterface for Redfish {
         true
     }
 
-    /// `ComputerSystem.Reset` with `ResetType: Nmi` (sushy's `RESET_NMI`).
+    /// `ComputerSystem.Reset` with `ResetType: Nmi` (sushy's `RESET_NMI`);
+    /// a failure has Ironic's message.
     async fn inject_nmi(&self, task: &ExclusiveTask) -> Result<(), DriverError> {
         let bmc = Bmc::from_node(task.node()).map_err(DriverError::permanent)?;
-        self.reset(&bmc, "Nmi").await
+        self.reset(&bmc, "Nmi").await.map_err(|e| DriverError {
+            message: format!(
+                "Redfish inject NMI failed for node {}. Error: {}",
+                task.node().uuid,
+                e.message
+            ),
+            retryable: e.retryable,
+        })
     }
 }
 
