@@ -68,12 +68,20 @@ pub(crate) fn routes() -> Router<ApiState> {
             any(node_vendor_passthru),
         )
         .route(
+            "/v1/nodes/{ident}/vendor_passthru/{method}",
+            any(node_vendor_passthru_path),
+        )
+        .route(
             "/v1/drivers/{name}/vendor_passthru/methods",
             get(driver_vendor_methods),
         )
         .route(
             "/v1/drivers/{name}/vendor_passthru",
             any(driver_vendor_passthru),
+        )
+        .route(
+            "/v1/drivers/{name}/vendor_passthru/{method}",
+            any(driver_vendor_passthru_path),
         )
         .route("/v1/drivers/{name}/properties", get(driver_properties))
         .route("/v1/events", post(events))
@@ -831,28 +839,58 @@ async fn attach_vmedia(
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DetachQuery {
-    device_types: Option<String>,
+    device_types: Option<Value>,
 }
 
-/// `DELETE /v1/nodes/{ident}/vmedia[?device_types=cdrom,...]` (1.89) → 204.
+/// Ironic's `args.string_list`: comma-separated (or a JSON list), trimmed,
+/// lower-cased, without duplicates; empty is `None`.
+fn string_list(name: &str, v: &Value) -> Result<Option<Vec<String>>, ApiError> {
+    let raw: Vec<String> = match v {
+        Value::Null => return Ok(None),
+        Value::String(s) => s.split(',').map(str::to_string).collect(),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(ApiError::bad_request(format!(
+                    "Expected string for {name}: {}",
+                    py_repr(other)
+                ))),
+            })
+            .collect::<Result<_, _>>()?,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "Expected string for {name}: {}",
+                py_repr(other)
+            )))
+        }
+    };
+    let mut out: Vec<String> = Vec::new();
+    for item in raw {
+        let item = item.trim().to_lowercase();
+        if !item.is_empty() && !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    Ok(Some(out).filter(|l| !l.is_empty()))
+}
+
+/// `DELETE /v1/nodes/{ident}/vmedia` (1.89) → 204. `device_types` comes
+/// in the query (`?device_types=cdrom,floppy`) or, as openstacksdk sends
+/// it, in a JSON body (`{"device_types": "cdrom"}`); none: every device.
 async fn detach_vmedia(
     State(st): State<ApiState>,
     v: Version,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<DetachQuery>,
+    OptionalJsonBody(body): OptionalJsonBody<DetachQuery>,
 ) -> Result<Response, ApiError> {
     let ident = gated(&id, v, 89)?;
-    let device_types: Option<Vec<String>> = q
+    let asked = q
         .device_types
-        .as_deref()
-        .map(|s| {
-            s.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .filter(|l| !l.is_empty());
+        .or_else(|| body.and_then(|b| b.device_types))
+        .unwrap_or(Value::Null);
+    let device_types = string_list("device_types", &asked)?;
     if let Some(list) = &device_types {
         let invalid: Vec<&str> = list
             .iter()
@@ -919,6 +957,29 @@ async fn node_vendor_passthru(
     }
     st.tm.store().get_node(&ident).await?;
     Err(no_handler(q.method.as_deref()))
+}
+
+/// `* /v1/nodes/{ident}/vendor_passthru/{method}` (python-ironicclient's
+/// form: the method in the path).
+async fn node_vendor_passthru_path(
+    State(st): State<ApiState>,
+    v: Version,
+    ApiPath((id, method)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let ident = node_ident(&id, v)?;
+    st.tm.store().get_node(&ident).await?;
+    Err(no_handler(Some(&method)))
+}
+
+/// `* /v1/drivers/{name}/vendor_passthru/{method}`.
+async fn driver_vendor_passthru_path(
+    State(st): State<ApiState>,
+    ApiPath((name, method)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    if !st.drivers().has(&name) {
+        return Err(driver_not_found(&name));
+    }
+    Err(no_handler(Some(&method)))
 }
 
 fn driver_not_found(name: &str) -> ApiError {

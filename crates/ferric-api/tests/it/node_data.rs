@@ -734,7 +734,33 @@ async fn virtual_media_is_refused_as_for_an_unsupporting_ironic_driver() {
         .as_str()
         .unwrap()
         .starts_with("Could not detach device(s) None from node"));
-    assert_eq!(history_len(&app, "vm", 3).await.len(), 3);
+    // openstacksdk sends the device types in a JSON body (Ironic's
+    // string_list: lower-cased, without duplicates).
+    let r = app
+        .send(
+            Method::DELETE,
+            "/v1/nodes/vm/vmedia",
+            json!({"device_types": "FLOPPY,disk,floppy"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    assert!(app.node("vm").await["last_error"]
+        .as_str()
+        .unwrap()
+        .starts_with("Could not detach device(s) ['floppy', 'disk'] from node"));
+    let r = app
+        .send(
+            Method::DELETE,
+            "/v1/nodes/vm/vmedia",
+            json!({"device_types": ["cdrom", 5]}),
+        )
+        .await;
+    assert_fault(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "Expected string for device_types: 5",
+    );
+    assert_eq!(history_len(&app, "vm", 4).await.len(), 4);
     let r = app
         .call(
             Method::DELETE,
@@ -773,6 +799,27 @@ async fn vendor_passthru_and_driver_properties() {
             "No handler for method reset_bmc",
         );
     }
+    // python-ironicclient puts the method in the path.
+    assert_fault(
+        &app.send(
+            Method::POST,
+            "/v1/nodes/vp/vendor_passthru/reset_bmc",
+            json!({}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "No handler for method reset_bmc",
+    );
+    assert_fault(
+        &app.send(
+            Method::PUT,
+            "/v1/drivers/redfish/vendor_passthru/lookup",
+            json!({}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "No handler for method lookup",
+    );
     assert_fault(
         &app.send(Method::POST, "/v1/nodes/vp/vendor_passthru", json!({}))
             .await,
