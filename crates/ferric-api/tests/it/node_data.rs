@@ -984,3 +984,93 @@ async fn openapi_describes_the_sub_resources() {
     assert!(paths.contains_key("/v1/nodes/{ident}"));
     app.tm.shutdown();
 }
+
+/// Poll until the node is unlocked in `state` (a failed state fails).
+async fn settle(app: &App, ident: &str, state: &str) -> Value {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = app.node(ident).await;
+        let ps = n["provision_state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(!ps.ends_with("failed"), "node failed: {n}");
+        if ps == state && n["target_provision_state"].is_null() && n["reservation"].is_null() {
+            return n;
+        }
+        assert!(Instant::now() < until, "node never reached {state}: {n}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn clean(app: &App, ident: &str, steps: Value) {
+    let r = app
+        .send(
+            Method::PUT,
+            &format!("/v1/nodes/{ident}/states/provision"),
+            json!({"target": "clean", "clean_steps": steps}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    settle(app, ident, "manageable").await;
+}
+
+#[tokio::test]
+async fn fake_bios_clean_steps_write_the_cached_settings() {
+    let app = spawn(Arc::new(FakeHardware::new())).await;
+    app.enroll("fb", json!({})).await;
+    let r = app
+        .send(
+            Method::PUT,
+            "/v1/nodes/fb/states/provision",
+            json!({"target": "manage"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    settle(&app, "fb", "manageable").await;
+
+    let names = |r: &Reply| -> Vec<(String, Value)> {
+        r.body["bios"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["name"].as_str().unwrap().to_string(), s["value"].clone()))
+            .collect()
+    };
+    clean(
+        &app,
+        "fb",
+        json!([{"interface": "bios", "step": "apply_configuration", "args": {"settings": [
+            {"name": "BootMode", "value": "Uefi"}, {"name": "Hyperthreading", "value": "Enabled"},
+        ]}}]),
+    )
+    .await;
+    let r = app.get("/v1/nodes/fb/bios").await;
+    assert_eq!(
+        names(&r),
+        [
+            ("BootMode".to_string(), json!("Uefi")),
+            ("Hyperthreading".to_string(), json!("Enabled"))
+        ]
+    );
+    // Applying again is Ironic's sync: changed, kept, and missing (deleted).
+    clean(
+        &app,
+        "fb",
+        json!([{"interface": "bios", "step": "apply_configuration", "args": {"settings": [
+            {"name": "BootMode", "value": "Bios"},
+        ]}}]),
+    )
+    .await;
+    let r = app.get("/v1/nodes/fb/bios").await;
+    assert_eq!(names(&r), [("BootMode".to_string(), json!("Bios"))]);
+    assert!(r.body["bios"][0]["updated_at"].is_string(), "{}", r.body);
+    clean(
+        &app,
+        "fb",
+        json!([{"interface": "bios", "step": "factory_reset"}]),
+    )
+    .await;
+    assert_eq!(app.get("/v1/nodes/fb/bios").await.body, json!({"bios": []}));
+    app.tm.shutdown();
+}
