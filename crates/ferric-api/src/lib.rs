@@ -25,6 +25,7 @@ pub mod extract;
 pub(crate) mod fields;
 pub mod metrics;
 pub mod misc;
+pub mod node_sub;
 pub mod nodes;
 pub mod patch;
 pub mod portgroups;
@@ -243,6 +244,7 @@ fn v1_routes() -> Router<ApiState> {
         .merge(ports::routes())
         .merge(portgroups::routes())
         .merge(chassis::routes())
+        .merge(node_sub::routes())
 }
 
 async fn not_found() -> ApiError {

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod config;
 pub mod drivers;
 pub mod error;
+pub mod management;
 pub mod metrics;
 pub mod notify;
 pub mod power;

@@ -246,4 +246,96 @@ pub trait Store: Send + Sync + 'static {
     /// How many nodes each shard has (`None`: nodes without a shard), most
     /// nodes first, ties by name.
     async fn shard_counts(&self) -> StoreResult<Vec<(Option<String>, i64)>>;
+    // ----- node data (history, BIOS, firmware, inventory) -------------------
+    //
+    // Rows keyed by node that go with the node. Writes are fenced by the
+    // node's lock like node writes (`token.node` names the node); reads are
+    // not. Stores that keep none refuse writes and read nothing (defaults).
+
+    /// Record a history event for the locked node (Ironic's
+    /// `node_history_record`); the oldest entries beyond
+    /// [`NODE_HISTORY_MAX_ENTRIES`] go. A node write that sets a new
+    /// non-empty `last_error` records it as an `ERROR` event by itself, in
+    /// the same transaction.
+    async fn add_node_history(
+        &self,
+        token: &LockToken,
+        event: &NewHistoryEvent,
+    ) -> StoreResult<HistoryEvent> {
+        let _ = (token, event);
+        Err(StoreError::Invalid(
+            "this store keeps no node history".into(),
+        ))
+    }
+
+    /// A page of a node's history, oldest first unless `descending`.
+    /// `NodeNotFound` for an unknown node; an unknown marker is `Invalid`.
+    async fn list_node_history(
+        &self,
+        node: Uuid,
+        query: &HistoryQuery,
+    ) -> StoreResult<Vec<HistoryEvent>> {
+        let _ = (node, query);
+        Ok(Vec::new())
+    }
+
+    /// One history event of a node.
+    async fn get_node_history(&self, node: Uuid, event: Uuid) -> StoreResult<Option<HistoryEvent>> {
+        let _ = (node, event);
+        Ok(None)
+    }
+
+    /// Replace the locked node's cached BIOS settings with `settings`
+    /// (settings kept keep their `created_at`).
+    async fn set_bios_settings(
+        &self,
+        token: &LockToken,
+        settings: &[BiosSetting],
+    ) -> StoreResult<()> {
+        let _ = (token, settings);
+        Err(StoreError::Invalid(
+            "this store keeps no BIOS settings".into(),
+        ))
+    }
+
+    /// A node's cached BIOS settings, by name.
+    async fn list_bios_settings(&self, node: Uuid) -> StoreResult<Vec<BiosSetting>> {
+        let _ = node;
+        Ok(Vec::new())
+    }
+
+    /// Replace the locked node's cached firmware components.
+    async fn set_firmware_components(
+        &self,
+        token: &LockToken,
+        components: &[FirmwareComponent],
+    ) -> StoreResult<()> {
+        let _ = (token, components);
+        Err(StoreError::Invalid(
+            "this store keeps no firmware components".into(),
+        ))
+    }
+
+    /// A node's cached firmware components, by component name.
+    async fn list_firmware_components(&self, node: Uuid) -> StoreResult<Vec<FirmwareComponent>> {
+        let _ = node;
+        Ok(Vec::new())
+    }
+
+    /// Store (replace) the locked node's inspection data.
+    async fn set_node_inventory(
+        &self,
+        token: &LockToken,
+        inventory: &serde_json::Value,
+        plugin_data: &serde_json::Value,
+    ) -> StoreResult<()> {
+        let _ = (token, inventory, plugin_data);
+        Err(StoreError::Invalid("this store keeps no inventory".into()))
+    }
+
+    /// A node's inspection data, if any was stored.
+    async fn get_node_inventory(&self, node: Uuid) -> StoreResult<Option<NodeInventory>> {
+        let _ = node;
+        Ok(None)
+    }
 }

@@ -242,6 +242,42 @@ struct State {
     audit: Vec<AuditRecord>,
     /// Secondary resources (ports, portgroups, ...).
     resources: BTreeMap<(ResourceKind, Uuid), Resource>,
+    data: BTreeMap<Uuid, NodeData>,
+}
+
+/// A node's sub-resources (history, BIOS, firmware, inventory).
+#[derive(Default)]
+struct NodeData {
+    /// Oldest first.
+    history: Vec<HistoryEvent>,
+    bios: BTreeMap<String, BiosSetting>,
+    firmware: BTreeMap<String, FirmwareComponent>,
+    inventory: Option<NodeInventory>,
+}
+
+impl State {
+    /// Record `event` for `node`, keeping the newest [`NODE_HISTORY_MAX_ENTRIES`].
+    fn push_history(&mut self, event: HistoryEvent) {
+        let history = &mut self.data.entry(event.node).or_default().history;
+        history.push(event);
+        if history.len() > NODE_HISTORY_MAX_ENTRIES {
+            let excess = history.len() - NODE_HISTORY_MAX_ENTRIES;
+            history.drain(..excess);
+        }
+    }
+
+    /// The fenced check of the node-data writes.
+    fn fenced(&self, token: &LockToken) -> StoreResult<&Node> {
+        match self.nodes.get(&token.node) {
+            Some(n) if matches(n.reservation.as_ref(), token) => Ok(n),
+            _ => Err(MemoryStore::fenced_error(self, token)),
+        }
+    }
+}
+
+/// Seconds since `since`, as the history's `duration_seconds`.
+fn duration_since(since: Option<DbTime>, now: i64) -> Option<i64> {
+    since.map(|t| (now - t.0).max(0) / 1_000_000)
 }
 
 #[cfg(feature = "sim")]
@@ -943,6 +979,29 @@ impl Store for MemoryStore {
         let Some(stored) = st.nodes.get_mut(&token.node) else {
             return Err(StoreError::NodeNotFound(token.node.to_string()));
         };
+        let error_event = match &n.last_error {
+            Some(e) if !e.is_empty() && stored.last_error.as_ref() != Some(e) => {
+                Some(HistoryEvent {
+                    uuid: Uuid::new_v4(),
+                    node: token.node,
+                    created_at: DbTime(now),
+                    conductor: Some(token.holder.clone()),
+                    event_type: Some(
+                        history_event_type(stored.provision_state.as_str()).to_string(),
+                    ),
+                    severity: Some("ERROR".into()),
+                    event: e.clone(),
+                    user: None,
+                    project: None,
+                    state: Some(n.provision_state.as_str().to_string()),
+                    target_provision_state: n
+                        .target_provision_state
+                        .map(|s| s.as_str().to_string()),
+                    duration_seconds: duration_since(stored.provision_updated_at, now),
+                })
+            }
+            _ => None,
+        };
         if stored.provision_state != n.provision_state {
             stored.provision_updated_at = Some(DbTime(now));
         }
@@ -968,6 +1027,9 @@ impl Store for MemoryStore {
         stored.conductor_affinity = n.conductor_affinity.clone();
         stored.attrs = attrs;
         stored.updated_at = Some(DbTime(now));
+        if let Some(e) = error_event {
+            st.push_history(e);
+        }
         let revision = Self::record_change(&mut st, token.node, ChangeKind::Updated, now);
         self.emit(LockEvent::Written {
             fence: Fence::from(token),
@@ -1038,6 +1100,7 @@ impl Store for MemoryStore {
             st.resources.remove(&(kind, uuid));
             Self::record_resource_change(&mut st, kind, uuid, ChangeKind::Deleted, now);
         }
+        st.data.remove(&token.node);
         let gone: Vec<i64> = st
             .waiters
             .iter()
@@ -1534,5 +1597,181 @@ impl Store for MemoryStore {
                 heartbeat_age_ms: (now - c.heartbeat_at).max(0) / 1000,
             })
             .collect())
+    }
+
+    // ----- node data (history, BIOS, firmware, inventory) -------------------
+
+    async fn add_node_history(
+        &self,
+        token: &LockToken,
+        ev: &NewHistoryEvent,
+    ) -> StoreResult<HistoryEvent> {
+        let mut st = guard(&self.state);
+        let now = self.now_us();
+        let n = st.fenced(token)?;
+        let event = HistoryEvent {
+            uuid: Uuid::new_v4(),
+            node: token.node,
+            created_at: DbTime(now),
+            conductor: Some(token.holder.clone()),
+            event_type: Some(ev.event_type.clone().unwrap_or_else(|| "UNKNOWN".into())),
+            severity: Some(ev.severity.clone().unwrap_or_else(|| "INFO".into())),
+            event: ev.event.clone(),
+            user: ev.user.clone(),
+            project: ev.project.clone(),
+            state: Some(n.provision_state.as_str().to_string()),
+            target_provision_state: n.target_provision_state.map(|s| s.as_str().to_string()),
+            duration_seconds: duration_since(n.provision_updated_at, now),
+        };
+        st.push_history(event.clone());
+        Ok(event)
+    }
+
+    async fn list_node_history(
+        &self,
+        node: Uuid,
+        q: &HistoryQuery,
+    ) -> StoreResult<Vec<HistoryEvent>> {
+        let st = guard(&self.state);
+        if !st.nodes.contains_key(&node) {
+            return Err(StoreError::NodeNotFound(node.to_string()));
+        }
+        let mut all: Vec<HistoryEvent> = st
+            .data
+            .get(&node)
+            .map(|d| d.history.clone())
+            .unwrap_or_default();
+        if q.descending {
+            all.reverse();
+        }
+        let start = match q.marker {
+            None => 0,
+            Some(m) => match all.iter().position(|e| e.uuid == m) {
+                Some(i) => i + 1,
+                None => {
+                    return Err(StoreError::Invalid(format!(
+                        "Node history record {m} could not be found."
+                    )))
+                }
+            },
+        };
+        let limit = q.limit.map_or(usize::MAX, |l| l as usize);
+        Ok(all.into_iter().skip(start).take(limit).collect())
+    }
+
+    async fn get_node_history(&self, node: Uuid, event: Uuid) -> StoreResult<Option<HistoryEvent>> {
+        let st = guard(&self.state);
+        Ok(st
+            .data
+            .get(&node)
+            .and_then(|d| d.history.iter().find(|e| e.uuid == event).cloned()))
+    }
+
+    async fn set_bios_settings(
+        &self,
+        token: &LockToken,
+        settings: &[BiosSetting],
+    ) -> StoreResult<()> {
+        let mut st = guard(&self.state);
+        let now = DbTime(self.now_us());
+        st.fenced(token)?;
+        let data = st.data.entry(token.node).or_default();
+        let mut next = BTreeMap::new();
+        for s in settings {
+            let mut s = s.clone();
+            match data.bios.get(&s.name) {
+                Some(old) => {
+                    s.created_at = old.created_at;
+                    s.updated_at = Some(now);
+                }
+                None => {
+                    s.created_at = Some(now);
+                    s.updated_at = None;
+                }
+            }
+            next.insert(s.name.clone(), s);
+        }
+        data.bios = next;
+        Ok(())
+    }
+
+    async fn list_bios_settings(&self, node: Uuid) -> StoreResult<Vec<BiosSetting>> {
+        let st = guard(&self.state);
+        if !st.nodes.contains_key(&node) {
+            return Err(StoreError::NodeNotFound(node.to_string()));
+        }
+        Ok(st
+            .data
+            .get(&node)
+            .map(|d| d.bios.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn set_firmware_components(
+        &self,
+        token: &LockToken,
+        components: &[FirmwareComponent],
+    ) -> StoreResult<()> {
+        let mut st = guard(&self.state);
+        let now = DbTime(self.now_us());
+        st.fenced(token)?;
+        let data = st.data.entry(token.node).or_default();
+        let mut next = BTreeMap::new();
+        for c in components {
+            let mut c = c.clone();
+            match data.firmware.get(&c.component) {
+                Some(old) => {
+                    c.created_at = old.created_at;
+                    c.updated_at = Some(now);
+                }
+                None => {
+                    c.created_at = Some(now);
+                    c.updated_at = None;
+                }
+            }
+            next.insert(c.component.clone(), c);
+        }
+        data.firmware = next;
+        Ok(())
+    }
+
+    async fn list_firmware_components(&self, node: Uuid) -> StoreResult<Vec<FirmwareComponent>> {
+        let st = guard(&self.state);
+        if !st.nodes.contains_key(&node) {
+            return Err(StoreError::NodeNotFound(node.to_string()));
+        }
+        Ok(st
+            .data
+            .get(&node)
+            .map(|d| d.firmware.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn set_node_inventory(
+        &self,
+        token: &LockToken,
+        inventory: &serde_json::Value,
+        plugin_data: &serde_json::Value,
+    ) -> StoreResult<()> {
+        let mut st = guard(&self.state);
+        let now = DbTime(self.now_us());
+        st.fenced(token)?;
+        let data = st.data.entry(token.node).or_default();
+        let (created_at, updated_at) = match &data.inventory {
+            Some(old) => (old.created_at, Some(now)),
+            None => (now, None),
+        };
+        data.inventory = Some(NodeInventory {
+            inventory: inventory.clone(),
+            plugin_data: plugin_data.clone(),
+            created_at,
+            updated_at,
+        });
+        Ok(())
+    }
+
+    async fn get_node_inventory(&self, node: Uuid) -> StoreResult<Option<NodeInventory>> {
+        let st = guard(&self.state);
+        Ok(st.data.get(&node).and_then(|d| d.inventory.clone()))
     }
 }

@@ -429,3 +429,116 @@ pub struct NodeChange {
     /// resource, whose UUID is then in `node` (the feed's `uuid`).
     pub resource: Option<crate::resource::ResourceChange>,
 }
+
+// ----- node data (history, BIOS, firmware, inventory) ------------------------
+
+/// Ironic's `[conductor]node_history_max_entries` default: the newest entries
+/// kept per node; older ones go as new ones are recorded.
+pub const NODE_HISTORY_MAX_ENTRIES: usize = 300;
+
+/// One node history event (Ironic's `NodeHistory` object).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEvent {
+    pub uuid: Uuid,
+    pub node: Uuid,
+    pub created_at: DbTime,
+    pub conductor: Option<String>,
+    pub event_type: Option<String>,
+    /// `ERROR` or `INFO`.
+    pub severity: Option<String>,
+    pub event: String,
+    pub user: Option<String>,
+    pub project: Option<String>,
+    /// The node's provision state when the event was recorded.
+    pub state: Option<String>,
+    pub target_provision_state: Option<String>,
+    /// Seconds since the node's last provision state change.
+    pub duration_seconds: Option<i64>,
+}
+
+/// An event to record with [`crate::Store::add_node_history`]; the store
+/// fills the uuid, time, state fields and duration from the node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewHistoryEvent {
+    pub event: String,
+    pub event_type: Option<String>,
+    pub severity: Option<String>,
+    pub user: Option<String>,
+    pub project: Option<String>,
+}
+
+/// A page of a node's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Entries after this one (in the order asked).
+    pub marker: Option<Uuid>,
+    pub limit: Option<u32>,
+    /// Newest first (`sort_dir=desc`).
+    pub descending: bool,
+}
+
+/// The event type of an error recorded when `last_error` changes, from the
+/// provision state the node was in (Ironic's `states.*` activity names).
+/// The SQL triggers of migration 0005 apply the same mapping.
+pub fn history_event_type(previous_state: &str) -> &'static str {
+    match previous_state {
+        "deploying" | "wait call-back" | "deploy failed" => "deploying",
+        "cleaning" | "clean wait" | "clean failed" => "cleaning",
+        "verifying" => "verifying",
+        "inspecting" | "inspect wait" | "inspect failed" => "introspection",
+        "rescuing" | "rescue wait" | "rescue failed" | "unrescuing" => "rescue",
+        "servicing" | "service wait" | "service failed" => "servicing",
+        "deleting" | "error" => "deleting",
+        "adopting" => "adopting",
+        _ => "UNKNOWN",
+    }
+}
+
+/// One cached BIOS setting (Ironic's `BIOSSetting`, registry fields of 1.74).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BiosSetting {
+    pub name: String,
+    pub value: Option<String>,
+    pub attribute_type: Option<String>,
+    pub allowable_values: Option<Vec<String>>,
+    pub lower_bound: Option<i64>,
+    pub max_length: Option<i64>,
+    pub min_length: Option<i64>,
+    pub read_only: Option<bool>,
+    pub reset_required: Option<bool>,
+    pub unique: Option<bool>,
+    pub upper_bound: Option<i64>,
+    /// Set by the store.
+    #[serde(skip)]
+    pub created_at: Option<DbTime>,
+    /// Set by the store.
+    #[serde(skip)]
+    pub updated_at: Option<DbTime>,
+}
+
+/// One cached firmware component (Ironic's `FirmwareComponent`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirmwareComponent {
+    pub component: String,
+    pub initial_version: String,
+    pub current_version: Option<String>,
+    pub last_version_flashed: Option<String>,
+    pub vendor: Option<String>,
+    pub model: Option<String>,
+    pub serial_number: Option<String>,
+    /// Set by the store.
+    #[serde(skip)]
+    pub created_at: Option<DbTime>,
+    /// Set by the store.
+    #[serde(skip)]
+    pub updated_at: Option<DbTime>,
+}
+
+/// A node's inspection data (Ironic's `NodeInventory`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeInventory {
+    pub inventory: serde_json::Value,
+    pub plugin_data: serde_json::Value,
+    pub created_at: DbTime,
+    pub updated_at: Option<DbTime>,
+}

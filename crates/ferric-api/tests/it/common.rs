@@ -283,6 +283,11 @@ impl Api {
         }
     }
 
+    /// A request at microversion `version`, with an optional body.
+    pub async fn at(&self, method: Method, path: &str, version: &str, body: Option<Value>) -> Reply {
+        self.call(method, path, Some(version), body).await
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.call(Method::GET, path, Some("latest"), None).await
     }

@@ -11,6 +11,7 @@ mod common;
 mod node_fields;
 mod portgroups;
 mod ports;
+mod node_data;
 mod props;
 mod reconcile;
 mod redfish;

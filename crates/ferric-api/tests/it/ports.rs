@@ -1,7 +1,7 @@
 //! Ports over real HTTP (Ironic 39's `/v1/ports`), on SQLite and, when
 //! `FERRIC_TEST_PG_URL` is set, PostgreSQL.
 
-use crate::common::{App, Options, Reply};
+use crate::common::{App, Options};
 use ferric_core::{NewNode, ProvisionState};
 use ferric_store::testing::Engine;
 use ferric_store::Store;
@@ -42,10 +42,6 @@ impl App {
             .await
             .unwrap()
             .uuid
-    }
-
-    async fn at(&self, method: Method, path: &str, version: &str, body: Option<Value>) -> Reply {
-        self.call(method, path, Some(version), body).await
     }
 
     async fn port(&self, node: Uuid, mac: &str) -> Value {

@@ -270,3 +270,123 @@ async fn redfish_node_against_sushy_tools() {
     app.tm.shutdown();
     store.cleanup().await;
 }
+
+/// The management endpoints (`ferric_api::node_sub`) through the redfish
+/// management interface against the emulator: the boot device set and read
+/// back from the ComputerSystem, the supported devices, NMI as a
+/// `ComputerSystem.Reset` (the emulator's fake driver answers 501 to `Nmi`:
+/// Ironic's 500 with the BMC's answer), and virtual media refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redfish_management_against_sushy_tools() {
+    let Some(bmc) = Bmc::from_env() else { return };
+    let store = TestStore::open(Engine::Sqlite).await.unwrap();
+    let app = app(&store).await;
+    let (s, n) = app
+        .json(
+            reqwest::Method::POST,
+            "/v1/nodes",
+            json!({"name": "rf-mgmt", "driver": "redfish", "driver_info": bmc.driver_info()}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{n}");
+    let uuid = n["uuid"].as_str().unwrap().to_string();
+
+    let (s, b) = app
+        .json(
+            reqwest::Method::PUT,
+            "/v1/nodes/rf-mgmt/management/boot_device",
+            json!({"boot_device": "cdrom", "persistent": false}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let sys = bmc.system(&app.http).await;
+    assert_eq!(sys["Boot"]["BootSourceOverrideTarget"], "Cd", "{sys}");
+    let (s, b) = app
+        .json(
+            reqwest::Method::GET,
+            "/v1/nodes/rf-mgmt/management/boot_device",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["boot_device"], "cdrom", "{b}");
+    // What the BMC reports (the emulator's fake driver always shows Continuous).
+    let enabled = sys["Boot"]["BootSourceOverrideEnabled"].as_str();
+    assert_eq!(
+        b["persistent"],
+        match enabled {
+            Some("Continuous") => json!(true),
+            Some("Once") => json!(false),
+            _ => Value::Null,
+        },
+        "{b} {sys}"
+    );
+    let (s, b) = app
+        .json(
+            reqwest::Method::PUT,
+            "/v1/nodes/rf-mgmt/management/boot_device",
+            json!({"boot_device": "pxe", "persistent": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    assert_eq!(
+        bmc.system(&app.http).await["Boot"]["BootSourceOverrideTarget"],
+        "Pxe"
+    );
+    let (s, b) = app
+        .json(
+            reqwest::Method::GET,
+            "/v1/nodes/rf-mgmt/management/boot_device/supported",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        b,
+        json!({"supported_boot_devices": ["pxe", "disk", "cdrom", "bios", "uefihttp"]})
+    );
+    let (s, b) = app
+        .json(
+            reqwest::Method::PUT,
+            "/v1/nodes/rf-mgmt/management/boot_device",
+            json!({"boot_device": "floppy"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+
+    // NMI: the reset reaches the BMC, which refuses it (not implemented).
+    let r = app
+        .call(
+            reqwest::Method::PUT,
+            "/v1/nodes/rf-mgmt/management/inject_nmi",
+            Some("latest"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
+    let fault = r.fault();
+    assert!(
+        fault.starts_with(&format!(
+            "Redfish inject NMI failed for node {uuid}. Error: "
+        )),
+        "{fault}"
+    );
+    assert!(fault.contains("501") && fault.contains("Nmi"), "{fault}");
+
+    // Virtual media: not in ferric's redfish interface yet.
+    let (s, b) = app
+        .json(
+            reqwest::Method::POST,
+            "/v1/nodes/rf-mgmt/vmedia",
+            json!({"device_type": "cdrom", "image_url": "http://example.com/x.iso"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let n = app.node("rf-mgmt").await;
+    assert_eq!(
+        n["last_error"],
+        format!("Could not attach device cdrom to node {uuid}: Driver redfish does not support attach_virtual_media (disabled or not implemented).")
+    );
+    app.tm.shutdown();
+    store.cleanup().await;
+}

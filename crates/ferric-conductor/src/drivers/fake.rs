@@ -17,8 +17,8 @@
 //! interfaces, which succeed at everything and offer a few manual clean steps.
 
 use super::{
-    BootDevice, BootInterface, Composed, DeployInterface, DriverError, Interface, InterfaceKind,
-    Invalid, ManagementInterface, PowerInterface, Step, StepOutcome,
+    BootDevice, BootDeviceState, BootInterface, Composed, DeployInterface, DriverError, Interface,
+    InterfaceKind, Invalid, ManagementInterface, PowerInterface, Property, Step, StepOutcome,
 };
 use crate::task::ExclusiveTask;
 use async_trait::async_trait;
@@ -122,6 +122,32 @@ impl Interface for FakeHardware {
     async fn validate(&self, node: &Node) -> Result<(), Invalid> {
         fake_validate(node)
     }
+
+    fn properties(&self) -> Vec<Property> {
+        let opt = |name, description| Property { name, description };
+        vec![
+            opt(
+                "fake_power_delay_ms",
+                "Milliseconds a power change takes. Optional",
+            ),
+            opt(
+                "fake_power_read_delay_ms",
+                "Milliseconds a power state read takes. Optional",
+            ),
+            opt(
+                "fake_fail_power",
+                "A message: power changes fail with it. Optional",
+            ),
+            opt(
+                "fake_power_state_error",
+                "A message: power state reads fail with it. Optional",
+            ),
+            opt(
+                "fake_invalid",
+                "A message: validation fails with it. Optional",
+            ),
+        ]
+    }
 }
 
 #[async_trait]
@@ -179,6 +205,29 @@ impl ManagementInterface for FakeHardware {
                 .insert(task.node().uuid, (device, persistent)),
         };
         Ok(())
+    }
+
+    /// The devices the fake BMC remembers (Ironic's fake offers `pxe`
+    /// only; ferric's fake BMC also takes what the ipxe/pxe boot
+    /// interfaces set).
+    fn supported_boot_devices(&self, _node: &Node) -> Vec<BootDevice> {
+        vec![
+            BootDevice::Pxe,
+            BootDevice::Disk,
+            BootDevice::Cdrom,
+            BootDevice::Bios,
+        ]
+    }
+
+    /// What was last set, else Ironic's fake answer (`pxe`, not persistent).
+    async fn get_boot_device(&self, task: &ExclusiveTask) -> Result<BootDeviceState, DriverError> {
+        let (device, persistent) = self
+            .boot_device(task.node().uuid)
+            .unwrap_or((BootDevice::Pxe, false));
+        Ok(BootDeviceState {
+            device: Some(device),
+            persistent: Some(persistent),
+        })
     }
 }
 
@@ -277,7 +326,8 @@ impl DeployInterface for FakeDeploy {
 
 /// The `fake` implementation of the boot and optional interfaces: every
 /// action succeeds at once. RAID and BIOS offer Ironic's fake manual clean
-/// steps.
+/// steps; BIOS `apply_configuration` and `factory_reset` write the node's
+/// cached settings as Ironic's fake does.
 #[derive(Debug)]
 pub struct FakeOptional {
     kind: InterfaceKind,
@@ -322,6 +372,23 @@ impl Interface for FakeOptional {
         step: &Step,
     ) -> Result<StepOutcome, DriverError> {
         failing_step(task.node(), step)?;
+        if self.kind == InterfaceKind::Bios {
+            match step.step.as_str() {
+                "apply_configuration" => {
+                    fake_apply_bios(task, step).await?;
+                    return Ok(StepOutcome::Done);
+                }
+                "factory_reset" => {
+                    let store = task.manager().store().clone();
+                    store
+                        .set_bios_settings(task.token(), &[])
+                        .await
+                        .map_err(|e| DriverError::permanent(e.to_string()))?;
+                    return Ok(StepOutcome::Done);
+                }
+                _ => {}
+            }
+        }
         if self
             .clean_steps(task.node())
             .iter()
@@ -335,6 +402,54 @@ impl Interface for FakeOptional {
             )))
         }
     }
+}
+
+/// Ironic's fake BIOS `apply_configuration`: the cached settings become
+/// the given `settings` (`[{"name": ..., "value": ...}]`): new ones are
+/// created, changed values updated (registry fields kept), the others
+/// deleted (`BIOSSettingList.sync_node_setting`).
+async fn fake_apply_bios(task: &ExclusiveTask, step: &Step) -> Result<(), DriverError> {
+    let invalid = || {
+        DriverError::permanent(
+            "bios.apply_configuration needs \"settings\": a list of {\"name\": ..., \"value\": ...}",
+        )
+    };
+    let given = step
+        .args
+        .get("settings")
+        .and_then(|v| v.as_array())
+        .ok_or_else(invalid)?;
+    let store = task.manager().store().clone();
+    let current = store
+        .list_bios_settings(task.node().uuid)
+        .await
+        .map_err(|e| DriverError::permanent(e.to_string()))?;
+    let mut next = Vec::with_capacity(given.len());
+    for item in given {
+        let name = item
+            .get("name")
+            .and_then(|v| v.as_str())
+            .ok_or_else(invalid)?;
+        let value = match item.get("value") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(other) => Some(other.to_string()),
+        };
+        let mut setting = current
+            .iter()
+            .find(|c| c.name == name)
+            .cloned()
+            .unwrap_or_else(|| ferric_store::BiosSetting {
+                name: name.to_string(),
+                ..Default::default()
+            });
+        setting.value = value;
+        next.push(setting);
+    }
+    store
+        .set_bios_settings(task.token(), &next)
+        .await
+        .map_err(|e| DriverError::permanent(e.to_string()))
 }
 
 #[async_trait]

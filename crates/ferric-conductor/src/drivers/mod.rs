@@ -56,7 +56,7 @@ impl DriverError {
     }
 }
 
-/// Boot devices (Ironic's names).
+/// Boot devices (Ironic's names, `ironic.common.boot_devices`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BootDevice {
@@ -64,6 +64,53 @@ pub enum BootDevice {
     Disk,
     Cdrom,
     Bios,
+    /// UEFI HTTP boot (`uefihttp`).
+    #[serde(rename = "uefihttp")]
+    UefiHttp,
+}
+
+impl BootDevice {
+    /// Every device, in Ironic's order.
+    pub const ALL: [BootDevice; 5] = [
+        BootDevice::Pxe,
+        BootDevice::Disk,
+        BootDevice::Cdrom,
+        BootDevice::Bios,
+        BootDevice::UefiHttp,
+    ];
+
+    /// Ironic's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootDevice::Pxe => "pxe",
+            BootDevice::Disk => "disk",
+            BootDevice::Cdrom => "cdrom",
+            BootDevice::Bios => "bios",
+            BootDevice::UefiHttp => "uefihttp",
+        }
+    }
+
+    /// The device named `name` (Ironic's names).
+    pub fn parse(name: &str) -> Option<BootDevice> {
+        Self::ALL.into_iter().find(|d| d.as_str() == name)
+    }
+}
+
+/// What the BMC says the next boot device is; `None` when it does not say
+/// (Ironic's `{"boot_device": ..., "persistent": ...}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BootDeviceState {
+    pub device: Option<BootDevice>,
+    pub persistent: Option<bool>,
+}
+
+/// One `driver_info` key an interface reads, for `GET
+/// /v1/drivers/{name}/properties` (Ironic's `get_properties`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Property {
+    pub name: &'static str,
+    /// Ironic's description; required keys start with "Required.".
+    pub description: &'static str,
 }
 
 /// What a deploy or clean step did.
@@ -142,6 +189,12 @@ pub trait Interface: Send + Sync + 'static {
         true
     }
 
+    /// The `driver_info` keys this interface reads, with Ironic's
+    /// descriptions (`get_properties`).
+    fn properties(&self) -> Vec<Property> {
+        Vec::new()
+    }
+
     /// The clean steps this interface offers for `node` (priority 0: manual
     /// cleaning only).
     fn clean_steps(&self, _node: &Node) -> Vec<Step> {
@@ -194,16 +247,42 @@ pub trait PowerInterface: Interface {
     ) -> Result<(), DriverError>;
 }
 
-/// Management: boot device (and later boot mode, sensors).
+/// Management: boot device, NMI (virtual media, boot mode and sensors are
+/// not here yet: the conductor answers them as for an unsupporting driver). Optional abilities are announced by `supports_*`; the conductor
+/// refuses the request (Ironic's `UnsupportedDriverExtension`) before calling
+/// a method whose ability is absent.
 #[async_trait]
 pub trait ManagementInterface: Interface {
-    /// Set the next boot device.
+    /// Set the next boot device (one of [`ManagementInterface::supported_boot_devices`]).
     async fn set_boot_device(
         &self,
         task: &ExclusiveTask,
         device: BootDevice,
         persistent: bool,
     ) -> Result<(), DriverError>;
+
+    /// The boot devices [`ManagementInterface::set_boot_device`] accepts for `node`.
+    fn supported_boot_devices(&self, _node: &Node) -> Vec<BootDevice> {
+        vec![BootDevice::Pxe, BootDevice::Disk]
+    }
+
+    /// The next boot device as the BMC reports it (Ironic takes the
+    /// exclusive lock for this read too).
+    async fn get_boot_device(&self, task: &ExclusiveTask) -> Result<BootDeviceState, DriverError>;
+
+    /// Whether [`ManagementInterface::inject_nmi`] is implemented.
+    fn supports_inject_nmi(&self) -> bool {
+        false
+    }
+
+    /// Inject a non-maskable interrupt now.
+    async fn inject_nmi(&self, task: &ExclusiveTask) -> Result<(), DriverError> {
+        let _ = task;
+        Err(DriverError::permanent(format!(
+            "the {} management interface cannot inject an NMI",
+            self.name()
+        )))
+    }
 }
 
 /// Boot: how the node gets to the deploy ramdisk and to its instance.

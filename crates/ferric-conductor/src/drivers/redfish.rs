@@ -16,7 +16,9 @@
 //! `ForceRestart`, `GracefulRestart`), then the `PowerState` is polled until
 //! it shows the target or `power_state_change_timeout` passes (BMCs and
 //! the sushy-tools emulator apply a reset seconds later). Boot device:
-//! PATCH `Boot.BootSourceOverrideTarget` / `BootSourceOverrideEnabled`.
+//! PATCH `Boot.BootSourceOverrideTarget` / `BootSourceOverrideEnabled`
+//! (read back from the ComputerSystem). NMI: `ComputerSystem.Reset` with
+//! `ResetType: Nmi`.
 //!
 //! Every request has a timeout; transient failures (connection errors,
 //! timeouts, 5xx except 501, 429, 409) are retried with exponential backoff
@@ -26,7 +28,10 @@
 //! hardware type pairs it with the `ipxe`/`pxe` boot and `direct`/`ramdisk`
 //! deploy interfaces (`super::generic`).
 
-use super::{BootDevice, DriverError, Interface, Invalid, ManagementInterface, PowerInterface};
+use super::{
+    BootDevice, BootDeviceState, DriverError, Interface, Invalid, ManagementInterface,
+    PowerInterface, Property,
+};
 use crate::task::ExclusiveTask;
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
@@ -219,8 +224,57 @@ fn boot_target(device: BootDevice) -> &'static str {
         BootDevice::Disk => "Hdd",
         BootDevice::Cdrom => "Cd",
         BootDevice::Bios => "BiosSetup",
+        BootDevice::UefiHttp => "UefiHttp",
     }
 }
+
+/// The BMC's `Boot` object as Ironic reads it (`BOOT_DEVICE_MAP`,
+/// `BOOT_DEVICE_PERSISTENT_MAP`): unknown values are `None`.
+fn parse_boot(system: &Value) -> BootDeviceState {
+    let boot = &system["Boot"];
+    let device = boot["BootSourceOverrideTarget"]
+        .as_str()
+        .and_then(|t| BootDevice::ALL.into_iter().find(|d| boot_target(*d) == t));
+    let persistent = match boot["BootSourceOverrideEnabled"].as_str() {
+        Some("Continuous") => Some(true),
+        Some("Once") => Some(false),
+        _ => None,
+    };
+    BootDeviceState { device, persistent }
+}
+
+/// The `driver_info` keys the redfish interfaces read.
+const PROPERTIES: [Property; 5] = [
+    Property {
+        name: "redfish_address",
+        description: "Required. The URL address to the Redfish controller: http(s)://host[:port], \
+                      without a path. For example: https://mgmt.vendor.com.",
+    },
+    Property {
+        name: "redfish_system_id",
+        description: "Required. The canonical path to the ComputerSystem resource that the driver \
+                      will interact with, within the same authority as the redfish_address \
+                      property. For example: /redfish/v1/Systems/1.",
+    },
+    Property {
+        name: "redfish_username",
+        description:
+            "User account with admin/server-profile access privilege. Although this \
+                      property is not mandatory it's highly recommended to set a username. Optional",
+    },
+    Property {
+        name: "redfish_password",
+        description: "User account password. Although this property is not mandatory, it's \
+                      highly recommended to set a password. Optional",
+    },
+    Property {
+        name: "redfish_verify_ca",
+        description: "Either a Boolean value or the path to a PEM CA bundle. If set to True the \
+                      driver will verify the host certificates; if False the driver will ignore \
+                      verifying the SSL certificate. If it's a path the driver will trust only \
+                      the certificates of that bundle. Defaults to True. Optional",
+    },
+];
 
 impl Redfish {
     /// A driver with these settings.
@@ -427,6 +481,10 @@ impl Interface for Redfish {
     async fn validate(&self, node: &Node) -> Result<(), Invalid> {
         Bmc::from_node(node).map(|_| ()).map_err(Invalid::Config)
     }
+
+    fn properties(&self) -> Vec<Property> {
+        PROPERTIES.to_vec()
+    }
 }
 
 #[async_trait]
@@ -454,6 +512,42 @@ impl ManagementInterface for Redfish {
         persistent: bool,
     ) -> Result<(), DriverError> {
         self.boot(task.node(), device, persistent).await
+    }
+
+    fn supported_boot_devices(&self, _node: &Node) -> Vec<BootDevice> {
+        BootDevice::ALL.to_vec()
+    }
+
+    async fn get_boot_device(&self, task: &ExclusiveTask) -> Result<BootDeviceState, DriverError> {
+        let bmc = Bmc::from_node(task.node()).map_err(DriverError::permanent)?;
+        let system = self
+            .call(
+                &bmc,
+                "get boot device",
+                reqwest::Method::GET,
+                &bmc.system_url(),
+                None,
+            )
+            .await?;
+        Ok(parse_boot(&system))
+    }
+
+    fn supports_inject_nmi(&self) -> bool {
+        true
+    }
+
+    /// `ComputerSystem.Reset` with `ResetType: Nmi` (sushy's `RESET_NMI`);
+    /// a failure has Ironic's message.
+    async fn inject_nmi(&self, task: &ExclusiveTask) -> Result<(), DriverError> {
+        let bmc = Bmc::from_node(task.node()).map_err(DriverError::permanent)?;
+        self.reset(&bmc, "Nmi").await.map_err(|e| DriverError {
+            message: format!(
+                "Redfish inject NMI failed for node {}. Error: {}",
+                task.node().uuid,
+                e.message
+            ),
+            retryable: e.retryable,
+        })
     }
 }
 

@@ -594,6 +594,27 @@ impl Drivers {
             };
             names.insert(kind, name);
         }
+        self.build(ht, &names)
+    }
+
+    /// The driver a node of hardware type `driver` gets with every interface
+    /// at its default (`GET /v1/drivers/{name}/properties`); `None` for a
+    /// type that is unknown or not enabled.
+    pub fn default_composition(&self, driver: &str) -> Option<Composed> {
+        let ht = self.hardware_type(driver).ok()?;
+        let mut names = BTreeMap::new();
+        for kind in InterfaceKind::ALL {
+            names.insert(kind, self.default_of(ht, kind).ok()?);
+        }
+        self.build(ht, &names).ok()
+    }
+
+    /// The implementations named in `names`, one per interface.
+    fn build(
+        &self,
+        ht: &HardwareType,
+        names: &BTreeMap<InterfaceKind, String>,
+    ) -> Result<Composed, InterfaceError> {
         let impls = &self.inner.impls;
         let name = |kind: InterfaceKind| names.get(&kind).map(String::as_str).unwrap_or("");
         let power = self.pick(
@@ -613,7 +634,7 @@ impl Drivers {
             name(InterfaceKind::Deploy),
         )?;
         let mut others = BTreeMap::new();
-        for (kind, name) in &names {
+        for (kind, name) in names {
             if let Some(i) = impls.other.get(&(*kind, name.as_str())) {
                 others.insert(*kind, i.clone());
             }

@@ -37,6 +37,7 @@ use uuid::Uuid;
 mod changes;
 mod conductors;
 mod locks;
+mod node_data;
 mod nodes;
 mod resources;
 mod rows;
@@ -642,5 +643,65 @@ impl Store for SqlStore {
 
     async fn shard_counts(&self) -> StoreResult<Vec<(Option<String>, i64)>> {
         self.shard_counts_impl().await
+    }
+
+    // ----- node data (history, BIOS, firmware, inventory) -------------------
+
+    async fn add_node_history(
+        &self,
+        token: &LockToken,
+        event: &NewHistoryEvent,
+    ) -> StoreResult<HistoryEvent> {
+        self.add_node_history_impl(token, event).await
+    }
+
+    async fn list_node_history(
+        &self,
+        node: Uuid,
+        query: &HistoryQuery,
+    ) -> StoreResult<Vec<HistoryEvent>> {
+        self.list_node_history_impl(node, query).await
+    }
+
+    async fn get_node_history(&self, node: Uuid, event: Uuid) -> StoreResult<Option<HistoryEvent>> {
+        self.get_node_history_impl(node, event).await
+    }
+
+    async fn set_bios_settings(
+        &self,
+        token: &LockToken,
+        settings: &[BiosSetting],
+    ) -> StoreResult<()> {
+        self.set_bios_settings_impl(token, settings).await
+    }
+
+    async fn list_bios_settings(&self, node: Uuid) -> StoreResult<Vec<BiosSetting>> {
+        self.list_bios_settings_impl(node).await
+    }
+
+    async fn set_firmware_components(
+        &self,
+        token: &LockToken,
+        components: &[FirmwareComponent],
+    ) -> StoreResult<()> {
+        self.set_firmware_components_impl(token, components).await
+    }
+
+    async fn list_firmware_components(&self, node: Uuid) -> StoreResult<Vec<FirmwareComponent>> {
+        self.list_firmware_components_impl(node).await
+    }
+
+    async fn set_node_inventory(
+        &self,
+        token: &LockToken,
+        inventory: &serde_json::Value,
+        plugin_data: &serde_json::Value,
+    ) -> StoreResult<()> {
+        self.set_node_inventory_impl(token, inventory, plugin_data)
+            .await
+    }
+
+    async fn get_node_inventory(&self, node: Uuid) -> StoreResult<Option<NodeInventory>> {
+        self.get_node_inventory_impl(node).await
     }
 }
