@@ -489,12 +489,8 @@ async fn list_portgroups(
             "Filtering by node, address, or shard simultaneously is not supported.",
         ));
     }
-    if q.shard.is_some() {
-        return Err(ApiError::bad_request(
-            "Filtering portgroups by shard is not supported yet.",
-        ));
-    }
     let mut query = ResourceQuery {
+        node_shards: resource::string_list(q.shard.as_deref()),
         marker: paging.marker,
         limit: Some(paging.limit),
         sort: paging.sort,

@@ -777,14 +777,8 @@ async fn list_ports(
             "Filtering by conductor_groups cannot be combined with node_ident, portgroup_ident, or node address filters.",
         ));
     }
-    if q.shard.is_some() {
-        // Node shards are stored by the node-fields work; until then no
-        // port can match a shard filter.
-        return Err(ApiError::bad_request(
-            "Filtering ports by shard is not supported yet.",
-        ));
-    }
     let mut query = ResourceQuery {
+        node_shards: resource::string_list(q.shard.as_deref()),
         marker: paging.marker,
         limit: Some(paging.limit),
         sort: paging.sort,

@@ -42,6 +42,18 @@ pub fn uuid_param(field: &str, value: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("Expected UUID for {field}: {value}")))
 }
 
+/// Ironic's `string_list` query argument: comma-separated, trimmed, empty
+/// items dropped.
+pub fn string_list(value: Option<&str>) -> Option<Vec<String>> {
+    value.map(|s| {
+        s.split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(str::to_string)
+            .collect()
+    })
+}
+
 /// A resource path identifier: a UUID, or a name.
 pub fn ident(value: &str) -> NodeIdent {
     NodeIdent::parse(value)
