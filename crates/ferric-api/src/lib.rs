@@ -35,6 +35,7 @@ pub mod resource;
 pub mod states;
 pub(crate) mod traits;
 pub mod version;
+pub mod vifs;
 
 pub use error::ApiError;
 pub use patch::{apply_patch, PatchOp};
@@ -244,6 +245,7 @@ fn v1_routes() -> Router<ApiState> {
         .merge(ports::routes())
         .merge(portgroups::routes())
         .merge(chassis::routes())
+        .merge(vifs::routes())
         .merge(node_sub::routes())
 }
 

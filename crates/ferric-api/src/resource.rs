@@ -54,6 +54,11 @@ pub fn string_list(value: Option<&str>) -> Option<Vec<String>> {
     })
 }
 
+/// Ironic's `uuid_or_name` argument check: a UUID or a logical name.
+pub fn is_name_or_uuid(value: &str) -> bool {
+    Uuid::parse_str(value).is_ok() || ferric_core::node::validate_name(value).is_ok()
+}
+
 /// A resource path identifier: a UUID, or a name.
 pub fn ident(value: &str) -> NodeIdent {
     NodeIdent::parse(value)

@@ -166,3 +166,217 @@ async fn ports_and_portgroups_filter_on_their_nodes_shard() {
         app.store.cleanup().await;
     }
 }
+
+/// The VIF recorded on a port or portgroup (`internal_info`).
+async fn vif_on(app: &App, kind: &str, uuid: &Value) -> Value {
+    let r = app
+        .get(&format!("/v1/{kind}/{}", uuid.as_str().unwrap()))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.body["internal_info"]["tenant_vif_port_id"].clone()
+}
+
+async fn vif_ids(app: &App, node: &str) -> Vec<String> {
+    let r = app.get(&format!("/v1/nodes/{node}/vifs")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let mut ids: Vec<String> = r.body["vifs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn vifs_on_a_noop_network_change_nothing() {
+    let app = app(Engine::Sqlite).await.unwrap();
+    let n = app
+        .created(
+            "/v1/nodes",
+            json!({"driver": "fake-hardware", "name": "nn"}),
+        )
+        .await;
+    assert_eq!(n["network_interface"], "noop");
+    app.created(
+        "/v1/ports",
+        json!({"node_uuid": n["uuid"], "address": "52:54:00:00:01:01"}),
+    )
+    .await;
+    let r = app
+        .send(Method::POST, "/v1/nodes/nn/vifs", json!({"id": "v1"}))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    assert_eq!(vif_ids(&app, "nn").await, Vec::<String>::new());
+    let r = app
+        .call(
+            Method::DELETE,
+            "/v1/nodes/nn/vifs/never",
+            Some("latest"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    // The resource needs 1.28.
+    let r = app
+        .call(Method::GET, "/v1/nodes/nn/vifs", Some("1.27"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = app.get("/v1/nodes/nope/vifs").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn flat_vifs_take_free_ports_as_ironic_picks_them() {
+    for app in engines().await {
+        let n = app
+            .created(
+                "/v1/nodes",
+                json!({"driver": "fake-hardware", "name": "fn", "network_interface": "flat"}),
+            )
+            .await;
+        let node = n["uuid"].as_str().unwrap().to_string();
+        let attach = |body: Value| {
+            let app = &app;
+            async move { app.send(Method::POST, "/v1/nodes/fn/vifs", body).await }
+        };
+        // No port at all.
+        let r = attach(json!({"id": "v1"})).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            r.fault(),
+            "Unable to attach VIF v1, not enough free physical ports."
+        );
+        let p1 = app
+            .created(
+                "/v1/ports",
+                json!({"node_uuid": node, "address": "52:54:00:00:02:01", "pxe_enabled": false}),
+            )
+            .await["uuid"]
+            .clone();
+        let p2 = app
+            .created(
+                "/v1/ports",
+                json!({"node_uuid": node, "address": "52:54:00:00:02:02", "pxe_enabled": true}),
+            )
+            .await["uuid"]
+            .clone();
+        // The PXE-enabled port first.
+        let r = attach(json!({"id": "v1"})).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+        assert_eq!(vif_on(&app, "ports", &p2).await, "v1");
+        assert_eq!(vif_ids(&app, "fn").await, ["v1"]);
+        let r = attach(json!({"id": "v1"})).await;
+        assert_eq!(r.status, StatusCode::CONFLICT);
+        assert_eq!(
+            r.fault(),
+            format!(
+                "Unable to attach VIF because VIF v1 is already attached to Ironic Port {}",
+                p2.as_str().unwrap()
+            )
+        );
+        assert!(r.header("retry-after").is_none());
+        let r = attach(json!({"id": "v2"})).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+        assert_eq!(vif_on(&app, "ports", &p1).await, "v2");
+        let r = attach(json!({"id": "v3"})).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            r.fault(),
+            "Unable to attach VIF v3, not enough free physical ports."
+        );
+        // Bad requests change nothing.
+        for (body, version, msg) in [
+            (
+                json!({}),
+                "latest",
+                "Schema error for vif: 'id' is a required property".to_string(),
+            ),
+            (
+                json!({"id": 5}),
+                "latest",
+                "Schema error for vif: 5 is not of type 'string'".to_string(),
+            ),
+            (
+                json!({"id": "a b"}),
+                "latest",
+                "Expected UUID or name for id: a b".to_string(),
+            ),
+            (
+                json!({"id": "v9", "port_uuid": p1, "portgroup_uuid": p1}),
+                "1.67",
+                "Cannot specify both port_uuid and portgroup_uuid".to_string(),
+            ),
+        ] {
+            let r = app
+                .call(
+                    Method::POST,
+                    "/v1/nodes/fn/vifs",
+                    Some(version),
+                    Some(body.clone()),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(r.fault(), msg, "{body}");
+        }
+        // Detach, then attach to the port asked for.
+        let r = app
+            .call(Method::DELETE, "/v1/nodes/fn/vifs/v1", Some("latest"), None)
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+        assert!(vif_on(&app, "ports", &p2).await.is_null());
+        assert_eq!(vif_ids(&app, "fn").await, ["v2"]);
+        let r = app
+            .call(Method::DELETE, "/v1/nodes/fn/vifs/v1", Some("latest"), None)
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            r.fault(),
+            format!("Unable to detach VIF v1 from node {node} because it is not attached to it.")
+        );
+        let history = app.get("/v1/nodes/fn/history").await.body;
+        assert!(
+            history["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["severity"] == "ERROR"
+                    && e["event"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("Failed to detach VIF v1")),
+            "{history}"
+        );
+        let r = attach(json!({"id": "v4", "port_uuid": p1})).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "p1 is taken: {}", r.body);
+        let r = attach(json!({"id": "v4", "port_uuid": p2})).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+        assert_eq!(vif_on(&app, "ports", &p2).await, "v4");
+        // A portgroup with a free member wins over a free port.
+        let g = app
+            .created("/v1/portgroups", json!({"node_uuid": node}))
+            .await["uuid"]
+            .clone();
+        app.created(
+            "/v1/ports",
+            json!({"node_uuid": node, "address": "52:54:00:00:02:03", "portgroup_uuid": g}),
+        )
+        .await;
+        app.created(
+            "/v1/ports",
+            json!({"node_uuid": node, "address": "52:54:00:00:02:04", "pxe_enabled": true}),
+        )
+        .await;
+        let r = attach(json!({"id": "v5"})).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+        assert_eq!(vif_on(&app, "portgroups", &g).await, "v5");
+        assert_eq!(vif_ids(&app, "fn").await, ["v2", "v4", "v5"]);
+        let r = app
+            .call(Method::DELETE, "/v1/nodes/fn/vifs/v5", Some("latest"), None)
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+        assert!(vif_on(&app, "portgroups", &g).await.is_null());
+        app.store.cleanup().await;
+    }
+}
