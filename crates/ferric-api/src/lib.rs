@@ -25,6 +25,7 @@ pub mod extract;
 pub(crate) mod fields;
 pub mod metrics;
 pub mod misc;
+pub mod node_states;
 pub mod node_sub;
 pub mod nodes;
 pub mod patch;
@@ -246,6 +247,7 @@ fn v1_routes() -> Router<ApiState> {
         .merge(portgroups::routes())
         .merge(chassis::routes())
         .merge(vifs::routes())
+        .merge(node_states::routes())
         .merge(node_sub::routes())
 }
 

@@ -55,6 +55,11 @@ pub async fn get_states(
         "boot_mode",
         "secure_boot",
     ] {
+        // raid_config and target_raid_config from 1.12, boot_mode and
+        // secure_boot from 1.75 (Ironic's node_states_convert).
+        if !v.at_least(render::node_field_version(k)) {
+            continue;
+        }
         out.insert(k.to_string(), full.get(k).cloned().unwrap_or(Value::Null));
     }
     Ok(Json(out).into_response())

@@ -4,6 +4,7 @@
 
 use crate::common::{App, Options};
 use ferric_store::testing::Engine;
+use ferric_store::Store;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -377,6 +378,274 @@ async fn flat_vifs_take_free_ports_as_ironic_picks_them() {
             .await;
         assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
         assert!(vif_on(&app, "portgroups", &g).await.is_null());
+        app.store.cleanup().await;
+    }
+}
+
+/// Poll `GET /v1/nodes/{ident}` until `done` holds (bounded).
+async fn until(app: &App, ident: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = app.node(ident).await;
+        if done(&n) {
+            return n;
+        }
+        assert!(std::time::Instant::now() < end, "never converged: {n}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn boot_mode_and_secure_boot_go_through_the_management_interface() {
+    let app = app(Engine::Sqlite).await.unwrap();
+    app.created(
+        "/v1/nodes",
+        json!({"driver": "fake-hardware", "name": "bm"}),
+    )
+    .await;
+    let put = |path: &'static str, version: &'static str, body: Value| {
+        let app = &app;
+        async move {
+            app.call(
+                Method::PUT,
+                &format!("/v1/nodes/bm/states/{path}"),
+                Some(version),
+                Some(body),
+            )
+            .await
+        }
+    };
+    // Version gate (404 before 1.76) and bad targets (400).
+    let r = put("boot_mode", "1.75", json!({"target": "uefi"})).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        r.fault(),
+        "This endpoint is supported starting with the API version 1.76"
+    );
+    let r = put("boot_mode", "1.76", json!({"target": "efi"})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.fault(),
+        "Invalid boot mode efi requested for node. Allowed boot modes are: bios, uefi"
+    );
+    let r = put("secure_boot", "1.76", json!({"target": "maybe"})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.fault()
+            .starts_with("Invalid target: Unrecognized value 'maybe'"),
+        "{}",
+        r.fault()
+    );
+    let r = put("secure_boot", "1.76", json!({})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // The fake management interface cannot change them (as Ironic's): 202,
+    // then last_error.
+    let r = put("boot_mode", "1.76", json!({"target": "uefi"})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(
+        r.header("location").unwrap(),
+        format!("{}/v1/nodes/bm/states", app.base)
+    );
+    let n = until(&app, "bm", |n| n["last_error"].is_string()).await;
+    assert_eq!(
+        n["last_error"],
+        "Failed to change boot mode to 'uefi: Driver fake-hardware does not support set_boot_mode (disabled or not implemented)."
+    );
+    assert!(n["boot_mode"].is_null());
+    let r = put("secure_boot", "1.76", json!({"target": true})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let n = until(&app, "bm", |n| {
+        n["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("secure_boot"))
+    })
+    .await;
+    assert_eq!(
+        n["last_error"],
+        "Failed to change secure_boot state to 'True': Driver fake-hardware does not support set_secure_boot_state (disabled or not implemented)."
+    );
+    // A transitioning node is refused (409).
+    app.store
+        .store
+        .create_node(ferric_core::NewNode {
+            name: Some("busy".into()),
+            driver: "fake-hardware".into(),
+            provision_state: Some(ferric_core::ProvisionState::Deploying),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let r = app
+        .call(
+            Method::PUT,
+            "/v1/nodes/busy/states/boot_mode",
+            Some("1.76"),
+            Some(json!({"target": "bios"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    // The states document shows the fields from their versions.
+    let s = app
+        .call(Method::GET, "/v1/nodes/bm/states", Some("1.74"), None)
+        .await
+        .body;
+    assert!(
+        s.get("boot_mode").is_none() && s.get("raid_config").is_some(),
+        "{s}"
+    );
+    let s = app
+        .call(Method::GET, "/v1/nodes/bm/states", Some("1.11"), None)
+        .await
+        .body;
+    assert!(
+        s.get("raid_config").is_none() && s.get("console_enabled").is_some(),
+        "{s}"
+    );
+    let s = app
+        .call(Method::GET, "/v1/nodes/bm/states", Some("1.75"), None)
+        .await
+        .body;
+    assert!(
+        s.get("boot_mode").is_some() && s.get("secure_boot").is_some(),
+        "{s}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_console_is_enabled_and_disabled_through_its_interface() {
+    let app = app(Engine::Sqlite).await.unwrap();
+    app.created(
+        "/v1/nodes",
+        json!({"driver": "fake-hardware", "name": "c1", "console_interface": "fake"}),
+    )
+    .await;
+    app.created(
+        "/v1/nodes",
+        json!({"driver": "fake-hardware", "name": "c2", "console_interface": "no-console"}),
+    )
+    .await;
+    let get = app.get("/v1/nodes/c1/states/console").await;
+    assert_eq!(get.status, StatusCode::OK);
+    assert_eq!(
+        get.body,
+        json!({"console_enabled": false, "console_info": null})
+    );
+    let r = app
+        .send(
+            Method::PUT,
+            "/v1/nodes/c1/states/console",
+            json!({"enabled": true}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(
+        r.header("location").unwrap(),
+        format!("{}/v1/nodes/c1/states/console", app.base)
+    );
+    until(&app, "c1", |n| n["console_enabled"] == true).await;
+    let get = app.get("/v1/nodes/c1/states/console").await;
+    assert_eq!(
+        get.body,
+        json!({"console_enabled": true, "console_info": {}})
+    );
+    let r = app
+        .send(
+            Method::PUT,
+            "/v1/nodes/c1/states/console",
+            json!({"enabled": "false"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    until(&app, "c1", |n| n["console_enabled"] == false).await;
+    // no-console refuses (Ironic's UnsupportedDriverExtension, 400).
+    let r = app
+        .send(
+            Method::PUT,
+            "/v1/nodes/c2/states/console",
+            json!({"enabled": true}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.fault(),
+        "Driver fake-hardware does not support console (disabled or not implemented)."
+    );
+    assert_eq!(app.node("c2").await["console_enabled"], false);
+    for body in [json!({}), json!({"enabled": "perhaps"})] {
+        let r = app
+            .send(Method::PUT, "/v1/nodes/c1/states/console", body.clone())
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
+    }
+    let r = app.get("/v1/nodes/nope/states/console").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn target_raid_config_is_validated_by_the_raid_interface() {
+    for app in engines().await {
+        app.created(
+            "/v1/nodes",
+            json!({"driver": "fake-hardware", "name": "r1", "raid_interface": "fake"}),
+        )
+        .await;
+        app.created(
+            "/v1/nodes",
+            json!({"driver": "fake-hardware", "name": "r2", "raid_interface": "no-raid"}),
+        )
+        .await;
+        let put = |node: &'static str, version: &'static str, body: Value| {
+            let app = &app;
+            async move {
+                app.call(
+                    Method::PUT,
+                    &format!("/v1/nodes/{node}/states/raid"),
+                    Some(version),
+                    Some(body),
+                )
+                .await
+            }
+        };
+        let config =
+            json!({"logical_disks": [{"raid_level": "1", "size_gb": 100, "is_root_volume": true}]});
+        let r = put("r1", "1.11", config.clone()).await;
+        assert_eq!(r.status, StatusCode::NOT_ACCEPTABLE);
+        let r = put("r1", "1.12", config.clone()).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+        assert_eq!(app.node("r1").await["target_raid_config"], config);
+        let s = app.get("/v1/nodes/r1/states").await.body;
+        assert_eq!(s["target_raid_config"], config);
+        for (body, msg) in [
+            (json!({"logical_disks": [{"raid_level": "7", "size_gb": 1}]}),
+             "RAID config validation error: '7' is not one of ['JBOD', '0', '1', '2', '5', '6', '1+0', '5+0', '6+0']"),
+            (json!({"disks": []}), "RAID config validation error: 'logical_disks' is a required property"),
+            (json!({"logical_disks": [{"raid_level": "1", "size_gb": 1, "is_root_volume": true},
+                                      {"raid_level": "1", "size_gb": "MAX", "is_root_volume": true}]}),
+             "Raid config cannot have more than one root volume. 2 root volumes were specified"),
+        ] {
+            let r = put("r1", "latest", body.clone()).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(r.fault(), msg);
+        }
+        assert_eq!(
+            app.node("r1").await["target_raid_config"],
+            config,
+            "unchanged"
+        );
+        let r = put("r1", "latest", json!([1])).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        // {} unsets, even without a RAID interface.
+        let r = put("r1", "latest", json!({})).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        assert_eq!(app.node("r1").await["target_raid_config"], json!({}));
+        let r = put("r2", "latest", config.clone()).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            r.fault(),
+            "Driver fake-hardware does not support raid (disabled or not implemented)."
+        );
+        let r = put("r2", "latest", json!({})).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
         app.store.cleanup().await;
     }
 }
