@@ -455,7 +455,8 @@ async fn list_portgroups(
     if let Some(f) = &fields {
         check_fields_allowed(f.iter().map(String::as_str), v)?;
     }
-    if q.shard.is_some() && !v.at_least(82) {
+    // Portgroups are filtered by shard from 1.106 (ports from 1.82).
+    if q.shard.is_some() && !v.at_least(106) {
         return Err(ApiError::not_acceptable("Request not acceptable."));
     }
     if q.conductor_groups.is_some() && !v.at_least(99) {

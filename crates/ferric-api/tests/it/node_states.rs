@@ -121,7 +121,11 @@ async fn ports_and_portgroups_filter_on_their_nodes_shard() {
                     .to_string(),
             );
         }
-        for (kind, all) in [("ports", &ports), ("portgroups", &pgs)] {
+        // Ports are filtered by shard from 1.82, portgroups from 1.106.
+        for (kind, all, before, from) in [
+            ("ports", &ports, "1.81", "1.82"),
+            ("portgroups", &pgs, "1.105", "1.106"),
+        ] {
             for (query, want) in [
                 ("shard=s1", vec![all[0].clone()]),
                 ("shard=s1,%20s2", {
@@ -135,7 +139,7 @@ async fn ports_and_portgroups_filter_on_their_nodes_shard() {
                     format!("/v1/{kind}?{query}"),
                     format!("/v1/{kind}/detail?{query}"),
                 ] {
-                    let r = app.get(&path).await;
+                    let r = app.call(Method::GET, &path, Some(from), None).await;
                     assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
                     assert_eq!(uuids(&r.body, kind), want, "{path}");
                 }
@@ -144,7 +148,7 @@ async fn ports_and_portgroups_filter_on_their_nodes_shard() {
                 .call(
                     Method::GET,
                     &format!("/v1/{kind}?shard=s1"),
-                    Some("1.81"),
+                    Some(before),
                     None,
                 )
                 .await;
@@ -648,4 +652,94 @@ async fn target_raid_config_is_validated_by_the_raid_interface() {
         assert_eq!(r.status, StatusCode::NO_CONTENT);
         app.store.cleanup().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gates_up_to_1_115_follow_ironic() {
+    let app = app(Engine::Sqlite).await.unwrap();
+    let n = app
+        .created("/v1/nodes", json!({"driver": "fake-hardware", "name": "g"}))
+        .await;
+    // OVN VTEP switches: 1.90 to 1.104 only.
+    let llc = json!({"port_id": "p1", "vtep-logical-switch": "ls", "vtep-physical-switch": "ps"});
+    let r = app
+        .call(Method::POST, "/v1/ports", Some("1.104"),
+              Some(json!({"node_uuid": n["uuid"], "address": "52:54:00:00:03:01", "local_link_connection": llc})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["local_link_connection"], llc);
+    let port = r.body["uuid"].as_str().unwrap().to_string();
+    let r = app
+        .call(
+            Method::GET,
+            &format!("/v1/ports/{port}"),
+            Some("1.105"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.body["local_link_connection"],
+        json!({}),
+        "hidden from 1.105"
+    );
+    let r = app
+        .call(Method::POST, "/v1/ports", Some("1.105"),
+              Some(json!({"node_uuid": n["uuid"], "address": "52:54:00:00:03:02", "local_link_connection": llc})))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_ACCEPTABLE, "{}", r.body);
+    // disable_ramdisk: cleaning from 1.70, servicing from 1.108.
+    for (target, version, extra) in [
+        ("clean", "1.69", json!({"clean_steps": []})),
+        ("service", "1.107", json!({"service_steps": []})),
+    ] {
+        let mut body = json!({"target": target, "disable_ramdisk": true});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let r = app
+            .call(
+                Method::PUT,
+                "/v1/nodes/g/states/provision",
+                Some(version),
+                Some(body),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_ACCEPTABLE, "{target}: {}", r.body);
+        assert_eq!(
+            r.fault(),
+            "disable_ramdisk is not acceptable in this API version"
+        );
+    }
+    // Aborting a deployment waiting for its agent needs 1.110.
+    app.store
+        .store
+        .create_node(ferric_core::NewNode {
+            name: Some("dw".into()),
+            driver: "fake-hardware".into(),
+            provision_state: Some(ferric_core::ProvisionState::DeployWait),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let abort = json!({"target": "abort"});
+    let r = app
+        .call(
+            Method::PUT,
+            "/v1/nodes/dw/states/provision",
+            Some("1.109"),
+            Some(abort.clone()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_ACCEPTABLE, "{}", r.body);
+    assert_eq!(app.node("dw").await["provision_state"], "wait call-back");
+    let r = app
+        .call(
+            Method::PUT,
+            "/v1/nodes/dw/states/provision",
+            Some("1.110"),
+            Some(abort),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    until(&app, "dw", |n| n["provision_state"] == "deploy failed").await;
 }
