@@ -79,9 +79,13 @@ expect_eq("history --long conductor", row["conductor"], "clients-conductor")
 got = bm("node", "history", "get", "nd1", ev["uuid"])
 expect_eq("history get uuid", got["uuid"], ev["uuid"])
 expect_eq("history get event", got["event"], ev["event"])
-status, _, body = http("GET", f"/v1/nodes/{uuid}/history/{ev['uuid']}")
-expect_keys("history event (raw, 1.96)", body,
+status, _, body = http("GET", f"/v1/nodes/{uuid}/history/{ev['uuid']}", version="1.112")
+expect_keys("history event (raw, 1.112)", body,
             ["uuid", "created_at", "severity", "event_type", "event", "conductor", "user", "links"])
+status, _, body = http("GET", f"/v1/nodes/{uuid}/history/{ev['uuid']}")
+expect_keys("history event (raw, 1.115: project, state fields)", body,
+            ["uuid", "created_at", "severity", "event_type", "event", "conductor", "user", "links",
+             "project", "state", "target_provision_state", "duration_seconds"])
 expect_error("history below 1.78", "GET", "/v1/nodes/nd1/history", 404, "1.78", version="1.77")
 expect_error("history bad limit", "GET", "/v1/nodes/nd1/history?limit=0", 400,
              "Limit must be positive")

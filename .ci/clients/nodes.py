@@ -1,6 +1,6 @@
 """Node fields, list filters, traits, protected/retired, shards and children
-with the real `baremetal` CLI and openstacksdk (both negotiate 1.96, ferric's
-maximum today)."""
+with the real `baremetal` CLI and openstacksdk (the CLI negotiates 1.115,
+ferric's maximum; openstacksdk's node resource 1.109)."""
 
 import time
 
@@ -59,6 +59,8 @@ for field, want in [("resource_class", "gold"), ("owner", "proj-a"),
 _, _, shown = http("GET", "/v1/nodes/n1", version="1.96")
 missing = NODE_FIELDS_1_96 - set(shown)
 check(not missing, f"node show lacks {sorted(missing)}")
+_, _, latest = http("GET", "/v1/nodes/n1")
+expect_eq("node show at 1.115 adds", sorted(set(latest) - NODE_FIELDS_1_96), ["health", "instance_name"])
 extra = set(shown) - NODE_FIELDS_1_96
 check(not extra, f"node show has fields Ironic 1.96 does not: {sorted(extra)}")
 ok(f"node show: Ironic's {len(NODE_FIELDS_1_96)} fields at 1.96")

@@ -2,20 +2,22 @@
 
 create -> list -> show -> update -> delete for both resources and both clients,
 fields checked against Ironic's port / portgroup schema at the negotiated
-version (ferric serves up to 1.96), plus negative cases: unknown node,
+version (both clients negotiate their maximum; ferric serves up to 1.115), plus negative cases: unknown node,
 bad MAC, duplicate MAC (409), too-old microversion, portgroup with ports.
 """
 
 from _lib import bm, bm_fails, check, expect_eq, expect_error, expect_keys, http, ok
 
-# Ironic's port fields up to 1.96 (description 1.97, vendor 1.100, category
-# 1.101 and available_for_dynamic_portgroup 1.111 are above it).
+# Ironic's port fields at 1.115 (the CLI negotiates it): description 1.97,
+# vendor 1.100, category 1.101, available_for_dynamic_portgroup 1.111.
 PORT_FIELDS = {"uuid", "address", "node_uuid", "portgroup_uuid", "local_link_connection",
                "pxe_enabled", "physical_network", "internal_info", "extra", "is_smartnic",
-               "name", "created_at", "updated_at", "links"}
+               "name", "description", "vendor", "category", "available_for_dynamic_portgroup",
+               "created_at", "updated_at", "links"}
+# Portgroups: physical_network 1.102, category 1.103, dynamic_portgroup 1.111.
 PG_FIELDS = {"uuid", "address", "name", "node_uuid", "standalone_ports_supported",
-             "internal_info", "extra", "mode", "properties", "created_at", "updated_at",
-             "links", "ports"}
+             "internal_info", "extra", "mode", "properties", "physical_network", "category",
+             "dynamic_portgroup", "created_at", "updated_at", "links", "ports"}
 
 node = bm("node", "create", "--driver", "fake-hardware", "--name", "port-node")
 node_uuid = node["uuid"]

@@ -36,6 +36,47 @@ pub(crate) fn routes() -> Router<ApiState> {
             "/v1/chassis/{ident}",
             get(show).patch(update).delete(delete),
         )
+        .route("/v1/chassis/{ident}/nodes", get(nodes).post(malformed))
+        .route("/v1/chassis/{ident}/nodes/detail", get(nodes_detail))
+        .route(
+            "/v1/chassis/{ident}/nodes/{node}",
+            get(malformed)
+                .post(malformed)
+                .patch(malformed)
+                .delete(malformed),
+        )
+}
+
+/// `GET /v1/chassis/{chassis_uuid}/nodes`: the chassis' nodes (404 for an
+/// unknown chassis, as Ironic's node list filtered on it).
+pub async fn nodes(
+    State(st): State<ApiState>,
+    v: Version,
+    base: BaseUrl,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<crate::nodes::ListQuery>,
+) -> Result<Response, ApiError> {
+    let uuid = resource::uuid_param("chassis_uuid", &id)?;
+    crate::nodes::list_for_chassis(st, v, base, uuid.to_string(), q, false).await
+}
+
+/// `GET /v1/chassis/{chassis_uuid}/nodes/detail`.
+pub async fn nodes_detail(
+    State(st): State<ApiState>,
+    v: Version,
+    base: BaseUrl,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<crate::nodes::ListQuery>,
+) -> Result<Response, ApiError> {
+    let uuid = resource::uuid_param("chassis_uuid", &id)?;
+    crate::nodes::list_for_chassis(st, v, base, uuid.to_string(), q, true).await
+}
+
+/// Anything else under `/v1/chassis/{uuid}/nodes`: Ironic's
+/// `MalformedRequestURI` (a node is shown, created and changed under
+/// `/v1/nodes` only).
+async fn malformed() -> ApiError {
+    ApiError::bad_request("Malformed request URI.")
 }
 
 /// A chassis, typed.
@@ -139,15 +180,19 @@ fn validate(doc: &Map<String, Value>) -> Result<Fields, ApiError> {
     ))
 }
 
-/// Whether any node belongs to chassis `uuid` (Ironic's `ChassisNotEmpty`).
-///
-/// Nodes do not carry `chassis_uuid` on main yet (the node-fields work adds
-/// the column); until then no node can reference a chassis and this
-/// answers `false`. When the column lands, this becomes a one-row node list
-/// filtered on it, and `/v1/chassis/{uuid}/nodes` follows.
+/// Whether any node belongs to chassis `uuid` (Ironic's `ChassisNotEmpty`):
+/// a one-row node list filtered on it, child nodes included.
 pub async fn chassis_has_nodes(st: &ApiState, uuid: Uuid) -> Result<bool, ApiError> {
-    let _ = (st, uuid);
-    Ok(false)
+    let page = st
+        .tm
+        .store()
+        .list_nodes(&ferric_store::NodeQuery {
+            chassis_uuid: Some(uuid),
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await?;
+    Ok(!page.nodes.is_empty())
 }
 
 /// `POST /v1/chassis`.

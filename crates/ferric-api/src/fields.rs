@@ -219,18 +219,32 @@ pub(crate) async fn resolve_parent(
     }
 }
 
-/// Whether a chassis with this UUID exists. Chassis are not a resource of
-/// ferric yet, so every chassis UUID is accepted and stored; the lead wires
-/// this to the chassis store (Ironic answers 400 "Chassis ... could not be
-/// found" for an unknown one).
-pub(crate) fn chassis_exists(_chassis: Uuid) -> bool {
-    true
+/// Whether a chassis with this UUID exists (a read of the chassis store).
+pub(crate) async fn chassis_exists(
+    store: &dyn ferric_store::Store,
+    chassis: Uuid,
+) -> Result<bool, ApiError> {
+    match store
+        .get_resource(
+            ferric_store::ResourceKind::Chassis,
+            &ferric_store::NodeIdent::Uuid(chassis),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(ferric_store::StoreError::ResourceNotFound { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
-/// Refuse a `chassis_uuid` that names no chassis.
-pub(crate) fn check_chassis(a: &NodeAttrs) -> Result<(), ApiError> {
+/// Refuse a `chassis_uuid` that names no chassis: Ironic's
+/// `ChassisNotFound` turned into a 400 on node create and PATCH.
+pub(crate) async fn check_chassis(
+    store: &dyn ferric_store::Store,
+    a: &NodeAttrs,
+) -> Result<(), ApiError> {
     match a.chassis_uuid {
-        Some(c) if !chassis_exists(c) => Err(ApiError::bad_request(format!(
+        Some(c) if !chassis_exists(store, c).await? => Err(ApiError::bad_request(format!(
             "Chassis {c} could not be found."
         ))),
         _ => Ok(()),
@@ -360,5 +374,5 @@ pub(crate) fn check_update(old: &Node, new: &mut Node) -> Result<(), ApiError> {
     if now.parent_node == Some(new.uuid) {
         return Err(bad_parent(&new.uuid.to_string()));
     }
-    check_chassis(now)
+    Ok(())
 }

@@ -25,6 +25,7 @@ pub mod extract;
 pub(crate) mod fields;
 pub mod metrics;
 pub mod misc;
+pub mod node_states;
 pub mod node_sub;
 pub mod nodes;
 pub mod patch;
@@ -35,6 +36,7 @@ pub mod resource;
 pub mod states;
 pub(crate) mod traits;
 pub mod version;
+pub mod vifs;
 
 pub use error::ApiError;
 pub use patch::{apply_patch, PatchOp};
@@ -244,6 +246,8 @@ fn v1_routes() -> Router<ApiState> {
         .merge(ports::routes())
         .merge(portgroups::routes())
         .merge(chassis::routes())
+        .merge(vifs::routes())
+        .merge(node_states::routes())
         .merge(node_sub::routes())
 }
 

@@ -54,8 +54,24 @@ pub async fn v1(base: BaseUrl, v: Version) -> Json<Value> {
         "drivers": links(b, "drivers"),
         "version": version_doc(b),
     });
-    if v.at_least(49) {
-        doc["conductors"] = links(b, "conductors");
+    // Ironic's VERSIONED_CONTROLLERS: each listed from its version.
+    for (name, minor) in [
+        ("portgroups", 23),
+        ("volume", 32),
+        ("lookup", 22),
+        ("heartbeat", 22),
+        ("conductors", 49),
+        ("allocations", 52),
+        ("events", 54),
+        ("deploy_templates", 55),
+        ("shards", 82),
+        ("runbooks", 92),
+        ("inspection_rules", 96),
+        ("continue_inspection", 84),
+    ] {
+        if v.at_least(minor) {
+            doc[name] = links(b, name);
+        }
     }
     Json(doc)
 }
@@ -453,6 +469,8 @@ pub async fn openapi(base: BaseUrl) -> Json<Value> {
         paths.extend(crate::ports::openapi_paths());
         paths.extend(crate::portgroups::openapi_paths());
         paths.extend(crate::chassis::openapi_paths());
+        paths.extend(crate::vifs::openapi_paths());
+        paths.extend(crate::node_states::openapi_paths());
         paths.extend(crate::node_sub::openapi_paths());
     }
     Json(doc)

@@ -232,7 +232,6 @@ impl CreateNode {
         for (field, value) in sent {
             fields::set_attr(&mut attrs, field, Some(value.clone()))?;
         }
-        fields::check_chassis(&attrs)?;
         if attrs.retired_reason.is_some() && !attrs.retired {
             return Err(ApiError::bad_request(
                 "The retired_reason field can only be set when retired is True",
@@ -313,6 +312,7 @@ pub async fn create(
         body.parent_node = Some(resolved);
     }
     let new = body.into_new_node_with(st.drivers(), v)?;
+    fields::check_chassis(st.tm.store().as_ref(), &new.attrs).await?;
     let node = st
         .tm
         .store()
@@ -517,6 +517,15 @@ impl ListQuery {
         };
         let include_children =
             opt_bool("include_children", &self.include_children)?.unwrap_or(false);
+        let chassis_uuid = opt_uuid("chassis_uuid", &self.chassis_uuid)?;
+        if let Some(c) = chassis_uuid {
+            // Ironic's database layer looks the chassis up: unknown is a 404.
+            if !fields::chassis_exists(store, c).await? {
+                return Err(ApiError::not_found(format!(
+                    "Chassis {c} could not be found."
+                )));
+            }
+        }
         Ok(NodeQuery {
             marker: None,
             limit: None,
@@ -541,7 +550,7 @@ impl ListQuery {
             retired: opt_bool("retired", &self.retired)?,
             instance_uuid: opt_uuid("instance_uuid", &self.instance_uuid)?,
             instance_name: self.instance_name.clone(),
-            chassis_uuid: opt_uuid("chassis_uuid", &self.chassis_uuid)?,
+            chassis_uuid,
             // Ironic: include_children lists every node, parent_node ignored;
             // otherwise children show only under their parent_node.
             parent_node: parent_node.filter(|_| !include_children),
@@ -646,6 +655,32 @@ pub async fn list(
     base: BaseUrl,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
+    let detail = match &q.detail {
+        Some(d) => parse_bool("detail", d)?,
+        None => false,
+    };
+    list_nodes(st, v, base, q, detail, "nodes").await
+}
+
+/// `GET /v1/chassis/{chassis_uuid}/nodes[/detail]`: the node list of one
+/// chassis (Ironic's `NodesController` with `from_chassis`).
+pub(crate) async fn list_for_chassis(
+    st: ApiState,
+    v: Version,
+    base: BaseUrl,
+    chassis: String,
+    mut q: ListQuery,
+    detail_path: bool,
+) -> Result<Response, ApiError> {
+    q.chassis_uuid = Some(chassis);
+    if detail_path {
+        if q.detail.is_some() || q.fields.is_some() {
+            return Err(ApiError::bad_request(
+                "The detail and fields parameters are not accepted by /v1/nodes/detail.",
+            ));
+        }
+        return list_nodes(st, v, base, q, true, "nodes/detail").await;
+    }
     let detail = match &q.detail {
         Some(d) => parse_bool("detail", d)?,
         None => false,
@@ -901,6 +936,13 @@ pub async fn patch(
         fields::check_not_in_transition(task.node(), removes_instance_only, v)?;
         let mut patched = apply_patch_with(st.drivers(), task.node(), &ops)?;
         fields::check_update(task.node(), &mut patched)?;
+        if patched.attrs.chassis_uuid != task.node().attrs.chassis_uuid {
+            if patched.attrs.chassis_uuid.is_none() && !v.at_least(25) {
+                // Ironic's allow_remove_chassis_uuid (1.25).
+                return Err(ApiError::not_acceptable("Request not acceptable."));
+            }
+            fields::check_chassis(st.tm.store().as_ref(), &patched.attrs).await?;
+        }
         if &patched != task.node() {
             let instance = patched.instance_uuid;
             *task.node_mut() = patched;

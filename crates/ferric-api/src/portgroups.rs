@@ -455,7 +455,8 @@ async fn list_portgroups(
     if let Some(f) = &fields {
         check_fields_allowed(f.iter().map(String::as_str), v)?;
     }
-    if q.shard.is_some() && !v.at_least(82) {
+    // Portgroups are filtered by shard from 1.106 (ports from 1.82).
+    if q.shard.is_some() && !v.at_least(106) {
         return Err(ApiError::not_acceptable("Request not acceptable."));
     }
     if q.conductor_groups.is_some() && !v.at_least(99) {
@@ -489,12 +490,8 @@ async fn list_portgroups(
             "Filtering by node, address, or shard simultaneously is not supported.",
         ));
     }
-    if q.shard.is_some() {
-        return Err(ApiError::bad_request(
-            "Filtering portgroups by shard is not supported yet.",
-        ));
-    }
     let mut query = ResourceQuery {
+        node_shards: resource::string_list(q.shard.as_deref()),
         marker: paging.marker,
         limit: Some(paging.limit),
         sort: paging.sort,

@@ -186,6 +186,12 @@ fn check_fields_allowed<'a>(
 
 const VTEP_FIELDS: [&str; 2] = ["vtep-logical-switch", "vtep-physical-switch"];
 
+/// OVN VTEP switches in `local_link_connection`: added in 1.90, removed in
+/// 1.105 (Ironic's `allow_ovn_vtep_version`).
+fn vtep_allowed(v: Version) -> bool {
+    v.at_least(90) && !v.at_least(105)
+}
+
 /// The port document at version `v`.
 pub fn render(p: &Port, base: &BaseUrl, v: Version) -> Map<String, Value> {
     let mut m = Map::new();
@@ -208,7 +214,7 @@ pub fn render(p: &Port, base: &BaseUrl, v: Version) -> Map<String, Value> {
         ("pxe_enabled", json!(b.pxe_enabled)),
         ("local_link_connection", {
             let llc = &b.local_link_connection;
-            if !v.at_least(90) && VTEP_FIELDS.iter().any(|k| llc.contains_key(*k)) {
+            if !vtep_allowed(v) && VTEP_FIELDS.iter().any(|k| llc.contains_key(*k)) {
                 json!({})
             } else {
                 Value::Object(llc.clone())
@@ -256,7 +262,7 @@ fn validate_local_link(
     if llc.contains_key("network_type") && !v.at_least(64) {
         return Err(ApiError::not_acceptable("Request not acceptable."));
     }
-    if VTEP_FIELDS.iter().any(|k| llc.contains_key(*k)) && !v.at_least(90) {
+    if VTEP_FIELDS.iter().any(|k| llc.contains_key(*k)) && !vtep_allowed(v) {
         return Err(ApiError::not_acceptable("Request not acceptable."));
     }
     let mut out = llc.clone();
@@ -777,14 +783,8 @@ async fn list_ports(
             "Filtering by conductor_groups cannot be combined with node_ident, portgroup_ident, or node address filters.",
         ));
     }
-    if q.shard.is_some() {
-        // Node shards are stored by the node-fields work; until then no
-        // port can match a shard filter.
-        return Err(ApiError::bad_request(
-            "Filtering ports by shard is not supported yet.",
-        ));
-    }
     let mut query = ResourceQuery {
+        node_shards: resource::string_list(q.shard.as_deref()),
         marker: paging.marker,
         limit: Some(paging.limit),
         sort: paging.sort,

@@ -330,7 +330,9 @@ mod tests {
         let new = node(&n, "http://x", Version::MAX, Some("c"));
         assert!(new.contains_key("disable_power_off"));
         assert!(new.contains_key("firmware_interface"));
-        assert!(!new.contains_key("health"), "newer than 1.96");
+        assert!(new.contains_key("health"), "1.109");
+        let before = node(&n, "http://x", Version { minor: 108 }, Some("c"));
+        assert!(!before.contains_key("health"), "newer than 1.108");
         assert_eq!(new["conductor"], "c");
         assert!(check_field_version("owner", Version { minor: 49 }).is_err());
         assert!(check_field_version("owner", Version { minor: 50 }).is_ok());

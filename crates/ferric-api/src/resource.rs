@@ -42,6 +42,23 @@ pub fn uuid_param(field: &str, value: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("Expected UUID for {field}: {value}")))
 }
 
+/// Ironic's `string_list` query argument: comma-separated, trimmed, empty
+/// items dropped.
+pub fn string_list(value: Option<&str>) -> Option<Vec<String>> {
+    value.map(|s| {
+        s.split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(str::to_string)
+            .collect()
+    })
+}
+
+/// Ironic's `uuid_or_name` argument check: a UUID or a logical name.
+pub fn is_name_or_uuid(value: &str) -> bool {
+    Uuid::parse_str(value).is_ok() || ferric_core::node::validate_name(value).is_ok()
+}
+
 /// A resource path identifier: a UUID, or a name.
 pub fn ident(value: &str) -> NodeIdent {
     NodeIdent::parse(value)

@@ -55,6 +55,11 @@ pub async fn get_states(
         "boot_mode",
         "secure_boot",
     ] {
+        // raid_config and target_raid_config from 1.12, boot_mode and
+        // secure_boot from 1.75 (Ironic's node_states_convert).
+        if !v.at_least(render::node_field_version(k)) {
+            continue;
+        }
         out.insert(k.to_string(), full.get(k).cloned().unwrap_or(Value::Null));
     }
     Ok(Json(out).into_response())
@@ -163,6 +168,25 @@ pub async fn set_provision(
         return Err(ApiError::bad_request(format!(
             "\"{field}\" can not be given when setting the provision target to \"{target}\"."
         )));
+    }
+    // disable_ramdisk: manual cleaning from 1.70, servicing from 1.108.
+    let ramdisk_min = if event == Event::Service { 108 } else { 70 };
+    if body.disable_ramdisk.is_some() && !v.at_least(ramdisk_min) {
+        return Err(ApiError::not_acceptable(
+            "disable_ramdisk is not acceptable in this API version",
+        ));
+    }
+    // Aborting inspection needs 1.41, aborting a deployment 1.110.
+    if event == Event::Abort {
+        let state = st.tm.store().get_node(&ident).await?.provision_state;
+        let min = match state {
+            ferric_core::ProvisionState::InspectWait => 41,
+            ferric_core::ProvisionState::DeployWait => 110,
+            _ => 0,
+        };
+        if !v.at_least(min) {
+            return Err(ApiError::not_acceptable("Request not acceptable."));
+        }
     }
     if event == Event::Clean && body.clean_steps.is_none() && body.runbook.is_none() {
         return Err(ApiError::bad_request(

@@ -16,9 +16,9 @@ use axum::response::{IntoResponse, Response};
 
 /// Lowest microversion served.
 pub const MIN_MINOR: u32 = 1;
-/// Highest microversion served. 1.96 covers every verb and field ferric
-/// implements; clients asking for more (the CLI asks 1.115) negotiate down.
-pub const MAX_MINOR: u32 = 96;
+/// Highest microversion served: Ironic 39's maximum. Every gate up to
+/// 1.115 that concerns a resource ferric serves is applied.
+pub const MAX_MINOR: u32 = 115;
 
 /// The legacy (and python-ironicclient's) request/response header.
 pub const VERSION_HEADER: &str = "x-openstack-ironic-api-version";
@@ -228,7 +228,7 @@ mod tests {
         let e = negotiate(&h(&[(VERSION_HEADER, "1.200")])).unwrap_err();
         assert_eq!(
             e.message(),
-            "Version 1.200 was requested but the minor version is not supported by this service. The supported version range is: [1.1, 1.96]."
+            "Version 1.200 was requested but the minor version is not supported by this service. The supported version range is: [1.1, 1.115]."
         );
     }
 }

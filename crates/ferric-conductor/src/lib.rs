@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod notify;
 pub mod power;
 pub mod provision;
+pub mod raid;
 pub mod ring;
 pub mod task;
 pub mod wait;

@@ -291,3 +291,229 @@ pub fn driver_properties(drivers: &Drivers, name: &str) -> Option<BTreeMap<Strin
     }
     Some(out)
 }
+
+// ----- node states: boot mode, secure boot, console, RAID -------------------
+
+/// Ironic's boot modes a node may be switched to.
+pub const BOOT_MODES: [&str; 2] = ["bios", "uefi"];
+
+/// Take the exclusive lock, validate the management interface, clear
+/// `last_error` (a new operation starts) and run `work` in the background
+/// holding the lock (Ironic's `change_node_boot_mode` /
+/// `change_node_secure_boot`). Returns once the work has started.
+async fn spawn_management<W>(
+    prov: &Provisioner,
+    node: NodeIdent,
+    purpose: &str,
+    retry: Retry,
+    work: W,
+) -> Result<(), ManagementError>
+where
+    W: for<'a> FnOnce(
+            &'a mut ExclusiveTask,
+        ) -> crate::BoxFuture<'a, Result<(), crate::task::WorkError>>
+        + Send
+        + 'static,
+{
+    let mut task = exclusive(prov, node, purpose, retry).await?;
+    if let Err(e) = validated(prov, task.node()).await {
+        release(task).await;
+        return Err(e);
+    }
+    if task.node().last_error.is_some() {
+        task.node_mut().last_error = None;
+        if let Err(e) = task.save().await {
+            release(task).await;
+            return Err(e.into());
+        }
+    }
+    task.spawn_after(purpose, work).await?;
+    Ok(())
+}
+
+/// `PUT /v1/nodes/{node}/states/boot_mode`: switch the boot mode in the
+/// background. Unchanged when the BMC already reports `mode`; a driver
+/// failure lands in `last_error` with Ironic's wording; success records
+/// `boot_mode` on the node.
+pub async fn change_boot_mode(
+    prov: &Provisioner,
+    node: NodeIdent,
+    mode: String,
+    retry: Retry,
+) -> Result<(), ManagementError> {
+    let drivers = prov.drivers().clone();
+    spawn_management(prov, node, "changing node boot mode", retry, move |task| {
+        Box::pin(async move {
+            let driver = drivers.compose(task.node())?;
+            let current = driver.management.get_boot_mode(task).await.ok().flatten();
+            if current.as_deref() == Some(mode.as_str()) {
+                return Ok(());
+            }
+            match driver.management.set_boot_mode(task, &mode).await {
+                Ok(()) => task.node_mut().attrs.boot_mode = Some(mode),
+                Err(e) => {
+                    task.node_mut().last_error =
+                        Some(format!("Failed to change boot mode to '{mode}: {e}"))
+                }
+            }
+            task.save().await?;
+            Ok(())
+        })
+    })
+    .await
+}
+
+/// `PUT /v1/nodes/{node}/states/secure_boot`, as [`change_boot_mode`].
+pub async fn change_secure_boot(
+    prov: &Provisioner,
+    node: NodeIdent,
+    enabled: bool,
+    retry: Retry,
+) -> Result<(), ManagementError> {
+    let drivers = prov.drivers().clone();
+    spawn_management(
+        prov,
+        node,
+        "changing node secure boot",
+        retry,
+        move |task| {
+            Box::pin(async move {
+                let driver = drivers.compose(task.node())?;
+                let current = driver.management.get_secure_boot_state(task).await.ok();
+                if current == Some(enabled) {
+                    return Ok(());
+                }
+                match driver.management.set_secure_boot_state(task, enabled).await {
+                    Ok(()) => task.node_mut().attrs.secure_boot = Some(enabled),
+                    Err(e) => {
+                        let shown = if enabled { "True" } else { "False" };
+                        task.node_mut().last_error = Some(format!(
+                            "Failed to change secure_boot state to '{shown}': {e}"
+                        ))
+                    }
+                }
+                task.save().await?;
+                Ok(())
+            })
+        },
+    )
+    .await
+}
+
+/// The node's console interface, validated: `no-console` is Ironic's
+/// UnsupportedDriverExtension.
+async fn console_validated(prov: &Provisioner, node: &Node) -> Result<(), ManagementError> {
+    let driver = compose(prov, node)?;
+    let console = driver.interface(InterfaceKind::Console);
+    if !console.supported() {
+        return Err(ManagementError::Unsupported(unsupported(
+            &node.driver,
+            "console",
+        )));
+    }
+    match console.validate(node).await {
+        Ok(()) => Ok(()),
+        Err(Invalid::Config(m) | Invalid::Unsupported(m)) => Err(ManagementError::Invalid(m)),
+    }
+}
+
+/// `GET /v1/nodes/{node}/states/console` (shared lock): `None` when the
+/// console is not enabled (Ironic's NodeConsoleNotEnabled, which the API
+/// shows as disabled), else the console's connection information (the
+/// fake console has none: an empty object).
+pub async fn console_information(
+    prov: &Provisioner,
+    node: NodeIdent,
+    retry: Retry,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, ManagementError> {
+    let task = prov
+        .task_manager()
+        .acquire(node)
+        .purpose("getting console information")
+        .retry(retry)
+        .shared()
+        .await?;
+    if !task.node().attrs.console_enabled {
+        return Ok(None);
+    }
+    console_validated(prov, task.node()).await?;
+    Ok(Some(serde_json::Map::new()))
+}
+
+/// `PUT /v1/nodes/{node}/states/console`: validate under a shared lock;
+/// when the state changes, upgrade to exclusive, clear `last_error` and
+/// start or stop the console in the background, then record
+/// `console_enabled` (Ironic's `set_console_mode`).
+pub async fn set_console_mode(
+    prov: &Provisioner,
+    node: NodeIdent,
+    enabled: bool,
+    retry: Retry,
+) -> Result<(), ManagementError> {
+    let shared = prov
+        .task_manager()
+        .acquire(node)
+        .purpose("setting console mode")
+        .retry(retry)
+        .shared()
+        .await?;
+    console_validated(prov, shared.node()).await?;
+    if shared.node().attrs.console_enabled == enabled {
+        return Ok(());
+    }
+    let mut task = shared.upgrade().await?;
+    // Re-checked under the exclusive lock: another request may have won.
+    if task.node().attrs.console_enabled == enabled {
+        release(task).await;
+        return Ok(());
+    }
+    task.node_mut().last_error = None;
+    if let Err(e) = task.save().await {
+        release(task).await;
+        return Err(e.into());
+    }
+    task.spawn_after("setting console mode", move |task| {
+        Box::pin(async move {
+            // The fake console starts and stops nothing; a real one would
+            // run its start/stop here before the state is recorded.
+            let n = task.node_mut();
+            n.attrs.console_enabled = enabled;
+            n.last_error = None;
+            task.save().await?;
+            Ok(())
+        })
+    })
+    .await?;
+    Ok(())
+}
+
+/// `PUT /v1/nodes/{node}/states/raid`: store `config` as the node's
+/// `target_raid_config` under the exclusive lock, validated by the RAID
+/// interface unless empty (an empty one unsets it, as Ironic). A RAID
+/// interface that cannot (`no-raid`) is `Unsupported`.
+pub async fn set_target_raid_config(
+    prov: &Provisioner,
+    node: NodeIdent,
+    config: serde_json::Map<String, serde_json::Value>,
+    retry: Retry,
+) -> Result<(), ManagementError> {
+    let mut task = exclusive(prov, node, "setting target RAID config", retry).await?;
+    let outcome = async {
+        if !config.is_empty() {
+            let driver = compose(prov, task.node())?;
+            if !driver.interface(InterfaceKind::Raid).supported() {
+                return Err(ManagementError::Unsupported(unsupported(
+                    &task.node().driver,
+                    "raid",
+                )));
+            }
+            crate::raid::validate_raid_config(&config).map_err(ManagementError::Invalid)?;
+        }
+        task.node_mut().attrs.target_raid_config = config;
+        task.save().await?;
+        Ok(())
+    }
+    .await;
+    release(task).await;
+    outcome
+}

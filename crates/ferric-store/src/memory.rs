@@ -1199,6 +1199,14 @@ impl Store for MemoryStore {
                         .is_some_and(|n| groups.contains(&n.conductor_group))
                 })
             })
+            .filter(|r| {
+                q.node_shards.as_ref().is_none_or(|shards| {
+                    r.node
+                        .and_then(|n| st.nodes.get(&n))
+                        .and_then(|n| n.attrs.shard.as_ref())
+                        .is_some_and(|s| shards.contains(s))
+                })
+            })
             .map(|r| (q.sort_value(r), r.clone()))
             .filter(|(v, _)| {
                 marker

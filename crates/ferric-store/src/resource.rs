@@ -136,6 +136,9 @@ pub struct ResourceQuery {
     pub key: Option<String>,
     /// Only resources whose node is in one of these conductor groups.
     pub node_conductor_groups: Option<Vec<String>>,
+    /// Only resources whose node is in one of these shards (Ironic's
+    /// `shard` filter of ports and portgroups, 1.82).
+    pub node_shards: Option<Vec<String>>,
     /// Resume after this resource (in the chosen order).
     pub marker: Option<Uuid>,
     /// Page size; `None` = all.
@@ -153,6 +156,7 @@ impl ResourceQuery {
             parent: None,
             key: None,
             node_conductor_groups: None,
+            node_shards: None,
             marker: None,
             limit: None,
             sort: ResourceSort::Uuid,

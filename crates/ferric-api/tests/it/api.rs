@@ -555,14 +555,14 @@ async fn version_negotiation_follows_ironic() {
     );
     assert_eq!(
         r.header("x-openstack-ironic-api-maximum-version"),
-        Some("1.96")
+        Some("1.115")
     );
     assert!(r
         .header("x-openstack-request-id")
         .unwrap()
         .starts_with("req-"));
     assert_eq!(r.body["id"], "v1");
-    assert_eq!(r.body["version"]["version"], "1.96");
+    assert_eq!(r.body["version"]["version"], "1.115");
     assert_eq!(
         r.body["media_types"]["type"],
         "application/vnd.openstack.ironic.v1+json"
@@ -573,7 +573,7 @@ async fn version_negotiation_follows_ironic() {
     assert!(r.body.get("conductors").is_some());
     // latest → max
     let r = app.get("/v1/nodes").await;
-    assert_eq!(r.header(V), Some("1.96"));
+    assert_eq!(r.header(V), Some("1.115"));
     // the service-qualified header
     let req = app
         .http
@@ -582,7 +582,7 @@ async fn version_negotiation_follows_ironic() {
     let r = app.finish(req).await;
     assert_eq!(r.header(V), Some("1.50"));
     // out of range and malformed → 406 with min/max but no version
-    for bad in ["1.115", "1.0", "2.1", "one", "1.x"] {
+    for bad in ["1.116", "1.0", "2.1", "one", "1.x"] {
         let r = app.call(Method::GET, "/v1/nodes", Some(bad), None).await;
         assert_eq!(r.status, StatusCode::NOT_ACCEPTABLE, "{bad}");
         assert_eq!(
@@ -591,7 +591,7 @@ async fn version_negotiation_follows_ironic() {
         );
         assert_eq!(
             r.header("x-openstack-ironic-api-maximum-version"),
-            Some("1.96")
+            Some("1.115")
         );
         assert_eq!(r.header(V), None);
         let inner: Value = serde_json::from_str(r.body["error_message"].as_str().unwrap()).unwrap();
@@ -600,24 +600,24 @@ async fn version_negotiation_follows_ironic() {
             inner["description"]
                 .as_str()
                 .unwrap()
-                .contains("[1.1, 1.96]"),
+                .contains("[1.1, 1.115]"),
             "{inner}"
         );
     }
     let r = app
-        .call(Method::GET, "/v1/nodes", Some("1.115"), None)
+        .call(Method::GET, "/v1/nodes", Some("1.116"), None)
         .await;
     let inner: Value = serde_json::from_str(r.body["error_message"].as_str().unwrap()).unwrap();
     assert_eq!(
         inner["description"],
-        "Version 1.115 was requested but the minor version is not supported by this service. The supported version range is: [1.1, 1.96]."
+        "Version 1.116 was requested but the minor version is not supported by this service. The supported version range is: [1.1, 1.115]."
     );
     // root document (openstacksdk discovery), with the request's host
     let r = app.call(Method::GET, "/", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["name"], "OpenStack Ironic API");
     assert_eq!(r.body["versions"][0]["min_version"], "1.1");
-    assert_eq!(r.body["default_version"]["version"], "1.96");
+    assert_eq!(r.body["default_version"]["version"], "1.115");
     assert_eq!(
         r.body["default_version"]["links"][0]["href"],
         format!("{}/v1/", app.base)
@@ -1088,7 +1088,7 @@ async fn credentials_are_required_when_configured() {
     assert!(r.fault().contains("authentication"), "{}", r.fault());
     assert_eq!(
         r.header("x-openstack-ironic-api-maximum-version"),
-        Some("1.96")
+        Some("1.115")
     );
     assert!(r.header("www-authenticate").unwrap().starts_with("Basic"));
     let req = app
@@ -1176,7 +1176,8 @@ fn supported(driver: &str, kind: InterfaceKind, name: &str) -> bool {
             InterfaceKind::Power | InterfaceKind::Management => name == "redfish",
             InterfaceKind::Boot => matches!(name, "ipxe" | "pxe"),
             InterfaceKind::Deploy => matches!(name, "direct" | "ramdisk"),
-            InterfaceKind::Network | InterfaceKind::Storage => name == "noop",
+            InterfaceKind::Network => matches!(name, "noop" | "flat"),
+            InterfaceKind::Storage => name == "noop",
             other => name == format!("no-{other}"),
         },
         _ => false,

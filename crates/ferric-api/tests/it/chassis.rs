@@ -131,3 +131,125 @@ async fn chassis_crud_and_ironics_refusals() {
         app.store.cleanup().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_name_existing_chassis_and_are_listed_under_them() {
+    for app in engines().await {
+        let c = Uuid::new_v4();
+        let unknown = Uuid::new_v4();
+        let r = app
+            .send(
+                Method::POST,
+                "/v1/nodes",
+                json!({"driver": "fake-hardware", "name": "n1", "chassis_uuid": unknown}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+        assert_eq!(r.fault(), format!("Chassis {unknown} could not be found."));
+        let r = app
+            .send(Method::POST, "/v1/chassis", json!({"uuid": c}))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        for (name, chassis) in [("n1", Some(c)), ("n2", None), ("n3", None)] {
+            let r = app
+                .send(
+                    Method::POST,
+                    "/v1/nodes",
+                    json!({"driver": "fake-hardware", "name": name, "chassis_uuid": chassis}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        }
+        let patch = |ident: &str, version: &str, ops: Value| {
+            let path = format!("/v1/nodes/{ident}");
+            let app = &app;
+            let version = version.to_string();
+            async move {
+                app.call(Method::PATCH, &path, Some(&version), Some(ops))
+                    .await
+            }
+        };
+        let r = patch(
+            "n2",
+            "latest",
+            json!([{"op": "add", "path": "/chassis_uuid", "value": unknown}]),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+        assert_eq!(r.fault(), format!("Chassis {unknown} could not be found."));
+        assert!(app.node("n2").await["chassis_uuid"].is_null());
+        let r = patch(
+            "n2",
+            "latest",
+            json!([{"op": "add", "path": "/chassis_uuid", "value": c}]),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        // Deletion refused while nodes belong to it (Ironic's ChassisNotEmpty).
+        let r = app
+            .call(Method::DELETE, &format!("/v1/chassis/{c}"), None, None)
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            r.fault(),
+            format!("Cannot complete the requested action because chassis {c} contains nodes.")
+        );
+        // The chassis' nodes, as the node list filtered on it.
+        let names = |v: &Value| -> Vec<String> {
+            let mut n: Vec<String> = v["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["name"].as_str().unwrap().to_string())
+                .collect();
+            n.sort();
+            n
+        };
+        let r = app.get(&format!("/v1/chassis/{c}/nodes")).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(names(&r.body), ["n1", "n2"]);
+        assert!(r.body["nodes"][0].get("driver").is_none());
+        let r = app.get(&format!("/v1/chassis/{c}/nodes/detail")).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(names(&r.body), ["n1", "n2"]);
+        assert_eq!(r.body["nodes"][0]["driver"], "fake-hardware");
+        assert_eq!(r.body["nodes"][0]["chassis_uuid"], json!(c));
+        let r = app.get(&format!("/v1/chassis/{c}/nodes?limit=1")).await;
+        assert_eq!(r.body["nodes"].as_array().unwrap().len(), 1);
+        assert!(r.body["next"].as_str().unwrap().contains("marker="));
+        let r = app.get(&format!("/v1/nodes?chassis_uuid={c}")).await;
+        assert_eq!(names(&r.body), ["n1", "n2"]);
+        for path in [
+            format!("/v1/chassis/{unknown}/nodes"),
+            format!("/v1/chassis/{unknown}/nodes/detail"),
+            format!("/v1/nodes?chassis_uuid={unknown}"),
+            format!("/v1/nodes/detail?chassis_uuid={unknown}"),
+        ] {
+            let r = app.get(&path).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(r.fault(), format!("Chassis {unknown} could not be found."));
+        }
+        let r = app.get("/v1/chassis/rack/nodes").await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_eq!(r.fault(), "Expected UUID for chassis_uuid: rack");
+        let r = app.get(&format!("/v1/chassis/{c}/nodes/n1")).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_eq!(r.fault(), "Malformed request URI.");
+        // Removing a node's chassis needs 1.25.
+        let remove = json!([{"op": "remove", "path": "/chassis_uuid"}]);
+        let r = patch("n1", "1.24", remove.clone()).await;
+        assert_eq!(r.status, StatusCode::NOT_ACCEPTABLE, "{}", r.body);
+        assert_eq!(app.node("n1").await["chassis_uuid"], json!(c));
+        for n in ["n1", "n2"] {
+            let r = patch(n, "1.25", remove.clone()).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        }
+        let r = app.get(&format!("/v1/chassis/{c}/nodes")).await;
+        assert_eq!(names(&r.body), Vec::<String>::new());
+        let r = app
+            .call(Method::DELETE, &format!("/v1/chassis/{c}"), None, None)
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+        app.store.cleanup().await;
+    }
+}

@@ -10,6 +10,7 @@ mod chassis;
 mod common;
 mod node_data;
 mod node_fields;
+mod node_states;
 mod portgroups;
 mod ports;
 mod props;

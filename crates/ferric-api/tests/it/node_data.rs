@@ -319,9 +319,34 @@ async fn failed_verification_is_in_the_history() {
         e["event"].as_str().unwrap().contains("BMC unreachable"),
         "{e}"
     );
-    // Fields of 1.113 (project) and 1.115 (state, ...) are not shown below them.
+    // Fields of 1.113 (project) and 1.115 (state, ...) are shown from them.
     assert_eq!(
         keys(e),
+        [
+            "conductor",
+            "created_at",
+            "duration_seconds",
+            "event",
+            "event_type",
+            "links",
+            "project",
+            "severity",
+            "state",
+            "target_provision_state",
+            "user",
+            "uuid"
+        ]
+    );
+    let old = app
+        .call(
+            Method::GET,
+            "/v1/nodes/h1/history?detail=True",
+            Some("1.112"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        keys(&old.body["history"][0]),
         [
             "conductor",
             "created_at",
@@ -594,8 +619,10 @@ async fn bios_firmware_and_inventory_from_the_store() {
         "Node nope could not be found.",
     );
 
-    // Firmware: the identity fields need 1.114 (above ferric's maximum).
-    let r = app.get("/v1/nodes/c1/firmware").await;
+    // Firmware: the identity fields need 1.114.
+    let r = app
+        .call(Method::GET, "/v1/nodes/c1/firmware", Some("1.113"), None)
+        .await;
     assert_eq!(
         r.body,
         json!({"firmware": [{
@@ -605,13 +632,28 @@ async fn bios_firmware_and_inventory_from_the_store() {
         }]})
     );
     assert!(r.body["firmware"][0]["created_at"].is_string());
+    let latest = app.get("/v1/nodes/c1/firmware").await;
+    for k in ["vendor", "model", "serial_number"] {
+        assert!(
+            latest.body["firmware"][0].get(k).is_some(),
+            "{k}: {}",
+            latest.body
+        );
+    }
     let r = app.get("/v1/nodes/c1/firmware?fields=component").await;
     assert_eq!(
         keys(&r.body["firmware"][0]),
         ["component", "created_at", "updated_at"]
     );
     assert_fault(
-        &app.get("/v1/nodes/c1/firmware?fields=component,vendor").await,
+        &app
+            .call(
+                Method::GET,
+                "/v1/nodes/c1/firmware?fields=component,vendor",
+                Some("1.113"),
+                None,
+            )
+            .await,
         StatusCode::BAD_REQUEST,
         "Fields vendor are not allowed in this API version. They require at least API version 1.114.",
     );

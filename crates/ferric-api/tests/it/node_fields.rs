@@ -7,13 +7,22 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
+/// The chassis the tests put nodes in (a node may only name a chassis
+/// that exists).
+const CHASSIS: &str = "1be26c0b-03f2-4d2e-ae87-c02d7f33c123";
+
 async fn spawn() -> App {
-    Options::new()
+    let app = Options::new()
         .locked_retry(3, Duration::from_millis(50))
         .step(Duration::from_millis(5))
         .spawn()
         .await
-        .unwrap()
+        .unwrap();
+    let r = app
+        .send(Method::POST, "/v1/chassis", json!({"uuid": CHASSIS}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    app
 }
 
 impl App {

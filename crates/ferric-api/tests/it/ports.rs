@@ -88,7 +88,7 @@ async fn crud_with_ironics_fields_and_versions() {
             r.header("location").unwrap(),
             format!("{}/v1/ports/{uuid}", app.base)
         );
-        // Latest (1.96): every field up to 1.96, none above.
+        // Latest (1.115): every field.
         assert_eq!(
             keys(&p),
             set(&[
@@ -103,6 +103,10 @@ async fn crud_with_ironics_fields_and_versions() {
                 "extra",
                 "is_smartnic",
                 "name",
+                "description",
+                "vendor",
+                "category",
+                "available_for_dynamic_portgroup",
                 "created_at",
                 "updated_at",
                 "links"
@@ -431,8 +435,15 @@ async fn lists_filter_page_and_nest() {
             assert_eq!(seen, sorted);
             assert_eq!(seen.len(), 6);
         }
-        // conductor_groups (1.99) is above 1.96: 406.
-        let r = app.get("/v1/ports?conductor_groups=x").await;
+        // conductor_groups needs 1.99: 406 below.
+        let r = app
+            .call(
+                Method::GET,
+                "/v1/ports?conductor_groups=x",
+                Some("1.98"),
+                None,
+            )
+            .await;
         assert_eq!(r.status, StatusCode::NOT_ACCEPTABLE);
         app.store.cleanup().await;
     }

@@ -390,3 +390,58 @@ async fn redfish_management_against_sushy_tools() {
     app.tm.shutdown();
     store.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redfish_boot_mode_and_secure_boot_against_sushy_tools() {
+    let Some(bmc) = Bmc::from_env() else { return };
+    let store = TestStore::open(Engine::Sqlite).await.unwrap();
+    let app = app(&store).await;
+    let (s, n) = app
+        .json(
+            reqwest::Method::POST,
+            "/v1/nodes",
+            json!({"name": "rf-bm", "driver": "redfish", "driver_info": bmc.driver_info()}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{n}");
+    for (mode, shown) in [("bios", "Legacy"), ("uefi", "UEFI")] {
+        let r = app
+            .call(
+                reqwest::Method::PUT,
+                "/v1/nodes/rf-bm/states/boot_mode",
+                Some("1.76"),
+                Some(json!({"target": mode})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+        let n = app
+            .converge("rf-bm", mode, |n| {
+                n["boot_mode"] == mode || !n["last_error"].is_null()
+            })
+            .await;
+        assert_eq!(n["boot_mode"], mode, "{n}");
+        let sys = bmc.system(&app.http).await;
+        assert_eq!(sys["Boot"]["BootSourceOverrideMode"], shown, "{sys}");
+    }
+    let sys = bmc.system(&app.http).await;
+    if sys.get("SecureBoot").is_some() {
+        for on in [true, false] {
+            let r = app
+                .call(
+                    reqwest::Method::PUT,
+                    "/v1/nodes/rf-bm/states/secure_boot",
+                    Some("1.76"),
+                    Some(json!({"target": on})),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+            let n = app
+                .converge("rf-bm", "secure boot", |n| {
+                    n["secure_boot"] == on || !n["last_error"].is_null()
+                })
+                .await;
+            assert_eq!(n["secure_boot"], on, "{n}");
+        }
+    }
+    let _ = &app.driver;
+}

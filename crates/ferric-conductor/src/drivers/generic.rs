@@ -227,6 +227,22 @@ impl Interface for NoInterface {
     }
 }
 
+/// The `flat` network interface: Ironic's VIF bookkeeping on ports and
+/// portgroups (`internal_info.tenant_vif_port_id`; the API's `vifs`
+/// resource does the attach, detach and list). ferric has no networking
+/// service, so the Neutron calls Ironic's flat makes (physical networks of
+/// a VIF, MAC and binding updates, the cleaning network) are absent: every
+/// VIF may use any physical network.
+#[derive(Debug)]
+pub struct FlatNetwork;
+
+#[async_trait]
+impl Interface for FlatNetwork {
+    fn name(&self) -> &'static str {
+        "flat"
+    }
+}
+
 /// `noop` network and storage: nothing to configure, always valid.
 #[derive(Debug)]
 pub struct NoopInterface {

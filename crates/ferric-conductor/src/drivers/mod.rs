@@ -283,6 +283,42 @@ pub trait ManagementInterface: Interface {
             self.name()
         )))
     }
+
+    /// The boot mode the node boots in (`uefi` or `bios`), `None` when
+    /// unknown. Default: Ironic's UnsupportedDriverExtension.
+    async fn get_boot_mode(&self, task: &ExclusiveTask) -> Result<Option<String>, DriverError> {
+        Err(unsupported_extension(task, "get_boot_mode"))
+    }
+
+    /// Set the boot mode (`uefi` or `bios`) for the next boot.
+    async fn set_boot_mode(&self, task: &ExclusiveTask, mode: &str) -> Result<(), DriverError> {
+        let _ = mode;
+        Err(unsupported_extension(task, "set_boot_mode"))
+    }
+
+    /// Whether UEFI secure boot is on.
+    async fn get_secure_boot_state(&self, task: &ExclusiveTask) -> Result<bool, DriverError> {
+        Err(unsupported_extension(task, "get_secure_boot_state"))
+    }
+
+    /// Turn UEFI secure boot on or off.
+    async fn set_secure_boot_state(
+        &self,
+        task: &ExclusiveTask,
+        enabled: bool,
+    ) -> Result<(), DriverError> {
+        let _ = enabled;
+        Err(unsupported_extension(task, "set_secure_boot_state"))
+    }
+}
+
+/// Ironic's UnsupportedDriverExtension for the task's node, as a permanent
+/// driver error.
+pub fn unsupported_extension(task: &ExclusiveTask, extension: &str) -> DriverError {
+    DriverError::permanent(format!(
+        "Driver {} does not support {extension} (disabled or not implemented).",
+        task.node().driver
+    ))
 }
 
 /// Boot: how the node gets to the deploy ramdisk and to its instance.

@@ -165,6 +165,11 @@ impl Bmc {
     fn system_url(&self) -> String {
         format!("{}{}", self.address, self.system_id)
     }
+
+    /// A resource path the BMC linked (`@odata.id`) as a URL on this BMC.
+    fn resolve(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
 }
 
 /// The redfish hardware type.
@@ -449,6 +454,28 @@ impl Redfish {
         self.wait_power(&bmc, end).await
     }
 
+    /// The system's SecureBoot resource; Ironic's UnsupportedDriverExtension
+    /// when the system has none.
+    async fn secure_boot_url(
+        &self,
+        bmc: &Bmc,
+        task: &ExclusiveTask,
+    ) -> Result<String, DriverError> {
+        let system = self
+            .call(
+                bmc,
+                "get secure boot",
+                reqwest::Method::GET,
+                &bmc.system_url(),
+                None,
+            )
+            .await?;
+        let Some(path) = system["SecureBoot"]["@odata.id"].as_str() else {
+            return Err(super::unsupported_extension(task, "secure boot"));
+        };
+        Ok(bmc.resolve(path))
+    }
+
     async fn boot(
         &self,
         node: &Node,
@@ -534,6 +561,77 @@ impl ManagementInterface for Redfish {
 
     fn supports_inject_nmi(&self) -> bool {
         true
+    }
+
+    /// `Boot.BootSourceOverrideMode` (`UEFI` → `uefi`, `Legacy` → `bios`).
+    async fn get_boot_mode(&self, task: &ExclusiveTask) -> Result<Option<String>, DriverError> {
+        let bmc = Bmc::from_node(task.node()).map_err(DriverError::permanent)?;
+        let system = self
+            .call(
+                &bmc,
+                "get boot mode",
+                reqwest::Method::GET,
+                &bmc.system_url(),
+                None,
+            )
+            .await?;
+        Ok(match system["Boot"]["BootSourceOverrideMode"].as_str() {
+            Some("UEFI") => Some("uefi".to_string()),
+            Some("Legacy") => Some("bios".to_string()),
+            _ => None,
+        })
+    }
+
+    /// PATCH `Boot.BootSourceOverrideMode` (sushy's `set_system_boot_options(mode=...)`).
+    async fn set_boot_mode(&self, task: &ExclusiveTask, mode: &str) -> Result<(), DriverError> {
+        let bmc = Bmc::from_node(task.node()).map_err(DriverError::permanent)?;
+        let value = if mode == "uefi" { "UEFI" } else { "Legacy" };
+        self.call(
+            &bmc,
+            "set boot mode",
+            reqwest::Method::PATCH,
+            &bmc.system_url(),
+            Some(&json!({"Boot": {"BootSourceOverrideMode": value}})),
+        )
+        .await
+        .map_err(|e| DriverError {
+            message: format!(
+                "Setting boot mode to {mode} failed for node {}. Error: {}",
+                task.node().uuid,
+                e.message
+            ),
+            ..e
+        })?;
+        Ok(())
+    }
+
+    /// `SecureBoot.SecureBootEnable` of the system's SecureBoot resource.
+    async fn get_secure_boot_state(&self, task: &ExclusiveTask) -> Result<bool, DriverError> {
+        let bmc = Bmc::from_node(task.node()).map_err(DriverError::permanent)?;
+        let url = self.secure_boot_url(&bmc, task).await?;
+        let sb = self
+            .call(&bmc, "get secure boot", reqwest::Method::GET, &url, None)
+            .await?;
+        Ok(sb["SecureBootEnable"].as_bool().unwrap_or(false))
+    }
+
+    /// PATCH `SecureBootEnable` on the SecureBoot resource.
+    async fn set_secure_boot_state(
+        &self,
+        task: &ExclusiveTask,
+        enabled: bool,
+    ) -> Result<(), DriverError> {
+        let bmc = Bmc::from_node(task.node()).map_err(DriverError::permanent)?;
+        let url = self.secure_boot_url(&bmc, task).await?;
+        self.call(
+            &bmc,
+            "set secure boot",
+            reqwest::Method::PATCH,
+            &url,
+            Some(&json!({"SecureBootEnable": enabled})),
+        )
+        .await?;
+        Ok(())
     }
 
     /// `ComputerSystem.Reset` with `ResetType: Nmi` (sushy's `RESET_NMI`);

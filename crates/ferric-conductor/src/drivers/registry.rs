@@ -13,7 +13,9 @@
 //!   type supports that is enabled.
 
 use super::fake::{FakeDeploy, FakeHardware, FakeOptional};
-use super::generic::{DirectDeploy, NoInterface, NoopInterface, PxeBoot, RamdiskDeploy};
+use super::generic::{
+    DirectDeploy, FlatNetwork, NoInterface, NoopInterface, PxeBoot, RamdiskDeploy,
+};
 use super::redfish::Redfish;
 use super::{
     BootInterface, DeployInterface, Interface, InterfaceKind, ManagementInterface, PowerInterface,
@@ -81,7 +83,7 @@ hardware_config! {
     Firmware => enabled_firmware_interfaces, default_firmware_interface, ["fake", "no-firmware"];
     Inspect => enabled_inspect_interfaces, default_inspect_interface, ["fake", "no-inspect"];
     Management => enabled_management_interfaces, default_management_interface, ["fake", "redfish"];
-    Network => enabled_network_interfaces, default_network_interface, ["noop"];
+    Network => enabled_network_interfaces, default_network_interface, ["flat", "noop"];
     Power => enabled_power_interfaces, default_power_interface, ["fake", "redfish"];
     Raid => enabled_raid_interfaces, default_raid_interface, ["fake", "no-raid"];
     Rescue => enabled_rescue_interfaces, default_rescue_interface, ["fake", "no-rescue"];
@@ -132,7 +134,10 @@ fn builtin_types() -> BTreeMap<&'static str, HardwareType> {
     let mut redfish = BTreeMap::new();
     for kind in K::ALL {
         let (f, r): (Vec<&'static str>, Vec<&'static str>) = match kind {
-            K::Network | K::Storage => (vec!["noop"], vec!["noop"]),
+            // Ironic's generic types support flat and noop; its default is
+            // noop without a Neutron DHCP provider, which ferric never has.
+            K::Network => (vec!["noop", "flat"], vec!["noop", "flat"]),
+            K::Storage => (vec!["noop"], vec!["noop"]),
             K::Power | K::Management => (vec!["fake"], vec!["redfish"]),
             K::Boot => (vec!["fake"], vec!["ipxe", "pxe"]),
             K::Deploy => (vec!["fake"], vec!["direct", "ramdisk"]),
@@ -354,6 +359,9 @@ impl Drivers {
                     impls
                         .other
                         .insert((kind, "noop"), Arc::new(NoopInterface::new(kind)));
+                    if kind == InterfaceKind::Network {
+                        impls.other.insert((kind, "flat"), Arc::new(FlatNetwork));
+                    }
                 }
                 InterfaceKind::Power
                 | InterfaceKind::Management

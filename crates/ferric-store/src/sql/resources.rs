@@ -230,6 +230,17 @@ impl SqlStore {
                 ));
             }
         }
+        if let Some(shards) = &q.node_shards {
+            if shards.is_empty() {
+                sql.push_str(" AND 1 = 0");
+            } else {
+                let marks: Vec<String> = shards.iter().map(|g| bind(g.clone())).collect();
+                sql.push_str(&format!(
+                    " AND node_uuid IN (SELECT uuid FROM nodes WHERE shard IN ({}))",
+                    marks.join(", ")
+                ));
+            }
+        }
         match q.sort {
             ResourceSort::Uuid => sql.push_str(&format!(" ORDER BY uuid{collate} {dir}")),
             ResourceSort::CreatedAt => {
