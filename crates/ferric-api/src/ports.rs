@@ -747,6 +747,10 @@ async fn list_ports(
         ],
         &["extra", "internal_info", "local_link_connection"],
     )?;
+    if let Some(u) = &q.node_uuid {
+        // Ironic checks the format before anything else, nested lists too.
+        resource::uuid_param("node_uuid", u)?;
+    }
     let node_filter: Option<String> = match (&parent, &q.node_uuid, &q.node) {
         (Parent::Node(n), _, _) => Some(n.clone()),
         (_, Some(u), _) => Some(resource::uuid_param("node_uuid", u)?.to_string()),
@@ -1173,11 +1177,11 @@ pub(crate) fn openapi_paths() -> Map<String, Value> {
     pg_nested.insert(0, pg_param);
     let mut m = Map::new();
     m.insert("/v1/ports".into(), json!({
-        "get": {"summary": "List ports", "parameters": list_params, "responses": common(json!({"200": ok("{ports, next?}")}))},
+        "get": {"summary": "List ports", "parameters": list_params, "responses": common(json!({"200": ok("{ports, next?}"), "403": err("More than one of node, portgroup and shard (Ironic: operation not permitted)")}))},
         "post": {"summary": "Create a port", "requestBody": body, "responses": common(json!({"201": ok("The port")}))},
     }));
     m.insert("/v1/ports/detail".into(), json!({
-        "get": {"summary": "List ports with every field", "parameters": list_params, "responses": common(json!({"200": ok("{ports, next?}")}))},
+        "get": {"summary": "List ports with every field", "parameters": list_params, "responses": common(json!({"200": ok("{ports, next?}"), "403": err("More than one of node, portgroup and shard (Ironic: operation not permitted)")}))},
     }));
     m.insert("/v1/ports/{ident}".into(), json!({
         "get": {"summary": "Show a port", "parameters": [port_param, {"name": "fields", "in": "query", "schema": {"type": "string"}}], "responses": common(json!({"200": ok("The port")}))},

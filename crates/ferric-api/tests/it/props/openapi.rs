@@ -420,12 +420,14 @@ fn fuzz(engine: ferric_store::testing::Engine, cases: u32) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x0a91_5eed_u64);
+    let mut statuses = std::collections::BTreeMap::new();
     for case in 0..cases {
         let mut rng = Rng(base ^ u64::from(case).wrapping_mul(0x2545_f491_4f6c_dd1d));
         let op = &ops[rng.below(ops.len())];
         let (req, broken) = build(&mut rng, op, &ids, &names);
         let (status, body) = h.send(&req);
         let code = status.as_u16();
+        *statuses.entry(code).or_insert(0u32) += 1;
         let what = format!("{} {}", req.method, req.path);
         let mut disagree = |kind: String, detail: String| {
             found
@@ -454,6 +456,10 @@ fn fuzz(engine: ferric_store::testing::Engine, cases: u32) {
             }
         }
     }
+    eprintln!(
+        "{engine:?}: {cases} requests over {} operations, statuses {statuses:?}",
+        ops.len()
+    );
     let report: Vec<String> = found
         .iter()
         .map(|((m, p, k), ex)| format!("{m} {p}: {k}\n    {ex}"))
