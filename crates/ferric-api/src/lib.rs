@@ -20,6 +20,7 @@
 pub mod agent;
 pub mod auth;
 pub mod chassis;
+pub mod deploy_templates;
 pub mod error;
 pub mod extract;
 pub(crate) mod fields;
@@ -244,6 +245,7 @@ fn v1_routes() -> Router<ApiState> {
         .merge(ports::routes())
         .merge(portgroups::routes())
         .merge(chassis::routes())
+        .merge(deploy_templates::routes())
         .merge(node_sub::routes())
 }
 

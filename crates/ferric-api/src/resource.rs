@@ -489,6 +489,14 @@ pub fn render_resource(r: &Resource, base: &BaseUrl, v: Version) -> Value {
             &crate::chassis::Chassis::from_resource(r.clone()),
             base,
         )),
+        ResourceKind::DeployTemplate => Ok(crate::deploy_templates::render(
+            &crate::deploy_templates::DeployTemplate::from_resource(r.clone()),
+            base,
+        )),
+        ResourceKind::Runbook
+        | ResourceKind::VolumeConnector
+        | ResourceKind::VolumeTarget
+        | ResourceKind::InspectionRule => Ok(Map::new()),
     };
     rendered.map_or(Value::Null, Value::Object)
 }
