@@ -33,6 +33,7 @@ pub mod portgroups;
 pub mod ports;
 pub mod render;
 pub mod resource;
+pub mod runbooks;
 pub mod states;
 pub(crate) mod traits;
 pub mod version;
@@ -246,6 +247,7 @@ fn v1_routes() -> Router<ApiState> {
         .merge(portgroups::routes())
         .merge(chassis::routes())
         .merge(deploy_templates::routes())
+        .merge(runbooks::routes())
         .merge(node_sub::routes())
 }
 

@@ -493,8 +493,11 @@ pub fn render_resource(r: &Resource, base: &BaseUrl, v: Version) -> Value {
             &crate::deploy_templates::DeployTemplate::from_resource(r.clone()),
             base,
         )),
-        ResourceKind::Runbook
-        | ResourceKind::VolumeConnector
+        ResourceKind::Runbook => Ok(crate::runbooks::render(
+            &crate::runbooks::Runbook::from_resource(r.clone()),
+            base,
+        )),
+        ResourceKind::VolumeConnector
         | ResourceKind::VolumeTarget
         | ResourceKind::InspectionRule => Ok(Map::new()),
     };

@@ -16,3 +16,4 @@ mod ports;
 mod props;
 mod reconcile;
 mod redfish;
+mod runbooks;
