@@ -72,3 +72,58 @@ conn.patch_deploy_template(st, [{"op": "replace", "path": "/name", "value": "CUS
 expect_eq("sdk patch_deploy_template", conn.get_deploy_template("CUSTOM_SDK_2").id, st.id)
 conn.delete_deploy_template(st, ignore_missing=False)
 expect_eq("sdk delete_deploy_template", list(conn.deploy_templates()), [])
+
+# ----- runbooks (1.92) -------------------------------------------------------
+import time
+
+RB_FIELDS = {"uuid", "name", "steps", "extra", "public", "owner", "disable_ramdisk",
+             "created_at", "updated_at", "links"}
+rb_steps = [{"interface": "bios", "step": "apply_configuration", "order": 1,
+             "args": {"settings": [{"name": "BootMode", "value": "Uefi"}]}}]
+rb = bm("runbook", "create", "--name", "CUSTOM_BIOS_UEFI", "--steps", json.dumps(rb_steps),
+        "--owner", "proj-a", "--extra", "k=v")
+expect_eq("cli runbook create: steps", rb["steps"], rb_steps)
+expect_eq("cli runbook create: owner/public", (rb["owner"], rb["public"]), ("proj-a", False))
+_, _, raw = http("GET", f"/v1/runbooks/{rb['uuid']}")
+expect_keys("http runbook show", raw, RB_FIELDS)
+expect_eq("cli runbook list", [r["name"] for r in bm("runbook", "list")], ["CUSTOM_BIOS_UEFI"])
+bm("runbook", "set", "CUSTOM_BIOS_UEFI", "--extra", "k2=v2", json_out=False)
+bm("runbook", "unset", "CUSTOM_BIOS_UEFI", "--owner", json_out=False)
+shown = bm("runbook", "show", "CUSTOM_BIOS_UEFI")
+expect_eq("cli runbook set/unset", (shown["extra"], shown["owner"]), ({"k": "v", "k2": "v2"}, None))
+bm_fails("runbook", "create", "--name", "CUSTOM_BIOS_UEFI", "--steps", json.dumps(rb_steps),
+         contains="A runbook with name CUSTOM_BIOS_UEFI already exists.")
+ok("cli duplicate runbook refused")
+expect_error("runbook too old", "GET", "/v1/runbooks", 404, "The API version does not allow runbooks",
+             version="1.91")
+expect_error("runbook step without order", "POST", "/v1/runbooks", 400,
+             "Schema error for runbook: 'order' is a required property",
+             {"name": "CUSTOM_X", "steps": [{"interface": "bios", "step": "factory_reset"}]})
+expect_error("unknown runbook", "GET", "/v1/runbooks/CUSTOM_NOPE", 404, "Runbook CUSTOM_NOPE could not be found.")
+
+# Manual cleaning with the runbook: refused until the node carries its name
+# as a trait, then its steps run.
+node = bm("node", "create", "--driver", "fake-hardware", "--name", "rb-node")
+bm("node", "manage", "rb-node", json_out=False)
+deadline = time.monotonic() + 60
+while bm("node", "show", "rb-node")["provision_state"] != "manageable":
+    check(time.monotonic() < deadline, "rb-node never became manageable")
+    time.sleep(0.2)
+bm_fails("node", "clean", "rb-node", "--runbook", "CUSTOM_BIOS_UEFI",
+         contains="This runbook has not been approved for use on this node")
+ok("cli clean with an unapproved runbook refused")
+bm("node", "add", "trait", "rb-node", "CUSTOM_BIOS_UEFI", json_out=False)
+bm("node", "clean", "rb-node", "--runbook", "CUSTOM_BIOS_UEFI", "--wait", "60", json_out=False)
+bios = bm("node", "bios", "setting", "list", "rb-node")
+expect_eq("runbook steps ran", [(b["setting name"] if "setting name" in b else b["name"], b.get("value")) for b in bios],
+          [("BootMode", "Uefi")])
+
+conn = sdk()
+srb = conn.create_runbook(name="CUSTOM_SDK_RB", steps=rb_steps, public=True)
+expect_eq("sdk create_runbook", (srb.name, srb.public), ("CUSTOM_SDK_RB", True))
+expect_eq("sdk runbooks", sorted(x.name for x in conn.runbooks()), ["CUSTOM_BIOS_UEFI", "CUSTOM_SDK_RB"])
+conn.update_runbook(srb, extra={"z": 1})
+expect_eq("sdk update_runbook", conn.get_runbook(srb.id).extra, {"z": 1})
+conn.delete_runbook(srb, ignore_missing=False)
+bm("runbook", "delete", "CUSTOM_BIOS_UEFI", json_out=False)
+expect_eq("runbooks deleted", list(conn.runbooks()), [])
