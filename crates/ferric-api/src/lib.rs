@@ -37,6 +37,7 @@ pub mod runbooks;
 pub mod states;
 pub(crate) mod traits;
 pub mod version;
+pub mod volume;
 
 pub use error::ApiError;
 pub use patch::{apply_patch, PatchOp};
@@ -248,6 +249,7 @@ fn v1_routes() -> Router<ApiState> {
         .merge(chassis::routes())
         .merge(deploy_templates::routes())
         .merge(runbooks::routes())
+        .merge(volume::routes())
         .merge(node_sub::routes())
 }
 

@@ -497,9 +497,15 @@ pub fn render_resource(r: &Resource, base: &BaseUrl, v: Version) -> Value {
             &crate::runbooks::Runbook::from_resource(r.clone()),
             base,
         )),
-        ResourceKind::VolumeConnector
-        | ResourceKind::VolumeTarget
-        | ResourceKind::InspectionRule => Ok(Map::new()),
+        ResourceKind::VolumeConnector => {
+            crate::volume::Volume::from_resource(crate::volume::Vol::Connector, r.clone())
+                .map(|d| crate::volume::render(&d, base))
+        }
+        ResourceKind::VolumeTarget => {
+            crate::volume::Volume::from_resource(crate::volume::Vol::Target, r.clone())
+                .map(|d| crate::volume::render(&d, base))
+        }
+        ResourceKind::InspectionRule => Ok(Map::new()),
     };
     rendered.map_or(Value::Null, Value::Object)
 }

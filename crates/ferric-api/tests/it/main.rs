@@ -17,3 +17,4 @@ mod props;
 mod reconcile;
 mod redfish;
 mod runbooks;
+mod volume;
