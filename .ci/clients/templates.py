@@ -127,3 +127,63 @@ expect_eq("sdk update_runbook", conn.get_runbook(srb.id).extra, {"z": 1})
 conn.delete_runbook(srb, ignore_missing=False)
 bm("runbook", "delete", "CUSTOM_BIOS_UEFI", json_out=False)
 expect_eq("runbooks deleted", list(conn.runbooks()), [])
+
+# ----- volume connectors and targets (1.32) ----------------------------------
+vnode = bm("node", "create", "--driver", "fake-hardware", "--name", "vol-node")["uuid"]
+VC_FIELDS = {"uuid", "node_uuid", "type", "connector_id", "extra", "created_at", "updated_at", "links"}
+vc = bm("volume", "connector", "create", "--node", vnode, "--type", "iqn",
+        "--connector-id", "iqn.2017-07.org.openstack:01:d9a51732c3f", "--extra", "a=b")
+expect_eq("cli volume connector create", (vc["node_uuid"], vc["type"], vc["extra"]), (vnode, "iqn", {"a": "b"}))
+_, _, raw = http("GET", f"/v1/volume/connectors/{vc['uuid']}")
+expect_keys("http volume connector show", raw, VC_FIELDS)
+expect_eq("cli volume connector list --node",
+          [r["uuid"] for r in bm("volume", "connector", "list", "--node", "vol-node")], [vc["uuid"]])
+bm_fails("volume", "connector", "create", "--node", vnode, "--type", "iqn",
+         "--connector-id", "iqn.2017-07.org.openstack:01:d9a51732c3f",
+         contains="A volume connector with type iqn and connector ID iqn.2017-07.org.openstack:01:d9a51732c3f already exists.")
+ok("cli duplicate connector refused")
+bm_fails("volume", "connector", "set", vc["uuid"], "--extra", "c=d",
+         contains="can not be performed on node")
+ok("cli connector update refused while the node is not powered off")
+bm("node", "power", "off", "vol-node", json_out=False)
+deadline = time.monotonic() + 60
+while bm("node", "show", "vol-node")["power_state"] != "power off":
+    check(time.monotonic() < deadline, "vol-node never powered off")
+    time.sleep(0.2)
+bm("volume", "connector", "set", vc["uuid"], "--extra", "c=d", json_out=False)
+bm("volume", "connector", "unset", vc["uuid"], "--extra", "a", json_out=False)
+expect_eq("cli volume connector set/unset", bm("volume", "connector", "show", vc["uuid"])["extra"], {"c": "d"})
+
+VT_FIELDS = {"uuid", "node_uuid", "volume_type", "boot_index", "volume_id", "properties", "extra",
+             "created_at", "updated_at", "links"}
+vt = bm("volume", "target", "create", "--node", vnode, "--type", "iscsi", "--boot-index", "0",
+        "--volume-id", "04452bed-5367-4202-8bf5-de4335ac56d2", "--property", "target_lun=0")
+expect_eq("cli volume target create", (vt["boot_index"], vt["properties"]), (0, {"target_lun": 0}))
+_, _, raw = http("GET", f"/v1/volume/targets/{vt['uuid']}")
+expect_keys("http volume target show", raw, VT_FIELDS)
+bm_fails("volume", "target", "create", "--node", vnode, "--type", "iscsi", "--boot-index", "0",
+         "--volume-id", "x", contains="A volume target with boot index '0' for the same node already exists.")
+ok("cli duplicate boot index refused")
+bm("volume", "target", "set", vt["uuid"], "--boot-index", "1", json_out=False)
+expect_eq("cli volume target set", bm("volume", "target", "show", vt["uuid"])["boot_index"], 1)
+expect_eq("nested list", [t["uuid"] for t in http("GET", "/v1/nodes/vol-node/volume/targets")[2]["targets"]],
+          [vt["uuid"]])
+expect_error("volume too old", "GET", "/v1/volume/connectors", 404, "The API is not supported for this version",
+             version="1.31")
+expect_error("connector on unknown node", "POST", "/v1/volume/connectors", 400,
+             "Invalid input for field/attribute node_uuid.",
+             {"node_uuid": "00000000-0000-0000-0000-0000000000aa", "type": "ip", "connector_id": "192.0.2.9"})
+expect_error("unknown node list", "GET", "/v1/nodes/nope/volume/connectors", 404, "Node nope could not be found.")
+
+conn = sdk()
+sc = conn.create_volume_connector(node_id=vnode, type="wwpn", connector_id="50:01:43:80:12:34:56:78")
+expect_eq("sdk volume_connectors", sorted(c.type for c in conn.volume_connectors(details=True)), ["iqn", "wwpn"])
+conn.update_volume_connector(sc, extra={"x": "y"})
+expect_eq("sdk update_volume_connector", conn.get_volume_connector(sc.id).extra, {"x": "y"})
+conn.delete_volume_connector(sc, ignore_missing=False)
+st2 = conn.create_volume_target(node_id=vnode, volume_type="iscsi", boot_index=2, volume_id="vol-2")
+expect_eq("sdk volume_targets", sorted(t.boot_index for t in conn.volume_targets(details=True)), [1, 2])
+conn.delete_volume_target(st2, ignore_missing=False)
+bm("volume", "target", "delete", vt["uuid"], json_out=False)
+bm("volume", "connector", "delete", vc["uuid"], json_out=False)
+expect_eq("volume resources deleted", (list(conn.volume_connectors()), list(conn.volume_targets())), ([], []))
