@@ -24,6 +24,7 @@ pub mod deploy_templates;
 pub mod error;
 pub mod extract;
 pub(crate) mod fields;
+pub mod inspection_rules;
 pub mod metrics;
 pub mod misc;
 pub mod node_sub;
@@ -250,6 +251,7 @@ fn v1_routes() -> Router<ApiState> {
         .merge(deploy_templates::routes())
         .merge(runbooks::routes())
         .merge(volume::routes())
+        .merge(inspection_rules::routes())
         .merge(node_sub::routes())
 }
 

@@ -456,6 +456,7 @@ pub async fn openapi(base: BaseUrl) -> Json<Value> {
         paths.extend(crate::deploy_templates::openapi_paths());
         paths.extend(crate::runbooks::openapi_paths());
         paths.extend(crate::volume::openapi_paths());
+        paths.extend(crate::inspection_rules::openapi_paths());
         paths.extend(crate::node_sub::openapi_paths());
     }
     Json(doc)

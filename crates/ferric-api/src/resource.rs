@@ -505,7 +505,10 @@ pub fn render_resource(r: &Resource, base: &BaseUrl, v: Version) -> Value {
             crate::volume::Volume::from_resource(crate::volume::Vol::Target, r.clone())
                 .map(|d| crate::volume::render(&d, base))
         }
-        ResourceKind::InspectionRule => Ok(Map::new()),
+        ResourceKind::InspectionRule => Ok(crate::inspection_rules::render(
+            &crate::inspection_rules::InspectionRule::from_resource(r.clone()),
+            base,
+        )),
     };
     rendered.map_or(Value::Null, Value::Object)
 }

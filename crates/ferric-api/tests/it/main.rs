@@ -9,6 +9,7 @@ mod api;
 mod chassis;
 mod common;
 mod deploy_templates;
+mod inspection_rules;
 mod node_data;
 mod node_fields;
 mod portgroups;
