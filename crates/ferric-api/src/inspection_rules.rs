@@ -316,8 +316,6 @@ fn check_schema(doc: &Map<String, Value>, prefix: &str) -> Result<(), ApiError> 
     let action_names: Vec<String> = ACTIONS.iter().map(|a| a.0.to_string()).collect();
     let mut op_names: Vec<String> = OPERATORS.iter().map(|o| o.0.to_string()).collect();
     op_names.extend(OPERATORS.iter().map(|o| format!("!{}", o.0)));
-    items(&actions, action_names, false).map_err(err)?;
-    items(&conditions, op_names, true).map_err(err)?;
     match doc.get("description") {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) if s.chars().count() > 255 => {
@@ -371,6 +369,10 @@ fn check_schema(doc: &Map<String, Value>, prefix: &str) -> Result<(), ApiError> 
             )))
         }
     }
+    // Errors deeper in the document rank below the top-level ones
+    // (jsonschema's best_match).
+    items(&actions, action_names, false).map_err(err)?;
+    items(&conditions, op_names, true).map_err(err)?;
     Ok(())
 }
 
