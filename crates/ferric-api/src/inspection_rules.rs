@@ -344,11 +344,10 @@ fn check_schema(doc: &Map<String, Value>, prefix: &str) -> Result<(), ApiError> 
     }
     match doc.get("priority") {
         None => {}
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
-            if n.as_i64().is_some_and(|p| p < 0) {
-                return Err(err(format!("{n} is less than the minimum of 0")));
-            }
+        Some(Value::Number(n)) if n.as_i64().is_some_and(|p| p < 0) => {
+            return Err(err(format!("{n} is less than the minimum of 0")));
         }
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {}
         Some(other) => return Err(err(format!("{} is not of type 'integer'", py_repr(other)))),
     }
     match doc.get("sensitive") {
@@ -453,7 +452,11 @@ fn validate_rule(doc: &mut Map<String, Value>) -> Result<(), ApiError> {
             }
         ));
     }
-    let priority = doc.get("priority").and_then(Value::as_i64).unwrap_or(0);
+    // A priority beyond i64 (the schema let any non-negative integer by)
+    // is above the bound too.
+    let priority = doc
+        .get("priority")
+        .map_or(0, |p| p.as_i64().unwrap_or(i64::MAX));
     if priority > 9999 {
         errors.push("Priority must be between 0 and 9999 for user-defined rules.".into());
     }

@@ -284,7 +284,7 @@ fn validate(doc: &Map<String, Value>, what: &str) -> Result<Validated, ApiError>
 /// Ironic's messages for this kind's store errors.
 fn store_error(e: StoreError) -> ApiError {
     match e {
-        StoreError::ResourceDuplicate { field, value, .. } if field == "name" => {
+        StoreError::ResourceDuplicate { field: "name", value, .. } => {
             ApiError::conflict_409(format!("A runbook with name {value} already exists."))
         }
         StoreError::ResourceDuplicate { value, .. } => {
