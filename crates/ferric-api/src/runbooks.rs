@@ -284,9 +284,11 @@ fn validate(doc: &Map<String, Value>, what: &str) -> Result<Validated, ApiError>
 /// Ironic's messages for this kind's store errors.
 fn store_error(e: StoreError) -> ApiError {
     match e {
-        StoreError::ResourceDuplicate { field: "name", value, .. } => {
-            ApiError::conflict_409(format!("A runbook with name {value} already exists."))
-        }
+        StoreError::ResourceDuplicate {
+            field: "name",
+            value,
+            ..
+        } => ApiError::conflict_409(format!("A runbook with name {value} already exists.")),
         StoreError::ResourceDuplicate { value, .. } => {
             ApiError::conflict_409(format!("A runbook with UUID {value} already exists."))
         }
