@@ -20,9 +20,11 @@
 pub mod agent;
 pub mod auth;
 pub mod chassis;
+pub mod deploy_templates;
 pub mod error;
 pub mod extract;
 pub(crate) mod fields;
+pub mod inspection_rules;
 pub mod metrics;
 pub mod misc;
 pub mod node_states;
@@ -33,10 +35,12 @@ pub mod portgroups;
 pub mod ports;
 pub mod render;
 pub mod resource;
+pub mod runbooks;
 pub mod states;
 pub(crate) mod traits;
 pub mod version;
 pub mod vifs;
+pub mod volume;
 
 pub use error::ApiError;
 pub use patch::{apply_patch, PatchOp};
@@ -248,6 +252,10 @@ fn v1_routes() -> Router<ApiState> {
         .merge(chassis::routes())
         .merge(vifs::routes())
         .merge(node_states::routes())
+        .merge(deploy_templates::routes())
+        .merge(runbooks::routes())
+        .merge(volume::routes())
+        .merge(inspection_rules::routes())
         .merge(node_sub::routes())
 }
 

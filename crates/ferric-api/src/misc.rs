@@ -471,6 +471,10 @@ pub async fn openapi(base: BaseUrl) -> Json<Value> {
         paths.extend(crate::chassis::openapi_paths());
         paths.extend(crate::vifs::openapi_paths());
         paths.extend(crate::node_states::openapi_paths());
+        paths.extend(crate::deploy_templates::openapi_paths());
+        paths.extend(crate::runbooks::openapi_paths());
+        paths.extend(crate::volume::openapi_paths());
+        paths.extend(crate::inspection_rules::openapi_paths());
         paths.extend(crate::node_sub::openapi_paths());
     }
     Json(doc)

@@ -120,7 +120,7 @@ fn gated(id: &str, v: Version, min: u32) -> Result<NodeIdent, ApiError> {
 }
 
 /// Python's `repr` of a JSON value, as Ironic's messages print it.
-fn py_repr(v: &Value) -> String {
+pub(crate) fn py_repr(v: &Value) -> String {
     match v {
         Value::Null => "None".into(),
         Value::Bool(true) => "True".into(),

@@ -506,6 +506,26 @@ pub fn render_resource(r: &Resource, base: &BaseUrl, v: Version) -> Value {
             &crate::chassis::Chassis::from_resource(r.clone()),
             base,
         )),
+        ResourceKind::DeployTemplate => Ok(crate::deploy_templates::render(
+            &crate::deploy_templates::DeployTemplate::from_resource(r.clone()),
+            base,
+        )),
+        ResourceKind::Runbook => Ok(crate::runbooks::render(
+            &crate::runbooks::Runbook::from_resource(r.clone()),
+            base,
+        )),
+        ResourceKind::VolumeConnector => {
+            crate::volume::Volume::from_resource(crate::volume::Vol::Connector, r.clone())
+                .map(|d| crate::volume::render(&d, base))
+        }
+        ResourceKind::VolumeTarget => {
+            crate::volume::Volume::from_resource(crate::volume::Vol::Target, r.clone())
+                .map(|d| crate::volume::render(&d, base))
+        }
+        ResourceKind::InspectionRule => Ok(crate::inspection_rules::render(
+            &crate::inspection_rules::InspectionRule::from_resource(r.clone()),
+            base,
+        )),
     };
     rendered.map_or(Value::Null, Value::Object)
 }

@@ -204,10 +204,16 @@ pub async fn set_provision(
         ));
     }
 
+    let clean_steps = match &body.runbook {
+        Some(rb) => {
+            crate::runbooks::provision_steps(&st, v, &ident, event, rb, body.clean_steps).await?
+        }
+        None => body.clean_steps,
+    };
     let action = Action {
         event,
         verb: target.to_string(),
-        clean_steps: body.clean_steps,
+        clean_steps,
         deploy_steps: body.deploy_steps,
         configdrive: body.configdrive,
     };

@@ -46,7 +46,8 @@ macro_rules! for_each_conformance_test {
             resources_go_with_their_node_and_feed_the_changes,
             resources_list_filters_sort_and_pages,
             resources_updates_are_conditional,
-            resources_racing_creates_one_winner
+            resources_racing_creates_one_winner,
+            resources_of_every_kind_are_stored_and_go_with_their_node
         );
     };
 }
@@ -1838,4 +1839,80 @@ pub async fn resources_racing_creates_one_winner(store: Arc<dyn Store>) {
         }
     }
     assert_eq!(won, 1);
+}
+
+/// Every kind has its table (migration 0004, 0007): a name, a key and a
+/// node per kind round-trip, names and keys are unique per kind only, and
+/// deleting the node deletes its resources of every kind, each with a
+/// `deleted` feed entry.
+pub async fn resources_of_every_kind_are_stored_and_go_with_their_node(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    register(s, "cond-a").await;
+    let n = node(s, "n").await;
+    let mut made = Vec::new();
+    for kind in ResourceKind::ALL {
+        let r = s
+            .create_resource(
+                kind,
+                NewResource {
+                    name: Some("CUSTOM_SAME".into()),
+                    node: Some(n),
+                    key: Some("same-key".into()),
+                    body: serde_json::json!({"kind": kind.as_str()})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.kind, kind);
+        assert_eq!(
+            s.get_resource(kind, &NodeIdent::Name("CUSTOM_SAME".into()))
+                .await
+                .unwrap(),
+            r
+        );
+        let dup = s
+            .create_resource(
+                kind,
+                NewResource {
+                    name: Some("CUSTOM_SAME".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(dup, StoreError::ResourceDuplicate { field: "name", .. }),
+            "{kind}: {dup:?}"
+        );
+        made.push(r);
+    }
+    let since = s
+        .changes_since(0, 10_000)
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .revision;
+    let t = s.try_acquire(n, &claim("cond-a", "delete")).await.unwrap();
+    s.delete_node(&t).await.unwrap();
+    for r in &made {
+        assert!(matches!(
+            s.get_resource(r.kind, &r.uuid.into()).await.unwrap_err(),
+            StoreError::ResourceNotFound { .. }
+        ));
+    }
+    let deleted: Vec<ResourceKind> = s
+        .changes_since(since, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| c.resource.map(|r| r.kind))
+        .collect();
+    for kind in ResourceKind::ALL {
+        assert!(deleted.contains(&kind), "no deleted entry for {kind}");
+    }
 }

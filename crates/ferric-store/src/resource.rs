@@ -17,19 +17,30 @@ use uuid::Uuid;
 
 /// The kinds of secondary resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum ResourceKind {
     Port,
     Portgroup,
     Chassis,
+    // ----- deploy templates, runbooks, volume, inspection rules (0007) ---
+    DeployTemplate,
+    Runbook,
+    VolumeConnector,
+    VolumeTarget,
+    InspectionRule,
 }
 
 impl ResourceKind {
     /// Every kind, in the order a node's resources are deleted.
-    pub const ALL: [ResourceKind; 3] = [
+    pub const ALL: [ResourceKind; 8] = [
         ResourceKind::Port,
         ResourceKind::Portgroup,
         ResourceKind::Chassis,
+        ResourceKind::DeployTemplate,
+        ResourceKind::Runbook,
+        ResourceKind::VolumeConnector,
+        ResourceKind::VolumeTarget,
+        ResourceKind::InspectionRule,
     ];
 
     /// The stored (and serialized) name.
@@ -38,6 +49,11 @@ impl ResourceKind {
             ResourceKind::Port => "port",
             ResourceKind::Portgroup => "portgroup",
             ResourceKind::Chassis => "chassis",
+            ResourceKind::DeployTemplate => "deploy_template",
+            ResourceKind::Runbook => "runbook",
+            ResourceKind::VolumeConnector => "volume_connector",
+            ResourceKind::VolumeTarget => "volume_target",
+            ResourceKind::InspectionRule => "inspection_rule",
         }
     }
 
@@ -52,6 +68,11 @@ impl ResourceKind {
             ResourceKind::Port => "ports",
             ResourceKind::Portgroup => "portgroups",
             ResourceKind::Chassis => "chassis",
+            ResourceKind::DeployTemplate => "deploy_templates",
+            ResourceKind::Runbook => "runbooks",
+            ResourceKind::VolumeConnector => "volume_connectors",
+            ResourceKind::VolumeTarget => "volume_targets",
+            ResourceKind::InspectionRule => "inspection_rules",
         }
     }
 
@@ -60,7 +81,12 @@ impl ResourceKind {
     pub fn key_field(self) -> &'static str {
         match self {
             ResourceKind::Port | ResourceKind::Portgroup => "address",
-            ResourceKind::Chassis => "key",
+            ResourceKind::VolumeConnector => "connector_id",
+            ResourceKind::VolumeTarget => "boot_index",
+            ResourceKind::Chassis
+            | ResourceKind::DeployTemplate
+            | ResourceKind::Runbook
+            | ResourceKind::InspectionRule => "key",
         }
     }
 }

@@ -356,6 +356,19 @@ impl Interface for FakeOptional {
         }
     }
 
+    /// The BIOS steps are deploy steps too (priority 0: run only when a
+    /// user or a deploy template asks), as on Ironic's real BIOS
+    /// interfaces (redfish, idrac); Ironic's fake BIOS offers them for
+    /// cleaning only, which leaves a fake node no deploy step a deploy
+    /// template could add.
+    fn deploy_steps(&self, _node: &Node) -> Vec<Step> {
+        let names: &[&str] = match self.kind {
+            InterfaceKind::Bios => &["apply_configuration", "factory_reset"],
+            _ => &[],
+        };
+        names.iter().map(|n| Step::new(self.kind, n, 0)).collect()
+    }
+
     fn clean_steps(&self, _node: &Node) -> Vec<Step> {
         let names: &[&str] = match self.kind {
             InterfaceKind::Raid => &["create_configuration", "delete_configuration"],

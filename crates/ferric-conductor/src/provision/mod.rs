@@ -19,6 +19,7 @@
 
 pub mod agent;
 pub mod steps;
+pub mod templates;
 
 use crate::drivers::{Composed, Drivers, InterfaceKind, Invalid};
 use crate::power::power_action;
@@ -334,6 +335,14 @@ impl Provisioner {
                         .map_err(ProvisionError::Invalid)?,
                     None => Vec::new(),
                 };
+                templates::template_steps(self.tm.store().as_ref(), driver, n)
+                    .await
+                    .map_err(|m| {
+                        ProvisionError::Invalid(format!(
+                            "Failed to validate deploy or power info for node {}: {m}",
+                            n.uuid
+                        ))
+                    })?;
                 let node = task.node_mut();
                 steps::wipe(node);
                 if !user.is_empty() {

@@ -225,10 +225,20 @@ pub fn parse_user_steps(
 }
 
 /// The deploy steps to run: the interfaces' steps with priority > 0, with
-/// the user's steps overriding (same interface and name) or added; a user
-/// priority of 0 disables a step.
-fn deploy_plan(driver: &Composed, node: &Node) -> Vec<Step> {
-    let user = from_json(node.driver_internal_info.get(USER_DEPLOY_STEPS));
+/// the user's steps, then the deploy templates' steps the user did not
+/// name, overriding (same interface and name) or added; a priority of 0
+/// disables a step.
+fn deploy_plan(driver: &Composed, node: &Node, templates: Vec<Step>) -> Vec<Step> {
+    let mut user = from_json(node.driver_internal_info.get(USER_DEPLOY_STEPS));
+    let from_templates: Vec<Step> = templates
+        .into_iter()
+        .filter(|t| {
+            !user
+                .iter()
+                .any(|u| u.interface == t.interface && u.step == t.step)
+        })
+        .collect();
+    user.extend(from_templates);
     let mut steps: Vec<Step> = offered(driver, node, Phase::Deploy)
         .into_iter()
         .filter(|s| {
@@ -243,12 +253,18 @@ fn deploy_plan(driver: &Composed, node: &Node) -> Vec<Step> {
     steps
 }
 
-/// `deploying`: plan the deploy steps and run them.
+/// `deploying`: plan the deploy steps (the deploy templates read again:
+/// they may have changed since the verb) and run them.
 pub(crate) async fn start_deploy(
     t: &mut ExclusiveTask,
     driver: &Composed,
 ) -> Result<(), WorkError> {
-    let steps = deploy_plan(driver, t.node());
+    let store = t.manager().store().clone();
+    let templates = match super::templates::template_steps(store.as_ref(), driver, t.node()).await {
+        Ok(s) => s,
+        Err(m) => return fail(t, format!("Cannot get deploy steps; failed to deploy: {m}")).await,
+    };
+    let steps = deploy_plan(driver, t.node(), templates);
     let n = t.node_mut();
     n.driver_internal_info
         .insert(Phase::Deploy.steps_key().into(), to_json(&steps));
@@ -497,7 +513,10 @@ mod tests {
         let d = Drivers::new();
         let mut n = node("redfish");
         let c = d.compose(&n).unwrap();
-        let plan: Vec<String> = deploy_plan(&c, &n).iter().map(Step::label).collect();
+        let plan: Vec<String> = deploy_plan(&c, &n, Vec::new())
+            .iter()
+            .map(Step::label)
+            .collect();
         assert_eq!(
             plan,
             [
@@ -515,7 +534,10 @@ mod tests {
         .unwrap();
         n.driver_internal_info
             .insert(USER_DEPLOY_STEPS.into(), to_json(&user));
-        let plan: Vec<String> = deploy_plan(&c, &n).iter().map(Step::label).collect();
+        let plan: Vec<String> = deploy_plan(&c, &n, Vec::new())
+            .iter()
+            .map(Step::label)
+            .collect();
         assert_eq!(plan, ["deploy.deploy", "deploy.prepare_instance_boot"]);
     }
 

@@ -1,0 +1,702 @@
+//! Runbooks (Ironic 39's `/v1/runbooks`, API 1.92): `POST/GET
+//! /v1/runbooks`, `GET/PATCH/DELETE /v1/runbooks/{runbook_ident}` (UUID or
+//! name).
+//!
+//! Stored as a [`ferric_store::Resource`] of kind `Runbook`: the name (a
+//! trait name before 1.112) is the unique name column; steps (manual clean
+//! steps with an `order`), extra, public, owner and disable_ramdisk the
+//! body. No lock: a PATCH is conditional on the revision it read.
+//!
+//! Not built: runbook traits and `description` (1.112, above ferric's
+//! maximum microversion), the `project` list filter, and project-scoped
+//! callers (ferric's callers are all system-scoped, so `owner` and `public`
+//! are taken as given).
+
+use crate::deploy_templates::{
+    check_keys, check_trait_name, gate, py_repr, render_steps, uuid_or_name, validate_step,
+    DEPLOY_STEP_INTERFACES,
+};
+use crate::error::ApiError;
+use crate::extract::{ApiPath, ApiQuery, BaseUrl, JsonBody};
+use crate::patch::PatchOp;
+use crate::render;
+use crate::resource::{self, schema_error};
+use crate::version::Version;
+use crate::ApiState;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use ferric_core::DbTime;
+use ferric_store::{NewResource, Resource, ResourceKind, ResourceQuery, ResourceSort, StoreError};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+const KIND: ResourceKind = ResourceKind::Runbook;
+
+/// The first microversion with runbooks.
+pub const MIN_MINOR: u32 = 92;
+
+/// Ironic's `CLEANING_INTERFACE_PRIORITY` names: the same seven, in the
+/// same order, as the deploy step interfaces.
+const RUNBOOK_STEP_INTERFACES: [&str; 7] = DEPLOY_STEP_INTERFACES;
+
+/// Routes of this module.
+pub(crate) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/runbooks", get(list).post(create))
+        .route(
+            "/v1/runbooks/{ident}",
+            get(show).patch(update).delete(delete),
+        )
+}
+
+/// A runbook, typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Runbook {
+    pub uuid: Uuid,
+    pub name: String,
+    /// Normalised steps: `{interface, step, args, order}`.
+    pub steps: Vec<Value>,
+    pub extra: Map<String, Value>,
+    pub public: bool,
+    pub owner: Option<String>,
+    pub disable_ramdisk: bool,
+    pub created_at: DbTime,
+    pub updated_at: Option<DbTime>,
+    pub revision: i64,
+}
+
+impl Runbook {
+    /// From the stored form.
+    pub fn from_resource(r: Resource) -> Runbook {
+        let b = &r.body;
+        Runbook {
+            uuid: r.uuid,
+            name: r.name.clone().unwrap_or_default(),
+            steps: b
+                .get("steps")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+            extra: b
+                .get("extra")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
+            public: b.get("public").and_then(Value::as_bool).unwrap_or(false),
+            owner: b.get("owner").and_then(Value::as_str).map(str::to_string),
+            disable_ramdisk: b
+                .get("disable_ramdisk")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            revision: r.revision,
+        }
+    }
+
+    fn body(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("steps".into(), Value::Array(self.steps.clone()));
+        m.insert("extra".into(), Value::Object(self.extra.clone()));
+        m.insert("public".into(), json!(self.public));
+        m.insert("owner".into(), json!(self.owner));
+        m.insert("disable_ramdisk".into(), json!(self.disable_ramdisk));
+        m
+    }
+
+    /// The stored form (for an update: the revision it was read at).
+    pub fn to_resource(&self) -> Resource {
+        Resource {
+            kind: KIND,
+            uuid: self.uuid,
+            name: Some(self.name.clone()),
+            node: None,
+            parent: None,
+            key: None,
+            body: self.body(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            revision: self.revision,
+        }
+    }
+}
+
+/// The runbook document (before 1.112).
+pub fn render(r: &Runbook, base: &BaseUrl) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("uuid".into(), json!(r.uuid));
+    m.insert("created_at".into(), render::timestamp(r.created_at));
+    m.insert(
+        "updated_at".into(),
+        r.updated_at.map_or(Value::Null, render::timestamp),
+    );
+    m.insert("name".into(), json!(r.name));
+    m.insert("extra".into(), Value::Object(r.extra.clone()));
+    m.insert("public".into(), json!(r.public));
+    m.insert("owner".into(), json!(r.owner));
+    m.insert("disable_ramdisk".into(), json!(r.disable_ramdisk));
+    m.insert(
+        "links".into(),
+        render::links(&base.0, &format!("runbooks/{}", r.uuid)),
+    );
+    m.insert("steps".into(), render_steps(&r.steps));
+    m
+}
+
+const FIELDS: [&str; 7] = [
+    "uuid",
+    "name",
+    "steps",
+    "disable_ramdisk",
+    "extra",
+    "public",
+    "owner",
+];
+const PATCH_FIELDS: [&str; 6] = [
+    "disable_ramdisk",
+    "extra",
+    "name",
+    "owner",
+    "public",
+    "steps",
+];
+
+struct Validated {
+    uuid: Option<Uuid>,
+    name: String,
+    steps: Vec<Value>,
+    extra: Map<String, Value>,
+    public: bool,
+    owner: Option<String>,
+    disable_ramdisk: bool,
+}
+
+fn opt_bool(doc: &Map<String, Value>, field: &str) -> Result<Option<bool>, String> {
+    match doc.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(format!(
+            "{} is not of type 'boolean', 'null'",
+            py_repr(other)
+        )),
+    }
+}
+
+/// Ironic's runbook validator (`RUNBOOK_SCHEMA`, duplicate steps, uuid);
+/// schema errors are named after `what` (`runbook` or `patch`).
+fn validate(doc: &Map<String, Value>, what: &str) -> Result<Validated, ApiError> {
+    let schema = |m: String| schema_error(what, m);
+    check_keys(doc, &["steps", "name"], &FIELDS).map_err(schema)?;
+    let uuid_raw = match doc.get("uuid") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            return Err(schema(format!(
+                "{} is not of type 'string', 'null'",
+                py_repr(other)
+            )))
+        }
+    };
+    let raw_steps = match &doc["steps"] {
+        Value::Array(a) if a.is_empty() => return Err(schema("[] should be non-empty".into())),
+        Value::Array(a) => a.clone(),
+        other => return Err(schema(format!("{} is not of type 'array'", py_repr(other)))),
+    };
+    let disable_ramdisk = opt_bool(doc, "disable_ramdisk").map_err(schema)?;
+    let extra = match doc.get("extra") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => {
+            resource::check_json_text("extra", &Value::Object(m.clone()))?;
+            m.clone()
+        }
+        Some(other) => {
+            return Err(schema(format!(
+                "{} is not of type 'object', 'null'",
+                py_repr(other)
+            )))
+        }
+    };
+    let public = opt_bool(doc, "public").map_err(schema)?;
+    let owner = match doc.get("owner") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.chars().count() > 255 => {
+            return Err(schema(format!("'{s}' is too long")))
+        }
+        Some(Value::String(s)) => {
+            crate::extract::check_text("owner", s)?;
+            Some(s.clone())
+        }
+        Some(other) => {
+            return Err(schema(format!(
+                "{} is not of type 'string', 'null'",
+                py_repr(other)
+            )))
+        }
+    };
+    let name = check_trait_name(&doc["name"]).map_err(schema)?;
+    let steps = raw_steps
+        .iter()
+        .map(|s| validate_step(s, &RUNBOOK_STEP_INTERFACES, true))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(schema)?;
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let mut dups: Vec<String> = Vec::new();
+    for s in &steps {
+        let key = (
+            s["interface"].as_str().unwrap_or_default().to_string(),
+            s["step"].as_str().unwrap_or_default().to_string(),
+        );
+        if seen.contains(&key) {
+            let d = format!("interface: {}, step: {}", key.0, key.1);
+            if !dups.contains(&d) {
+                dups.push(d);
+            }
+        } else {
+            seen.push(key);
+        }
+    }
+    if !dups.is_empty() {
+        // Ironic runs the deploy templates' duplicate check on runbooks
+        // too, message included.
+        return Err(ApiError::bad_request(format!(
+            "Deploy template invalid: Duplicate deploy steps. A template cannot have multiple deploy steps with the same interface and step. Duplicates: {}.",
+            dups.join("; ")
+        )));
+    }
+    let uuid = uuid_raw
+        .map(|u| resource::uuid_param("uuid", &u))
+        .transpose()?;
+    Ok(Validated {
+        uuid,
+        name,
+        steps,
+        extra,
+        public: public.unwrap_or(false),
+        owner,
+        disable_ramdisk: disable_ramdisk.unwrap_or(false),
+    })
+}
+
+/// Ironic's messages for this kind's store errors.
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::ResourceDuplicate {
+            field: "name",
+            value,
+            ..
+        } => ApiError::conflict_409(format!("A runbook with name {value} already exists.")),
+        StoreError::ResourceDuplicate { value, .. } => {
+            ApiError::conflict_409(format!("A runbook with UUID {value} already exists."))
+        }
+        StoreError::ResourceNotFound { ident, .. } => {
+            ApiError::not_found(format!("Runbook {ident} could not be found."))
+        }
+        other => other.into(),
+    }
+}
+
+/// A runbook by UUID or name (for the API and the clean/service verbs).
+pub async fn find(st: &ApiState, id: &str) -> Result<Runbook, ApiError> {
+    let ident = uuid_or_name("runbook_ident", id)?;
+    Ok(Runbook::from_resource(
+        st.tm
+            .store()
+            .get_resource(KIND, &ident)
+            .await
+            .map_err(store_error)?,
+    ))
+}
+
+/// `POST /v1/runbooks`.
+pub async fn create(
+    State(st): State<ApiState>,
+    v: Version,
+    base: BaseUrl,
+    JsonBody(doc): JsonBody<Value>,
+) -> Result<Response, ApiError> {
+    gate(v, MIN_MINOR, false, "runbooks")?;
+    let Value::Object(doc) = doc else {
+        return Err(schema_error(
+            "runbook",
+            format!("{} is not of type 'object'", py_repr(&doc)),
+        ));
+    };
+    let req = validate(&doc, "runbook")?;
+    let r = Runbook {
+        uuid: req.uuid.unwrap_or_else(Uuid::new_v4),
+        name: req.name,
+        steps: req.steps,
+        extra: req.extra,
+        public: req.public,
+        owner: req.owner,
+        disable_ramdisk: req.disable_ramdisk,
+        created_at: DbTime(0),
+        updated_at: None,
+        revision: 0,
+    };
+    let stored = st
+        .tm
+        .store()
+        .create_resource(
+            KIND,
+            NewResource {
+                uuid: Some(r.uuid),
+                name: Some(r.name.clone()),
+                body: r.body(),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(store_error)?;
+    let r = Runbook::from_resource(stored);
+    let mut resp = (StatusCode::CREATED, Json(render(&r, &base))).into_response();
+    if let Ok(loc) = HeaderValue::from_str(&format!("{}/v1/runbooks/{}", base.0, r.uuid)) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(resp)
+}
+
+/// List query parameters.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    marker: Option<String>,
+    limit: Option<String>,
+    sort_key: Option<String>,
+    sort_dir: Option<String>,
+    fields: Option<String>,
+    detail: Option<String>,
+}
+
+/// `GET /v1/runbooks` (`?detail=True` for every field).
+pub async fn list(
+    State(st): State<ApiState>,
+    v: Version,
+    base: BaseUrl,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Response, ApiError> {
+    gate(v, MIN_MINOR, true, "runbooks")?;
+    let detail = match &q.detail {
+        Some(d) => crate::nodes::parse_bool("detail", d)?,
+        None => false,
+    };
+    let fields = resource::requested_fields(q.fields.as_deref(), v)?;
+    if detail && fields.is_some() {
+        return Err(ApiError::bad_request(
+            "Can not specify ?detail=True and fields in the same request.",
+        ));
+    }
+    let paging = resource::paging(
+        q.limit.as_deref(),
+        q.marker.as_deref(),
+        q.sort_key.as_deref(),
+        q.sort_dir.as_deref(),
+        &[
+            ("uuid", ResourceSort::Uuid),
+            ("created_at", ResourceSort::CreatedAt),
+            ("name", ResourceSort::Name),
+        ],
+        &["extra", "steps", "traits"],
+    )?;
+    let rows = st
+        .tm
+        .store()
+        .list_resources(&ResourceQuery {
+            marker: paging.marker,
+            limit: Some(paging.limit),
+            sort: paging.sort,
+            descending: paging.descending,
+            ..ResourceQuery::all(KIND)
+        })
+        .await
+        .map_err(store_error)?;
+    let last = rows.last().map(|r| r.uuid);
+    let wanted: Vec<String> = match (&fields, detail) {
+        (Some(f), _) => f.clone(),
+        (None, true) => Vec::new(),
+        (None, false) => vec!["uuid".into(), "name".into()],
+    };
+    if !detail {
+        let probe = Runbook::from_resource(Resource {
+            kind: KIND,
+            uuid: Uuid::nil(),
+            name: None,
+            node: None,
+            parent: None,
+            key: None,
+            body: Map::new(),
+            created_at: DbTime(0),
+            updated_at: None,
+            revision: 0,
+        });
+        resource::select(render(&probe, &base), &wanted)?;
+    }
+    let mut items = Vec::with_capacity(rows.len());
+    for r in rows {
+        let doc = render(&Runbook::from_resource(r), &base);
+        items.push(Value::Object(if detail {
+            doc
+        } else {
+            resource::select(doc, &wanted)?
+        }));
+    }
+    let body = resource::collection(
+        "runbooks",
+        items,
+        last,
+        &paging,
+        &base,
+        "runbooks",
+        &[
+            ("fields", q.fields.as_deref()),
+            ("detail", q.detail.as_deref()),
+        ],
+    );
+    Ok(Json(body).into_response())
+}
+
+/// `GET …/{ident}` query.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShowQuery {
+    fields: Option<String>,
+}
+
+/// `GET /v1/runbooks/{runbook_ident}`.
+pub async fn show(
+    State(st): State<ApiState>,
+    v: Version,
+    base: BaseUrl,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ShowQuery>,
+) -> Result<Response, ApiError> {
+    gate(v, MIN_MINOR, true, "runbooks")?;
+    let fields = resource::requested_fields(q.fields.as_deref(), v)?;
+    let r = find(&st, &id).await?;
+    let doc = render(&r, &base);
+    let doc = match &fields {
+        Some(f) => resource::select(doc, f)?,
+        None => doc,
+    };
+    Ok(Json(doc).into_response())
+}
+
+/// `PATCH /v1/runbooks/{runbook_ident}`: Ironic's patch rules (a public
+/// runbook has no owner; patching `public` clears the owner), conditional
+/// on the revision read.
+pub async fn update(
+    State(st): State<ApiState>,
+    v: Version,
+    base: BaseUrl,
+    ApiPath(id): ApiPath<String>,
+    JsonBody(ops): JsonBody<Vec<PatchOp>>,
+) -> Result<Response, ApiError> {
+    gate(v, MIN_MINOR, false, "runbooks")?;
+    for op in &ops {
+        let root = op
+            .path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or("");
+        if !PATCH_FIELDS.contains(&root) {
+            return Err(ApiError::bad_request(format!(
+                "Cannot patch {}. Only the following can be updated: {}",
+                op.path,
+                PATCH_FIELDS.join(", ")
+            )));
+        }
+    }
+    let current = find(&st, &id).await?;
+    let values = |path: &str| -> Vec<Value> {
+        ops.iter()
+            .filter(|o| o.path == path && o.op != "remove")
+            .map(|o| o.value.clone().unwrap_or(Value::Null))
+            .collect()
+    };
+    let owner = values("/owner");
+    let public = values("/public");
+    if !owner.is_empty() {
+        let public_value = public.first().is_some_and(|p| p.as_bool() == Some(true));
+        if (current.public && public.is_empty()) || public_value {
+            let patch: Vec<Value> = ops
+                .iter()
+                .map(|o| json!({"op": o.op, "path": o.path, "value": o.value}))
+                .collect();
+            return Err(ApiError::bad_request(format!(
+                "Couldn't apply patch '{}'. Reason: There cannot be an owner for a public runbook",
+                py_repr(&Value::Array(patch))
+            )));
+        }
+    }
+    let mut doc = current.body();
+    doc.insert("name".into(), json!(current.name));
+    doc.insert("uuid".into(), json!(current.uuid));
+    if !public.is_empty() {
+        doc.insert("owner".into(), Value::Null);
+    }
+    resource::apply_patch(&mut doc, &ops, &PATCH_FIELDS, |_| Value::Null)?;
+    doc.retain(|k, v| !(v.is_null() && (k == "name" || k == "steps")));
+    let req = validate(&doc, "patch")?;
+    let next = Runbook {
+        name: req.name,
+        steps: req.steps,
+        extra: req.extra,
+        public: req.public,
+        owner: req.owner,
+        disable_ramdisk: req.disable_ramdisk,
+        ..current.clone()
+    };
+    if next == current {
+        return Ok(Json(render(&current, &base)).into_response());
+    }
+    let stored = st
+        .tm
+        .store()
+        .update_resource(&next.to_resource())
+        .await
+        .map_err(store_error)?;
+    Ok(Json(render(&Runbook::from_resource(stored), &base)).into_response())
+}
+
+/// `DELETE /v1/runbooks/{runbook_ident}`.
+pub async fn delete(
+    State(st): State<ApiState>,
+    v: Version,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    gate(v, MIN_MINOR, false, "runbooks")?;
+    let current = find(&st, &id).await?;
+    st.tm
+        .store()
+        .delete_resource(KIND, current.uuid, Some(current.revision))
+        .await
+        .map_err(store_error)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The OpenAPI paths of this module.
+pub(crate) fn openapi_paths() -> Map<String, Value> {
+    let err = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let ok = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"type": "object"}}}});
+    let common = |extra: Value| {
+        let mut m = extra.as_object().cloned().unwrap_or_default();
+        for (k, d) in [
+            ("400", "Invalid input"),
+            ("401", "Credentials required"),
+            ("404", "No such runbook, or API version below 1.92"),
+            ("405", "API version below 1.92"),
+            ("406", "Microversion not acceptable"),
+            ("409", "Duplicate name or UUID, or changed concurrently"),
+        ] {
+            m.entry(k.to_string()).or_insert_with(|| err(d));
+        }
+        Value::Object(m)
+    };
+    let list_params = json!([
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": resource::MAX_LIMIT}},
+        {"name": "marker", "in": "query", "schema": {"type": "string", "format": "uuid"}},
+        {"name": "sort_key", "in": "query", "schema": {"type": "string", "enum": ["id", "uuid", "created_at", "name"]}},
+        {"name": "sort_dir", "in": "query", "schema": {"type": "string", "enum": ["asc", "desc"]}},
+        {"name": "fields", "in": "query", "schema": {"type": "string"}},
+        {"name": "detail", "in": "query", "schema": {"type": "boolean"}},
+    ]);
+    let ident =
+        json!({"name": "ident", "in": "path", "required": true, "schema": {"type": "string"}});
+    let step = json!({
+        "type": "object",
+        "required": ["interface", "step", "order"],
+        "properties": {
+            "interface": {"type": "string", "enum": RUNBOOK_STEP_INTERFACES},
+            "step": {"type": "string", "minLength": 1},
+            "args": {"type": "object"},
+            "order": {"type": "integer", "minimum": 0}
+        },
+        "additionalProperties": false
+    });
+    let body = json!({"required": true, "content": {"application/json": {"schema": {
+        "type": "object",
+        "required": ["name", "steps"],
+        "properties": {
+            "uuid": {"type": ["string", "null"], "format": "uuid"},
+            "name": {"type": "string", "pattern": "^CUSTOM_[A-Z0-9_]+$", "maxLength": 255},
+            "steps": {"type": "array", "minItems": 1, "items": step},
+            "disable_ramdisk": {"type": ["boolean", "null"]},
+            "extra": {"type": ["object", "null"]},
+            "public": {"type": ["boolean", "null"]},
+            "owner": {"type": ["string", "null"], "maxLength": 255}
+        },
+        "additionalProperties": false
+    }}}});
+    let patch_body = json!({"required": true, "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}}});
+    let mut m = Map::new();
+    m.insert("/v1/runbooks".into(), json!({
+        "get": {"summary": "List runbooks (1.92)", "parameters": list_params, "responses": common(json!({"200": ok("{runbooks, next?}")}))},
+        "post": {"summary": "Create a runbook (1.92)", "requestBody": body, "responses": common(json!({"201": ok("The runbook")}))},
+    }));
+    m.insert("/v1/runbooks/{ident}".into(), json!({
+        "get": {"summary": "Show a runbook", "parameters": [ident, {"name": "fields", "in": "query", "schema": {"type": "string"}}], "responses": common(json!({"200": ok("The runbook")}))},
+        "patch": {"summary": "Update a runbook (JSON Patch)", "parameters": [ident], "requestBody": patch_body, "responses": common(json!({"200": ok("The runbook")}))},
+        "delete": {"summary": "Delete a runbook", "parameters": [ident], "responses": common(json!({"204": {"description": "Deleted"}}))},
+    }));
+    m
+}
+
+/// The `runbook` argument of the provision verbs (Ironic's
+/// `_handle_runbook`, before 1.112): the runbook's name must be one of the
+/// node's traits; for `clean` its steps (by `order`) become the clean
+/// steps. Returns the clean steps to use. Servicing with a runbook is
+/// refused: ferric's `service` verb takes no steps yet.
+pub async fn provision_steps(
+    st: &ApiState,
+    v: Version,
+    node: &ferric_store::NodeIdent,
+    event: ferric_core::Event,
+    runbook: &str,
+    clean_steps: Option<Vec<Value>>,
+) -> Result<Option<Vec<Value>>, ApiError> {
+    use ferric_core::Event;
+    if !v.at_least(MIN_MINOR) {
+        return Err(ApiError::not_acceptable("Request not acceptable."));
+    }
+    if !matches!(event, Event::Clean | Event::Service) {
+        return Err(ApiError::bad_request(
+            "\"runbooks\" is only valid when setting target provision state to any of ['clean', 'service']",
+        ));
+    }
+    let rb = find(st, runbook).await?;
+    let n = st.tm.store().get_node(node).await?;
+    if !n.attrs.traits.contains(&rb.name) {
+        return Err(ApiError::bad_request(format!(
+            "This runbook has not been approved for use on this node {}. Please ask an administrator to add it to your node traits.",
+            n.uuid
+        )));
+    }
+    if event == Event::Service {
+        return Err(ApiError::bad_request(
+            "Servicing with a runbook is not supported by ferric yet.",
+        ));
+    }
+    if clean_steps.as_ref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::bad_request(
+            "Please provide either \"clean_steps\" or a runbook, but not both.",
+        ));
+    }
+    let mut steps = rb.steps.clone();
+    steps.sort_by_key(|s| s.get("order").and_then(Value::as_i64).unwrap_or(0));
+    Ok(Some(
+        steps
+            .into_iter()
+            .map(|mut s| {
+                if let Value::Object(m) = &mut s {
+                    m.remove("order");
+                }
+                s
+            })
+            .collect(),
+    ))
+}
