@@ -743,7 +743,7 @@ pub(crate) fn openapi_paths() -> Map<String, Value> {
         Value::Object(m)
     };
     let list_params = json!([
-        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": resource::MAX_LIMIT}},
+        crate::resource::openapi_limit_param(),
         {"name": "marker", "in": "query", "schema": {"type": "string", "format": "uuid"}},
         {"name": "sort_key", "in": "query", "schema": {"type": "string", "enum": ["id", "uuid", "created_at", "name"]}},
         {"name": "sort_dir", "in": "query", "schema": {"type": "string", "enum": ["asc", "desc"]}},

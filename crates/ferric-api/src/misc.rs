@@ -383,7 +383,7 @@ pub async fn openapi(base: BaseUrl) -> Json<Value> {
         extra
     };
     let list_params = json!([
-        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": format!("Page size; 0 or more than {} gives {} (Ironic's max_limit)", crate::nodes::MAX_LIMIT, crate::nodes::MAX_LIMIT)},
+        crate::resource::openapi_limit_param(),
         {"name": "marker", "in": "query", "schema": {"type": "string", "format": "uuid"}},
         {"name": "fields", "in": "query", "schema": {"type": "string"}, "description": "Comma-separated node fields"},
         {"name": "detail", "in": "query", "schema": {"type": "boolean"}},

@@ -530,6 +530,18 @@ pub fn render_resource(r: &Resource, base: &BaseUrl, v: Version) -> Value {
     rendered.map_or(Value::Null, Value::Object)
 }
 
+/// The `limit` query parameter of every paged list, as `/openapi.json`
+/// documents it: Ironic clamps a larger value to its `max_limit` instead of
+/// refusing it, so the schema has no maximum.
+pub(crate) fn openapi_limit_param() -> serde_json::Value {
+    serde_json::json!({
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 0},
+        "description": format!("Page size; 0 or more than {MAX_LIMIT} gives {MAX_LIMIT} (Ironic's max_limit)"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
