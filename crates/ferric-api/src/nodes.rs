@@ -535,6 +535,7 @@ impl ListQuery {
             hide_children: !include_children && parent_node.is_none(),
             description_contains: self.description_contains.clone(),
             sort,
+            ..NodeQuery::default()
         })
     }
 

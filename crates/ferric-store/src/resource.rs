@@ -22,14 +22,16 @@ pub enum ResourceKind {
     Port,
     Portgroup,
     Chassis,
+    Allocation,
 }
 
 impl ResourceKind {
     /// Every kind, in the order a node's resources are deleted.
-    pub const ALL: [ResourceKind; 3] = [
+    pub const ALL: [ResourceKind; 4] = [
         ResourceKind::Port,
         ResourceKind::Portgroup,
         ResourceKind::Chassis,
+        ResourceKind::Allocation,
     ];
 
     /// The stored (and serialized) name.
@@ -38,6 +40,7 @@ impl ResourceKind {
             ResourceKind::Port => "port",
             ResourceKind::Portgroup => "portgroup",
             ResourceKind::Chassis => "chassis",
+            ResourceKind::Allocation => "allocation",
         }
     }
 
@@ -52,6 +55,7 @@ impl ResourceKind {
             ResourceKind::Port => "ports",
             ResourceKind::Portgroup => "portgroups",
             ResourceKind::Chassis => "chassis",
+            ResourceKind::Allocation => "allocations",
         }
     }
 
@@ -60,7 +64,7 @@ impl ResourceKind {
     pub fn key_field(self) -> &'static str {
         match self {
             ResourceKind::Port | ResourceKind::Portgroup => "address",
-            ResourceKind::Chassis => "key",
+            ResourceKind::Chassis | ResourceKind::Allocation => "key",
         }
     }
 }
@@ -134,6 +138,11 @@ pub struct ResourceQuery {
     pub node: Option<Uuid>,
     pub parent: Option<Uuid>,
     pub key: Option<String>,
+    /// Only resources whose body has these top-level string fields with
+    /// these values (field names are constants, safe to splice into SQL).
+    pub body_eq: Vec<(&'static str, String)>,
+    /// Only resources without a node (`Some(false)`) or with one.
+    pub has_node: Option<bool>,
     /// Only resources whose node is in one of these conductor groups.
     pub node_conductor_groups: Option<Vec<String>>,
     /// Resume after this resource (in the chosen order).
@@ -152,6 +161,8 @@ impl ResourceQuery {
             node: None,
             parent: None,
             key: None,
+            body_eq: Vec::new(),
+            has_node: None,
             node_conductor_groups: None,
             marker: None,
             limit: None,
@@ -167,6 +178,10 @@ impl ResourceQuery {
             && self.node.is_none_or(|n| r.node == Some(n))
             && self.parent.is_none_or(|p| r.parent == Some(p))
             && self.key.as_ref().is_none_or(|k| r.key.as_ref() == Some(k))
+            && self.has_node.is_none_or(|h| r.node.is_some() == h)
+            && self.body_eq.iter().all(|(field, value)| {
+                r.body.get(*field).and_then(Value::as_str) == Some(value.as_str())
+            })
     }
 
     /// The sort value of `r` (MemoryStore).
