@@ -18,6 +18,7 @@
 //! under the node's exclusive lock; reads go to the store directly.
 
 pub mod agent;
+pub mod allocations;
 pub mod auth;
 pub mod chassis;
 pub mod error;
@@ -245,6 +246,7 @@ fn v1_routes() -> Router<ApiState> {
         .merge(portgroups::routes())
         .merge(chassis::routes())
         .merge(node_sub::routes())
+        .merge(allocations::routes())
 }
 
 async fn not_found() -> ApiError {

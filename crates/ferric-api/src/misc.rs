@@ -454,6 +454,7 @@ pub async fn openapi(base: BaseUrl) -> Json<Value> {
         paths.extend(crate::portgroups::openapi_paths());
         paths.extend(crate::chassis::openapi_paths());
         paths.extend(crate::node_sub::openapi_paths());
+        paths.extend(crate::allocations::openapi_paths());
     }
     Json(doc)
 }

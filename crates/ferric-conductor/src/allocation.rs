@@ -628,7 +628,7 @@ pub async fn destroy(tm: &TaskManager, uuid: Uuid) -> Result<(), AllocationError
     .into())
 }
 
-/// Take over allocations left `allocating` by conductors that are not alive
+/// Take over allocations left `allocating` by conductors that are offline
 /// (Ironic's `_check_orphan_allocations`), and, when `include_own`, by this
 /// conductor's previous run (at start-up: a restarted conductor's in-memory
 /// work is gone). The take-over is a conditional write of
@@ -636,12 +636,14 @@ pub async fn destroy(tm: &TaskManager, uuid: Uuid) -> Result<(), AllocationError
 /// process one allocation. Returns how many were taken over; each is then
 /// processed in the background.
 pub async fn take_over_orphans(tm: &TaskManager, include_own: bool) -> Result<usize, TaskError> {
-    let alive: BTreeSet<String> = tm
+    // Ironic's `get_offline_conductors`: registered, heartbeat stale (or
+    // stopped). A host that never registered is not judged.
+    let offline: BTreeSet<String> = tm
         .store()
         .list_conductors()
         .await?
         .into_iter()
-        .filter(|c| c.alive)
+        .filter(|c| !c.alive)
         .map(|c| c.hostname)
         .collect();
     let rows = tm
@@ -658,7 +660,7 @@ pub async fn take_over_orphans(tm: &TaskManager, include_own: bool) -> Result<us
         let orphaned = match a.conductor_affinity.as_deref() {
             None => true,
             Some(h) if h == tm.host() => include_own,
-            Some(h) => !alive.contains(h),
+            Some(h) => offline.contains(h),
         };
         if !orphaned {
             continue;
