@@ -24,9 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use ferric_conductor::allocation::{self, Allocation, AllocationError, ALLOCATING};
-use ferric_store::{
-    NewResource, NodeIdent, ResourceKind, ResourceQuery, ResourceSort, StoreError,
-};
+use ferric_store::{NewResource, NodeIdent, ResourceKind, ResourceQuery, ResourceSort, StoreError};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
@@ -199,10 +197,7 @@ fn traits(d: &Doc<'_>) -> Result<Vec<String>, ApiError> {
 
 /// Candidate node names or UUIDs → UUIDs (Ironic's `check_node_list`: an
 /// unknown one is a 400 naming every missing identifier).
-async fn candidates(
-    st: &ApiState,
-    d: &Doc<'_>,
-) -> Result<Vec<Uuid>, ApiError> {
+async fn candidates(st: &ApiState, d: &Doc<'_>) -> Result<Vec<Uuid>, ApiError> {
     let list = match d.map.get("candidate_nodes") {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(a)) => a,
@@ -217,12 +212,7 @@ async fn candidates(
     for c in list {
         match c.as_str() {
             Some(s) => idents.push(s.to_string()),
-            None => {
-                return Err(schema_error(
-                    d.what,
-                    format!("{c} is not of type 'string'"),
-                ))
-            }
+            None => return Err(schema_error(d.what, format!("{c} is not of type 'string'"))),
         }
     }
     let mut out = Vec::with_capacity(idents.len());
@@ -593,9 +583,9 @@ pub async fn node_show(
     gate(v, MIN, false, NOT_ALLOWED)?;
     let fields = wanted_fields(q.fields.as_deref(), v)?;
     let node = node_400(&st, &id, v).await?;
-    let a = of_node(&st, node.uuid).await?.ok_or_else(|| {
-        ApiError::not_found(format!("Allocation for node {id} was not found"))
-    })?;
+    let a = of_node(&st, node.uuid)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Allocation for node {id} was not found")))?;
     Ok(Json(shape(render(&a, &base, v), &fields)?).into_response())
 }
 
@@ -607,9 +597,9 @@ pub async fn node_delete(
 ) -> Result<Response, ApiError> {
     gate(v, MIN, false, NOT_ALLOWED)?;
     let node = st.tm.store().get_node(&node_ident(&id, v)?).await?;
-    let a = of_node(&st, node.uuid).await?.ok_or_else(|| {
-        ApiError::not_found(format!("Allocation for node {id} was not found"))
-    })?;
+    let a = of_node(&st, node.uuid)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Allocation for node {id} was not found")))?;
     destroy(&st, a.uuid).await
 }
 
@@ -625,7 +615,10 @@ pub(crate) fn openapi_paths() -> Map<String, Value> {
             ("404", "No such allocation (or the version is below 1.52)"),
             ("405", "The version does not allow this method"),
             ("406", "Microversion not acceptable"),
-            ("409", "Duplicate name or UUID, node associated, or changed concurrently"),
+            (
+                "409",
+                "Duplicate name or UUID, node associated, or changed concurrently",
+            ),
         ] {
             m.entry(k.to_string()).or_insert_with(|| err(d));
         }
@@ -642,7 +635,8 @@ pub(crate) fn openapi_paths() -> Map<String, Value> {
         {"name": "sort_dir", "in": "query", "schema": {"type": "string", "enum": ["asc", "desc"]}},
         {"name": "fields", "in": "query", "schema": {"type": "string"}},
     ]);
-    let ident = json!({"name": "ident", "in": "path", "required": true, "schema": {"type": "string"}});
+    let ident =
+        json!({"name": "ident", "in": "path", "required": true, "schema": {"type": "string"}});
     let fields = json!({"name": "fields", "in": "query", "schema": {"type": "string"}});
     let body = json!({"required": true, "content": {"application/json": {"schema": {
         "type": "object",

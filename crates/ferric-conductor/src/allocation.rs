@@ -20,9 +20,7 @@
 
 use crate::{Retry, TaskError, TaskManager};
 use ferric_core::{DbTime, Node, ProvisionState};
-use ferric_store::{
-    NodeIdent, NodeQuery, Resource, ResourceKind, ResourceQuery, StoreError,
-};
+use ferric_store::{NodeIdent, NodeQuery, Resource, ResourceKind, ResourceQuery, StoreError};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -124,10 +122,7 @@ impl Allocation {
         );
         m.insert("extra".into(), Value::Object(self.extra.clone()));
         m.insert("owner".into(), json!(self.owner));
-        m.insert(
-            "conductor_affinity".into(),
-            json!(self.conductor_affinity),
-        );
+        m.insert("conductor_affinity".into(), json!(self.conductor_affinity));
         m
     }
 

@@ -160,7 +160,9 @@ pub trait Store: Send + Sync + 'static {
         allocation: Uuid,
     ) -> StoreResult<(Node, Resource)> {
         let _ = (token, allocation);
-        Err(StoreError::Invalid("this store keeps no allocations".into()))
+        Err(StoreError::Invalid(
+            "this store keeps no allocations".into(),
+        ))
     }
 
     /// Delete allocation `allocation` and, in the same transaction, clear
@@ -174,7 +176,9 @@ pub trait Store: Send + Sync + 'static {
         allocation: Uuid,
     ) -> StoreResult<()> {
         let _ = (token, allocation);
-        Err(StoreError::Invalid("this store keeps no allocations".into()))
+        Err(StoreError::Invalid(
+            "this store keeps no allocations".into(),
+        ))
     }
 
     // ----- the lock (SPEC §4) -------------------------------------------------

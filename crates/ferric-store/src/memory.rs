@@ -814,9 +814,9 @@ fn query_matches(q: &NodeQuery, n: &Node) -> bool {
         && q.uuid_in.as_ref().is_none_or(|u| u.contains(&n.uuid))
         && q.with_power_state
             .is_none_or(|w| n.power_state.is_some() == w)
-        && q.project.as_ref().is_none_or(|p| {
-            a.owner.as_ref() == Some(p) || a.lessee.as_ref() == Some(p)
-        })
+        && q.project
+            .as_ref()
+            .is_none_or(|p| a.owner.as_ref() == Some(p) || a.lessee.as_ref() == Some(p))
         && q.description_contains.as_ref().is_none_or(|t| {
             a.description
                 .as_ref()
@@ -1333,13 +1333,17 @@ impl Store for MemoryStore {
         });
         let mut next = alloc;
         next.node = Some(node.uuid);
-        next.body.insert("state".into(), serde_json::json!("active"));
+        next.body
+            .insert("state".into(), serde_json::json!("active"));
         next.body
             .insert("last_error".into(), serde_json::Value::Null);
         next.updated_at = Some(DbTime(now));
         st.resources.insert((kind, allocation), next);
-        let stored = Self::record_resource_change(&mut st, kind, allocation, ChangeKind::Updated, now)
-            .ok_or_else(|| StoreError::Corrupt("an allocation vanished while it was bound".into()))?;
+        let stored =
+            Self::record_resource_change(&mut st, kind, allocation, ChangeKind::Updated, now)
+                .ok_or_else(|| {
+                    StoreError::Corrupt("an allocation vanished while it was bound".into())
+                })?;
         let node = st
             .nodes
             .get(&node.uuid)

@@ -41,7 +41,13 @@ async fn node(app: &App, name: &str, rc: &str, state: ProvisionState, traits: &[
         .await
         .unwrap()
         .uuid;
-    let mut task = app.tm.acquire(uuid).purpose("test").exclusive().await.unwrap();
+    let mut task = app
+        .tm
+        .acquire(uuid)
+        .purpose("test")
+        .exclusive()
+        .await
+        .unwrap();
     task.node_mut().power_state = Some(PowerState::Off);
     task.save().await.unwrap();
     task.release().await.unwrap();
@@ -129,7 +135,10 @@ async fn check_race(app: &App, done: &[Value], nodes: &[Uuid]) {
     assert_eq!(got, want);
     for f in failed {
         let msg = f["last_error"].as_str().unwrap();
-        let prefix = format!("Failed to process allocation {}: ", f["uuid"].as_str().unwrap());
+        let prefix = format!(
+            "Failed to process allocation {}: ",
+            f["uuid"].as_str().unwrap()
+        );
         assert!(msg.starts_with(&prefix), "{msg}");
         assert!(
             RACE_MESSAGES.iter().any(|m| msg.contains(m)),
@@ -144,13 +153,25 @@ async fn thirty_two_allocations_race_for_eight_nodes() {
     for app in engines().await {
         let mut nodes = Vec::new();
         for i in 0..8 {
-            nodes.push(node(&app, &format!("race-{i}"), "race", ProvisionState::Available, &[]).await);
+            nodes.push(
+                node(
+                    &app,
+                    &format!("race-{i}"),
+                    "race",
+                    ProvisionState::Available,
+                    &[],
+                )
+                .await,
+            );
         }
         // A node of another class is never taken.
         let other = node(&app, "other", "other", ProvisionState::Available, &[]).await;
         let done = race(&[&app.api], 32).await;
         check_race(&app, &done, &nodes).await;
-        assert_eq!(app.node(&other.to_string()).await["instance_uuid"], Value::Null);
+        assert_eq!(
+            app.node(&other.to_string()).await["instance_uuid"],
+            Value::Null
+        );
     }
 }
 
@@ -164,7 +185,16 @@ async fn two_api_processes_race_on_one_database() {
             .await;
         let mut nodes = Vec::new();
         for i in 0..8 {
-            nodes.push(node(&app, &format!("race-{i}"), "race", ProvisionState::Available, &[]).await);
+            nodes.push(
+                node(
+                    &app,
+                    &format!("race-{i}"),
+                    "race",
+                    ProvisionState::Available,
+                    &[],
+                )
+                .await,
+            );
         }
         let done = race(&[&app.api, &b], 32).await;
         check_race(&app, &done, &nodes).await;
@@ -174,14 +204,26 @@ async fn two_api_processes_race_on_one_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn allocation_fields_versions_and_refusals() {
     for app in engines().await {
-        let n1 = node(&app, "n1", "gold", ProvisionState::Available, &["CUSTOM_GPU"]).await;
+        let n1 = node(
+            &app,
+            "n1",
+            "gold",
+            ProvisionState::Available,
+            &["CUSTOM_GPU"],
+        )
+        .await;
         let _n2 = node(&app, "n2", "gold", ProvisionState::Available, &[]).await;
         // Too old.
         let r = app.at(Method::GET, "/v1/allocations", "1.51", None).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND);
         assert_eq!(r.fault(), "The API version does not allow allocations");
         let r = app
-            .at(Method::POST, "/v1/allocations", "1.51", Some(json!({"resource_class": "gold"})))
+            .at(
+                Method::POST,
+                "/v1/allocations",
+                "1.51",
+                Some(json!({"resource_class": "gold"})),
+            )
             .await;
         assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
         // Refusals: nothing is created.
@@ -200,7 +242,10 @@ async fn allocation_fields_versions_and_refusals() {
             assert_eq!(r.status.as_u16(), status, "{body}: {}", r.body);
             assert_eq!(r.fault(), msg, "{body}");
         }
-        assert_eq!(app.get("/v1/allocations").await.body["allocations"], json!([]));
+        assert_eq!(
+            app.get("/v1/allocations").await.body["allocations"],
+            json!([])
+        );
 
         // A named allocation with a trait and candidates by name: n1.
         let r = app
@@ -208,8 +253,10 @@ async fn allocation_fields_versions_and_refusals() {
                 Method::POST,
                 "/v1/allocations",
                 "1.52",
-                Some(json!({"resource_class": "gold", "name": "a1", "traits": ["CUSTOM_GPU"],
-                            "candidate_nodes": ["n1", "n2"], "extra": {"k": "v"}})),
+                Some(
+                    json!({"resource_class": "gold", "name": "a1", "traits": ["CUSTOM_GPU"],
+                            "candidate_nodes": ["n1", "n2"], "extra": {"k": "v"}}),
+                ),
             )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
@@ -218,12 +265,30 @@ async fn allocation_fields_versions_and_refusals() {
             r.header("location").unwrap(),
             format!("{}/v1/allocations/{a1}", app.base)
         );
-        let mut keys: Vec<&str> = r.body.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut keys: Vec<&str> = r
+            .body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         keys.sort();
         assert_eq!(
             keys,
-            ["candidate_nodes", "created_at", "extra", "last_error", "links", "name", "node_uuid",
-             "resource_class", "state", "traits", "updated_at", "uuid"]
+            [
+                "candidate_nodes",
+                "created_at",
+                "extra",
+                "last_error",
+                "links",
+                "name",
+                "node_uuid",
+                "resource_class",
+                "state",
+                "traits",
+                "updated_at",
+                "uuid"
+            ]
         );
         let done = settled(&app, &a1).await;
         assert_eq!(done["state"], "active", "{done}");
@@ -234,32 +299,60 @@ async fn allocation_fields_versions_and_refusals() {
         assert_eq!(n["allocation_uuid"], a1);
         assert_eq!(n["instance_info"]["traits"], json!(["CUSTOM_GPU"]));
         // owner from 1.60, by name too.
-        let r = app.at(Method::GET, "/v1/allocations/a1", "1.60", None).await;
+        let r = app
+            .at(Method::GET, "/v1/allocations/a1", "1.60", None)
+            .await;
         assert_eq!(r.body["owner"], Value::Null);
         assert_eq!(r.body["uuid"], a1);
-        let r = app.at(Method::GET, "/v1/allocations/a1?fields=owner", "1.59", None).await;
+        let r = app
+            .at(Method::GET, "/v1/allocations/a1?fields=owner", "1.59", None)
+            .await;
         assert_eq!(r.status, StatusCode::NOT_ACCEPTABLE);
-        let r = app.at(Method::GET, "/v1/allocations?owner=x", "1.59", None).await;
+        let r = app
+            .at(Method::GET, "/v1/allocations?owner=x", "1.59", None)
+            .await;
         assert_eq!(r.status, StatusCode::NOT_ACCEPTABLE);
         // Duplicate name and UUID: 409, Ironic's words.
         let r = app
-            .send(Method::POST, "/v1/allocations", json!({"resource_class": "gold", "name": "a1"}))
+            .send(
+                Method::POST,
+                "/v1/allocations",
+                json!({"resource_class": "gold", "name": "a1"}),
+            )
             .await;
         assert_eq!(r.status, StatusCode::CONFLICT);
         assert_eq!(r.fault(), "An allocation with name a1 already exists.");
         let r = app
-            .send(Method::POST, "/v1/allocations", json!({"resource_class": "gold", "uuid": a1}))
+            .send(
+                Method::POST,
+                "/v1/allocations",
+                json!({"resource_class": "gold", "uuid": a1}),
+            )
             .await;
         assert_eq!(r.status, StatusCode::CONFLICT);
-        assert_eq!(r.fault(), format!("An allocation with UUID {a1} already exists."));
+        assert_eq!(
+            r.fault(),
+            format!("An allocation with UUID {a1} already exists.")
+        );
 
         // Failures end in `error` with Ironic's messages.
         for (body, error) in [
-            (json!({"resource_class": "silver"}), "no available nodes match the resource class silver"),
-            (json!({"resource_class": "gold", "candidate_nodes": ["n1"]}), "none of the requested nodes are available and match the resource class gold"),
-            (json!({"resource_class": "gold", "traits": ["CUSTOM_GPU", "CUSTOM_FPGA"]}), "no suitable nodes have the requested traits CUSTOM_FPGA, CUSTOM_GPU"),
+            (
+                json!({"resource_class": "silver"}),
+                "no available nodes match the resource class silver",
+            ),
+            (
+                json!({"resource_class": "gold", "candidate_nodes": ["n1"]}),
+                "none of the requested nodes are available and match the resource class gold",
+            ),
+            (
+                json!({"resource_class": "gold", "traits": ["CUSTOM_GPU", "CUSTOM_FPGA"]}),
+                "no suitable nodes have the requested traits CUSTOM_FPGA, CUSTOM_GPU",
+            ),
         ] {
-            let r = app.send(Method::POST, "/v1/allocations", body.clone()).await;
+            let r = app
+                .send(Method::POST, "/v1/allocations", body.clone())
+                .await;
             assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
             let uuid = r.body["uuid"].as_str().unwrap().to_string();
             let done = settled(&app, &uuid).await;
@@ -272,9 +365,15 @@ async fn allocation_fields_versions_and_refusals() {
         }
 
         // List: filters, fields, paging, sort keys.
-        let all = app.get("/v1/allocations").await.body["allocations"].as_array().unwrap().len();
+        let all = app.get("/v1/allocations").await.body["allocations"]
+            .as_array()
+            .unwrap()
+            .len();
         assert_eq!(all, 4);
-        let errors = app.get("/v1/allocations?state=error&fields=uuid,state").await.body;
+        let errors = app
+            .get("/v1/allocations?state=error&fields=uuid,state")
+            .await
+            .body;
         assert_eq!(errors["allocations"].as_array().unwrap().len(), 3);
         let keys: BTreeSet<&str> = errors["allocations"][0]
             .as_object()
@@ -293,26 +392,50 @@ async fn allocation_fields_versions_and_refusals() {
         assert_eq!(r.fault(), "Node ghost could not be found.");
         let r = app.get("/v1/allocations?sort_key=traits").await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
-        assert_eq!(r.fault(), "The sort_key value traits is an invalid field for sorting");
+        assert_eq!(
+            r.fault(),
+            "The sort_key value traits is an invalid field for sorting"
+        );
         let page = app.get("/v1/allocations?limit=2").await.body;
         assert_eq!(page["allocations"].as_array().unwrap().len(), 2);
         assert!(page["next"].as_str().unwrap().contains("marker="));
 
         // PATCH: 1.57, name and extra only.
         let r = app
-            .at(Method::PATCH, "/v1/allocations/a1", "1.56", Some(json!([{"op": "replace", "path": "/name", "value": "a2"}])))
+            .at(
+                Method::PATCH,
+                "/v1/allocations/a1",
+                "1.56",
+                Some(json!([{"op": "replace", "path": "/name", "value": "a2"}])),
+            )
             .await;
         assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(r.fault(), "The API version does not allow updating allocations");
+        assert_eq!(
+            r.fault(),
+            "The API version does not allow updating allocations"
+        );
         let r = app
-            .at(Method::PATCH, "/v1/allocations/a1", "1.57", Some(json!([{"op": "replace", "path": "/resource_class", "value": "x"}])))
+            .at(
+                Method::PATCH,
+                "/v1/allocations/a1",
+                "1.57",
+                Some(json!([{"op": "replace", "path": "/resource_class", "value": "x"}])),
+            )
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
-        assert_eq!(r.fault(), "Cannot patch /resource_class. Only the following can be updated: name, extra");
+        assert_eq!(
+            r.fault(),
+            "Cannot patch /resource_class. Only the following can be updated: name, extra"
+        );
         let r = app
-            .at(Method::PATCH, "/v1/allocations/a1", "1.57", Some(json!([
+            .at(
+                Method::PATCH,
+                "/v1/allocations/a1",
+                "1.57",
+                Some(json!([
                 {"op": "replace", "path": "/name", "value": "a2"},
-                {"op": "add", "path": "/extra/x", "value": 1}])))
+                {"op": "add", "path": "/extra/x", "value": 1}])),
+            )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         assert_eq!(r.body["name"], "a2");
@@ -331,24 +454,50 @@ async fn allocation_fields_versions_and_refusals() {
         assert_eq!(r.fault(), "Allocation for node n2 was not found");
         let r = app.get("/v1/nodes/ghost/allocation").await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
-        let r = app.at(Method::GET, "/v1/nodes/n1/allocation", "1.51", None).await;
+        let r = app
+            .at(Method::GET, "/v1/nodes/n1/allocation", "1.51", None)
+            .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND);
 
         // Deleting it (the node is available) frees the node.
-        let r = app.call(Method::DELETE, "/v1/nodes/n1/allocation", Some("latest"), None).await;
+        let r = app
+            .call(
+                Method::DELETE,
+                "/v1/nodes/n1/allocation",
+                Some("latest"),
+                None,
+            )
+            .await;
         assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
         let n = app.node("n1").await;
         assert_eq!(n["instance_uuid"], Value::Null);
         assert_eq!(n["allocation_uuid"], Value::Null);
-        assert_eq!(app.get(&format!("/v1/allocations/{a1}")).await.status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            app.get(&format!("/v1/allocations/{a1}")).await.status,
+            StatusCode::NOT_FOUND
+        );
         // An allocation without a node goes at once.
         let failed = app.get("/v1/allocations?state=error").await.body["allocations"][0]["uuid"]
             .as_str()
             .unwrap()
             .to_string();
-        let r = app.call(Method::DELETE, &format!("/v1/allocations/{failed}"), Some("latest"), None).await;
+        let r = app
+            .call(
+                Method::DELETE,
+                &format!("/v1/allocations/{failed}"),
+                Some("latest"),
+                None,
+            )
+            .await;
         assert_eq!(r.status, StatusCode::NO_CONTENT);
-        let r = app.call(Method::DELETE, &format!("/v1/allocations/{failed}"), Some("latest"), None).await;
+        let r = app
+            .call(
+                Method::DELETE,
+                &format!("/v1/allocations/{failed}"),
+                Some("latest"),
+                None,
+            )
+            .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND);
     }
 }
@@ -358,10 +507,17 @@ async fn backfill_delete_rules_node_deletion_and_feed() {
     for app in engines().await {
         let deployed = node(&app, "deployed", "gold", ProvisionState::Active, &[]).await;
         let wrong = node(&app, "wrong", "iron", ProvisionState::Active, &[]).await;
-        let since = app.get("/v1/nodes/changes?limit=1000").await.body["revision"].as_i64().unwrap();
+        let since = app.get("/v1/nodes/changes?limit=1000").await.body["revision"]
+            .as_i64()
+            .unwrap();
         // Backfill: the allocation takes the deployed node at once.
         let r = app
-            .at(Method::POST, "/v1/allocations", "1.58", Some(json!({"node": "deployed", "name": "bf"})))
+            .at(
+                Method::POST,
+                "/v1/allocations",
+                "1.58",
+                Some(json!({"node": "deployed", "name": "bf"})),
+            )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         assert_eq!(r.body["state"], "active");
@@ -372,20 +528,44 @@ async fn backfill_delete_rules_node_deletion_and_feed() {
         // A node that has an allocation cannot be backfilled again: its
         // instance UUID is the default UUID (taken), or the node is associated.
         let r = app
-            .at(Method::POST, "/v1/allocations", "1.58", Some(json!({"node": "deployed", "resource_class": "gold"})))
+            .at(
+                Method::POST,
+                "/v1/allocations",
+                "1.58",
+                Some(json!({"node": "deployed", "resource_class": "gold"})),
+            )
             .await;
         assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
-        assert_eq!(r.fault(), format!("An allocation with UUID {bf} already exists."));
+        assert_eq!(
+            r.fault(),
+            format!("An allocation with UUID {bf} already exists.")
+        );
         let other = Uuid::new_v4();
         let r = app
-            .at(Method::POST, "/v1/allocations", "1.58", Some(json!({"node": "deployed", "uuid": other})))
+            .at(
+                Method::POST,
+                "/v1/allocations",
+                "1.58",
+                Some(json!({"node": "deployed", "uuid": other})),
+            )
             .await;
         assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
-        assert_eq!(r.fault(), format!("Node {deployed} is associated with instance {bf}."));
-        assert_eq!(app.get(&format!("/v1/allocations/{other}")).await.body["state"], "error");
+        assert_eq!(
+            r.fault(),
+            format!("Node {deployed} is associated with instance {bf}.")
+        );
+        assert_eq!(
+            app.get(&format!("/v1/allocations/{other}")).await.body["state"],
+            "error"
+        );
         // A mismatch: refused, the allocation ends in error.
         let r = app
-            .at(Method::POST, "/v1/allocations", "1.58", Some(json!({"node": "wrong", "resource_class": "gold", "name": "mismatch"})))
+            .at(
+                Method::POST,
+                "/v1/allocations",
+                "1.58",
+                Some(json!({"node": "wrong", "resource_class": "gold", "name": "mismatch"})),
+            )
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
         assert!(r.fault().contains(&format!("Cannot backfill an allocation for node {wrong}: Resource class iron does not match the requested resource class gold")), "{}", r.fault());
@@ -394,7 +574,9 @@ async fn backfill_delete_rules_node_deletion_and_feed() {
         assert_eq!(app.node("wrong").await["instance_uuid"], Value::Null);
 
         // Deletion of an active node's allocation: refused outside maintenance.
-        let r = app.call(Method::DELETE, "/v1/allocations/bf", Some("latest"), None).await;
+        let r = app
+            .call(Method::DELETE, "/v1/allocations/bf", Some("latest"), None)
+            .await;
         assert_eq!(r.status, StatusCode::CONFLICT);
         assert_eq!(
             r.fault(),
@@ -402,18 +584,29 @@ async fn backfill_delete_rules_node_deletion_and_feed() {
         );
         assert_eq!(app.node("deployed").await["instance_uuid"], bf);
         let r = app
-            .send(Method::PATCH, "/v1/nodes/deployed", json!([{"op": "replace", "path": "/maintenance", "value": true}]))
+            .send(
+                Method::PATCH,
+                "/v1/nodes/deployed",
+                json!([{"op": "replace", "path": "/maintenance", "value": true}]),
+            )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 
         // Deleting the node (maintenance) deletes its allocation.
-        let r = app.call(Method::DELETE, "/v1/nodes/deployed", Some("latest"), None).await;
+        let r = app
+            .call(Method::DELETE, "/v1/nodes/deployed", Some("latest"), None)
+            .await;
         assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
-        assert_eq!(app.get(&format!("/v1/allocations/{bf}")).await.status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            app.get(&format!("/v1/allocations/{bf}")).await.status,
+            StatusCode::NOT_FOUND
+        );
 
         // The feed: created, updated (bound), deleted with the node.
         let feed = app
-            .get(&format!("/v1/nodes/changes?since={since}&resource=allocation&limit=1000"))
+            .get(&format!(
+                "/v1/nodes/changes?since={since}&resource=allocation&limit=1000"
+            ))
             .await
             .body;
         let mine: Vec<&Value> = feed["changes"]

@@ -284,7 +284,13 @@ impl Api {
     }
 
     /// A request at microversion `version`, with an optional body.
-    pub async fn at(&self, method: Method, path: &str, version: &str, body: Option<Value>) -> Reply {
+    pub async fn at(
+        &self,
+        method: Method,
+        path: &str,
+        version: &str,
+        body: Option<Value>,
+    ) -> Reply {
         self.call(method, path, Some(version), body).await
     }
 
