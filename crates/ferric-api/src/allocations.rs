@@ -603,6 +603,39 @@ pub async fn node_delete(
     destroy(&st, a.uuid).await
 }
 
+/// Whether a node PATCH from `old` to `new` removes the instance of a node
+/// that has an allocation (the allocation then goes, as in Ironic's
+/// `update_node`); refused (409) outside maintenance unless the node is in
+/// a state that allows updates.
+pub(crate) fn removes_allocated_instance(
+    old: &ferric_core::Node,
+    new: &ferric_core::Node,
+) -> Result<bool, ApiError> {
+    use ferric_core::ProvisionState as S;
+    if old.attrs.allocation_uuid.is_none()
+        || old.instance_uuid.is_none()
+        || new.instance_uuid.is_some()
+    {
+        return Ok(false);
+    }
+    let allowed = [
+        S::Enroll,
+        S::Inspecting,
+        S::InspectWait,
+        S::Manageable,
+        S::Available,
+    ];
+    if !old.maintenance && !allowed.contains(&old.provision_state) {
+        return Err(ApiError::conflict_409(format!(
+            "Node {} with an allocation can not have instance_uuid removed unless it is in one of allowed ({}) states or in maintenance mode. Current state is '{}'.",
+            old.uuid,
+            allowed.map(|s| s.as_str()).join(", "),
+            old.provision_state.as_str()
+        )));
+    }
+    Ok(true)
+}
+
 /// The OpenAPI paths of this module.
 pub(crate) fn openapi_paths() -> Map<String, Value> {
     let err = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});

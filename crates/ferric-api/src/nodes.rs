@@ -889,6 +889,10 @@ pub async fn patch(
         fields::check_not_in_transition(task.node(), removes_instance_only, v)?;
         let mut patched = apply_patch_with(st.drivers(), task.node(), &ops)?;
         fields::check_update(task.node(), &mut patched)?;
+        if crate::allocations::removes_allocated_instance(task.node(), &patched)? {
+            ferric_conductor::allocation::drop_for_node(&mut task).await?;
+            patched.attrs.allocation_uuid = None;
+        }
         if &patched != task.node() {
             let instance = patched.instance_uuid;
             *task.node_mut() = patched;

@@ -18,7 +18,7 @@
 //!
 //! [`Store::bind_allocation`]: ferric_store::Store::bind_allocation
 
-use crate::{Retry, TaskError, TaskManager};
+use crate::{ExclusiveTask, Retry, TaskError, TaskManager};
 use ferric_core::{DbTime, Node, ProvisionState};
 use ferric_store::{NodeIdent, NodeQuery, Resource, ResourceKind, ResourceQuery, StoreError};
 use serde_json::{json, Map, Value};
@@ -334,7 +334,7 @@ async fn try_node(
 
 /// Release a task whose outcome is already decided (a failed release is
 /// logged; the lock is then broken by recovery as for a dead holder).
-async fn release(task: crate::ExclusiveTask) {
+async fn release(task: ExclusiveTask) {
     let node = task.token().node;
     if let Err(e) = task.release().await {
         warn!(node_uuid = %node, error.message = %e, "could not release the node after allocating");
@@ -527,6 +527,32 @@ async fn do_backfill(
     let (_, stored) = bound?;
     info!(allocation_uuid = %a.uuid, node_uuid = %node, "allocation backfilled");
     Ok(Allocation::from_resource(stored))
+}
+
+/// Delete the allocation of the locked node, if it has one, clearing its
+/// `instance_uuid` and `allocation_uuid` in the store and in the task's copy
+/// (Ironic destroys it on tear-down and when `instance_uuid` is removed).
+/// An allocation already gone is fine.
+pub async fn drop_for_node(task: &mut ExclusiveTask) -> Result<(), TaskError> {
+    let Some(a) = task.node().attrs.allocation_uuid else {
+        return Ok(());
+    };
+    match task
+        .manager()
+        .store()
+        .delete_allocation(Some(task.token()), a)
+        .await
+    {
+        Ok(()) => {
+            info!(allocation_uuid = %a, node_uuid = %task.node().uuid, "allocation deleted with the node's instance")
+        }
+        Err(StoreError::ResourceNotFound { .. } | StoreError::ResourceChanged { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let n = task.node_mut();
+    n.instance_uuid = None;
+    n.attrs.allocation_uuid = None;
+    Ok(())
 }
 
 /// Ironic's `UPDATE_ALLOWED_STATES` (its `service` is a verb here, not a state).

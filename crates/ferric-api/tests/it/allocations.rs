@@ -665,3 +665,119 @@ async fn an_orphaned_allocation_is_resumed_at_start_up() {
         conductor.stop().await;
     }
 }
+
+/// A node deployed through the API (enroll → manageable → available → active).
+async fn deployed(app: &App, name: &str) -> Uuid {
+    let r = app
+        .send(
+            Method::POST,
+            "/v1/nodes",
+            json!({"name": name, "driver": "fake-hardware", "resource_class": "gold"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    for (target, state) in [
+        ("manage", "manageable"),
+        ("provide", "available"),
+        ("active", "active"),
+    ] {
+        let r = app
+            .send(
+                Method::PUT,
+                &format!("/v1/nodes/{name}/states/provision"),
+                json!({"target": target}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+        rests_in(app, name, state).await;
+    }
+    r.body["uuid"].as_str().unwrap().parse().unwrap()
+}
+
+/// Poll the node until it rests (no target) in `state`.
+async fn rests_in(api: &Api, ident: &str, state: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = api.node(ident).await;
+        if n["provision_state"] == state && n["target_provision_state"].is_null() {
+            return n;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{ident} never rested in {state}: {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn removing_the_instance_or_tearing_down_deletes_the_allocation() {
+    for app in engines().await {
+        // PATCH remove /instance_uuid: refused on an active node outside
+        // maintenance, allowed on an available one (the allocation goes).
+        let active = deployed(&app, "active").await;
+        let r = app
+            .at(
+                Method::POST,
+                "/v1/allocations",
+                "1.58",
+                Some(json!({"node": "active"})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let on_active = r.body["uuid"].as_str().unwrap().to_string();
+        let remove = json!([{"op": "remove", "path": "/instance_uuid"}]);
+        let r = app
+            .send(Method::PATCH, "/v1/nodes/active", remove.clone())
+            .await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+        assert_eq!(
+            r.fault(),
+            format!("Node {active} with an allocation can not have instance_uuid removed unless it is in one of allowed (enroll, inspecting, inspect wait, manageable, available) states or in maintenance mode. Current state is 'active'.")
+        );
+        assert_eq!(
+            app.get(&format!("/v1/allocations/{on_active}"))
+                .await
+                .status,
+            StatusCode::OK
+        );
+
+        let free = node(&app, "free", "gold", ProvisionState::Available, &[]).await;
+        let r = app
+            .send(
+                Method::POST,
+                "/v1/allocations",
+                json!({"resource_class": "gold"}),
+            )
+            .await;
+        let a = r.body["uuid"].as_str().unwrap().to_string();
+        assert_eq!(settled(&app, &a).await["node_uuid"], free.to_string());
+        let r = app.send(Method::PATCH, "/v1/nodes/free", remove).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body["instance_uuid"], Value::Null);
+        assert_eq!(r.body["allocation_uuid"], Value::Null);
+        assert_eq!(
+            app.get(&format!("/v1/allocations/{a}")).await.status,
+            StatusCode::NOT_FOUND
+        );
+
+        // Undeploying the active node tears its allocation down with it.
+        let r = app
+            .send(
+                Method::PUT,
+                "/v1/nodes/active/states/provision",
+                json!({"target": "deleted"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+        let n = rests_in(&app, "active", "available").await;
+        assert_eq!(n["instance_uuid"], Value::Null);
+        assert_eq!(n["allocation_uuid"], Value::Null);
+        assert_eq!(
+            app.get(&format!("/v1/allocations/{on_active}"))
+                .await
+                .status,
+            StatusCode::NOT_FOUND
+        );
+    }
+}
