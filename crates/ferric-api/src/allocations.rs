@@ -484,8 +484,32 @@ pub async fn update(
         true,
         "The API version does not allow updating allocations",
     )?;
-    let current = find(&st, &id).await?;
-    for op in &ops {
+    // Conditional on the revision read; the conductor may bind the
+    // allocation meanwhile (a write of its own), so a changed allocation is
+    // re-read and the patch applied again, a few times.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let current = find(&st, &id).await?;
+        let next = patched(&current, &ops)?;
+        if next == current {
+            return Ok(Json(render(&current, &base, v)).into_response());
+        }
+        match st.tm.store().update_resource(&next.to_resource()).await {
+            Ok(stored) => {
+                return Ok(
+                    Json(render(&Allocation::from_resource(stored), &base, v)).into_response()
+                )
+            }
+            Err(StoreError::ResourceChanged { .. }) if attempts < 5 => continue,
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+}
+
+/// `current` with the name/extra patch `ops` applied and validated.
+fn patched(current: &Allocation, ops: &[PatchOp]) -> Result<Allocation, ApiError> {
+    for op in ops {
         if op.path.trim_start_matches('/').split('/').next() == Some("name") {
             if let Some(Value::String(n)) = &op.value {
                 if ferric_core::node::validate_name(n).is_err() {
@@ -499,7 +523,7 @@ pub async fn update(
     let mut doc = Map::new();
     doc.insert("name".into(), json!(current.name));
     doc.insert("extra".into(), Value::Object(current.extra.clone()));
-    resource::apply_patch(&mut doc, &ops, &PATCHABLE, |f| match f {
+    resource::apply_patch(&mut doc, ops, &PATCHABLE, |f| match f {
         "extra" => json!({}),
         _ => Value::Null,
     })?;
@@ -516,21 +540,11 @@ pub async fn update(
         }
     }
     let extra = d.opt_object("extra")?.unwrap_or_default();
-    let next = Allocation {
+    Ok(Allocation {
         name,
         extra,
         ..current.clone()
-    };
-    if next == current {
-        return Ok(Json(render(&current, &base, v)).into_response());
-    }
-    let stored = st
-        .tm
-        .store()
-        .update_resource(&next.to_resource())
-        .await
-        .map_err(store_error)?;
-    Ok(Json(render(&Allocation::from_resource(stored), &base, v)).into_response())
+    })
 }
 
 /// `DELETE /v1/allocations/{allocation_ident}`.
