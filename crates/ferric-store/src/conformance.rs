@@ -2020,11 +2020,15 @@ pub async fn allocation_candidates_and_body_filters_select_in_the_store(store: A
         got(q(|q| q.with_power_state = Some(false))).await,
         ["leased", "owned"]
     );
-    let mut by_uuid = NodeQuery::default();
-    by_uuid.uuid_in = Some(vec![owned, other]);
+    let by_uuid = NodeQuery {
+        uuid_in: Some(vec![owned, other]),
+        ..Default::default()
+    };
     assert_eq!(got(by_uuid).await, ["other", "owned"]);
-    let mut none = NodeQuery::default();
-    none.uuid_in = Some(Vec::new());
+    let none = NodeQuery {
+        uuid_in: Some(Vec::new()),
+        ..Default::default()
+    };
     assert!(got(none).await.is_empty());
     let _ = leased;
 
