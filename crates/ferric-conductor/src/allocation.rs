@@ -703,3 +703,80 @@ pub async fn take_over_orphans(tm: &TaskManager, include_own: bool) -> Result<us
     }
     Ok(taken)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn alloc() -> Allocation {
+        Allocation::from_resource(Resource {
+            kind: KIND,
+            uuid: Uuid::nil(),
+            name: None,
+            node: None,
+            parent: None,
+            key: None,
+            body: Map::new(),
+            created_at: DbTime(0),
+            updated_at: None,
+            revision: 0,
+        })
+    }
+
+    fn node(state: ProvisionState, target: Option<ProvisionState>, maintenance: bool) -> Node {
+        let mut n: Node = serde_json::from_value(json!({
+            "uuid": Uuid::max(),
+            "name": null, "driver": "fake-hardware", "driver_info": {}, "properties": {},
+            "extra": {}, "instance_info": {}, "instance_uuid": null, "interfaces": {},
+            "provision_state": "available", "target_provision_state": null,
+            "power_state": null, "target_power_state": null, "maintenance": false,
+            "maintenance_reason": null, "last_error": null, "conductor_group": "",
+            "conductor_affinity": null, "reservation": null, "lock_epoch": 0,
+            "lock_waiters": 0, "revision": 0, "created_at": 0, "updated_at": null,
+            "provision_updated_at": null
+        }))
+        .unwrap();
+        n.provision_state = state;
+        n.target_provision_state = target;
+        n.maintenance = maintenance;
+        n
+    }
+
+    #[test]
+    fn deallocation_follows_ironics_rules() {
+        use ProvisionState as S;
+        let a = alloc();
+        assert!(verify_node_for_deallocation(&node(S::Available, None, false), &a).is_ok());
+        assert!(verify_node_for_deallocation(&node(S::Active, None, true), &a).is_ok());
+        let e = verify_node_for_deallocation(&node(S::Active, None, false), &a).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("Cannot remove allocation {} for node {}, because the node is active (and maintenance mode is off)", Uuid::nil(), Uuid::max())
+        );
+        let e = verify_node_for_deallocation(&node(S::Deploying, Some(S::Active), false), &a)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("Cannot remove allocation {} for node {}, because the node is in state deploying where updates are not allowed (and maintenance mode is off)", Uuid::nil(), Uuid::max())
+        );
+        // A failed state that allows updates.
+        assert!(
+            verify_node_for_deallocation(&node(S::DeployFailed, Some(S::Active), false), &a)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_body_round_trips() {
+        let mut a = alloc();
+        a.name = Some("x".into());
+        a.traits = vec!["CUSTOM_A".into()];
+        a.candidate_nodes = vec![Uuid::max()];
+        a.owner = Some("p".into());
+        a.conductor_affinity = Some("c".into());
+        a.last_error = Some("e".into());
+        a.state = ERROR.into();
+        assert_eq!(Allocation::from_resource(a.to_resource()), a);
+    }
+}

@@ -781,3 +781,44 @@ async fn removing_the_instance_or_tearing_down_deletes_the_allocation() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_named_like_the_allocation_is_tried_first() {
+    let app = Options::new().spawn().await.unwrap();
+    for i in 0..4 {
+        node(
+            &app,
+            &format!("pick-{i}"),
+            "gold",
+            ProvisionState::Available,
+            &[],
+        )
+        .await;
+    }
+    for round in 0..3 {
+        let r = app
+            .send(
+                Method::POST,
+                "/v1/allocations",
+                json!({"resource_class": "gold", "name": "pick-2"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let uuid = r.body["uuid"].as_str().unwrap().to_string();
+        let done = settled(&app, &uuid).await;
+        assert_eq!(
+            done["node_uuid"],
+            app.node("pick-2").await["uuid"],
+            "round {round}"
+        );
+        let r = app
+            .call(
+                Method::DELETE,
+                "/v1/allocations/pick-2",
+                Some("latest"),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+    }
+}
