@@ -367,7 +367,7 @@ pub async fn openapi(base: BaseUrl) -> Json<Value> {
         extra
     };
     let list_params = json!([
-        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": crate::nodes::MAX_LIMIT}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": format!("Page size; 0 or more than {} gives {} (Ironic's max_limit)", crate::nodes::MAX_LIMIT, crate::nodes::MAX_LIMIT)},
         {"name": "marker", "in": "query", "schema": {"type": "string", "format": "uuid"}},
         {"name": "fields", "in": "query", "schema": {"type": "string"}, "description": "Comma-separated node fields"},
         {"name": "detail", "in": "query", "schema": {"type": "boolean"}},
@@ -412,7 +412,7 @@ pub async fn openapi(base: BaseUrl) -> Json<Value> {
                 "parameters": [
                     {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                     {"name": "resource", "in": "query", "schema": {"type": "string"}, "description": "Kinds, comma-separated: node, port, portgroup, chassis or all (default node)"},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_CHANGES_LIMIT}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": format!("At most this many changes (clamped to 1..={MAX_CHANGES_LIMIT})")},
                     {"name": "timeout", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": MAX_CHANGES_TIMEOUT.as_secs()}},
                 ],
                 "responses": with(json!({"200": ok("{changes: [{revision, uuid, kind, at, node}], revision}")})),

@@ -79,7 +79,7 @@ pub struct CreateNode {
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
-    pub uuid: Option<Uuid>,
+    pub uuid: Option<String>,
     #[serde(default)]
     pub driver_info: Option<Map<String, Value>>,
     #[serde(default)]
@@ -117,7 +117,7 @@ pub struct CreateNode {
     #[serde(default)]
     pub instance_info: Option<Map<String, Value>>,
     #[serde(default)]
-    pub instance_uuid: Option<Uuid>,
+    pub instance_uuid: Option<String>,
     #[serde(default)]
     pub maintenance: Option<Value>,
     // Ironic's other create fields ([`fields::CREATE_FIELDS`]), checked by
@@ -272,7 +272,7 @@ impl CreateNode {
             .check_and_fill(&self.driver, &mut interfaces)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let mut new = NewNode {
-            uuid: self.uuid,
+            uuid: expect_uuid("uuid", &self.uuid)?,
             name: self.name,
             driver: self.driver,
             driver_info: self.driver_info.unwrap_or_default(),
@@ -286,7 +286,7 @@ impl CreateNode {
                 ProvisionState::Available
             }),
             instance_info: self.instance_info.unwrap_or_default(),
-            instance_uuid: self.instance_uuid,
+            instance_uuid: expect_uuid("instance_uuid", &self.instance_uuid)?,
             maintenance,
             attrs,
         };
@@ -303,8 +303,9 @@ pub async fn create(
     base: BaseUrl,
     JsonBody(mut body): JsonBody<CreateNode>,
 ) -> Result<Response, ApiError> {
-    let uuid = *body.uuid.get_or_insert_with(Uuid::new_v4);
-    let instance = body.instance_uuid;
+    let uuid = expect_uuid("uuid", &body.uuid)?.unwrap_or_else(Uuid::new_v4);
+    body.uuid = Some(uuid.to_string());
+    let instance = expect_uuid("instance_uuid", &body.instance_uuid)?;
     if let Some(parent) = body.parent_node.take() {
         render::check_field_version("parent_node", v)?;
         let owner = body.owner.as_ref().and_then(Value::as_str);
@@ -420,6 +421,18 @@ fn filter_version(value: &Option<String>, minor: u32, v: Version) -> Result<(), 
 
 fn opt_bool(name: &str, value: &Option<String>) -> Result<Option<bool>, ApiError> {
     value.as_deref().map(|s| parse_bool(name, s)).transpose()
+}
+
+/// A UUID field of a request body, refused with Ironic's wording
+/// ("Expected UUID for uuid: abc", which clients match on).
+fn expect_uuid(name: &str, value: &Option<String>) -> Result<Option<Uuid>, ApiError> {
+    value
+        .as_deref()
+        .map(|s| {
+            Uuid::parse_str(s)
+                .map_err(|_| ApiError::bad_request(format!("Expected UUID for {name}: {s}")))
+        })
+        .transpose()
 }
 
 fn opt_uuid(name: &str, value: &Option<String>) -> Result<Option<Uuid>, ApiError> {

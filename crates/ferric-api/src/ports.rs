@@ -1131,7 +1131,7 @@ pub(crate) fn openapi_paths() -> Map<String, Value> {
         {"name": "address", "in": "query", "schema": {"type": "string"}},
         {"name": "portgroup", "in": "query", "schema": {"type": "string"}},
         {"name": "conductor_groups", "in": "query", "schema": {"type": "string"}},
-        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": resource::MAX_LIMIT}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": format!("Page size; 0 or more than {} gives {} (Ironic's max_limit)", resource::MAX_LIMIT, resource::MAX_LIMIT)},
         {"name": "marker", "in": "query", "schema": {"type": "string", "format": "uuid"}},
         {"name": "sort_key", "in": "query", "schema": {"type": "string", "enum": ["id", "uuid", "created_at", "address", "name"]}},
         {"name": "sort_dir", "in": "query", "schema": {"type": "string", "enum": ["asc", "desc"]}},
@@ -1185,10 +1185,10 @@ pub(crate) fn openapi_paths() -> Map<String, Value> {
         "delete": {"summary": "Delete a port", "parameters": [port_param], "responses": common(json!({"204": {"description": "Deleted"}}))},
     }));
     m.insert("/v1/nodes/{ident}/ports".into(), json!({
-        "get": {"summary": "List a node's ports", "parameters": nested, "responses": common(json!({"200": ok("{ports, next?}")}))},
+        "get": {"summary": "List a node's ports", "parameters": nested, "responses": common(json!({"200": ok("{ports, next?}"), "403": err("A node or portgroup filter on a nested list (Ironic: operation not permitted)")}))},
     }));
     m.insert("/v1/portgroups/{ident}/ports".into(), json!({
-        "get": {"summary": "List a portgroup's ports (1.24)", "parameters": pg_nested, "responses": common(json!({"200": ok("{ports, next?}")}))},
+        "get": {"summary": "List a portgroup's ports (1.24)", "parameters": pg_nested, "responses": common(json!({"200": ok("{ports, next?}"), "403": err("A node or portgroup filter on a nested list (Ironic: operation not permitted)")}))},
     }));
     m
 }

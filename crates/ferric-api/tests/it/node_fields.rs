@@ -986,3 +986,24 @@ async fn no_patch_while_a_state_transition_is_in_progress() {
     assert!(r.header("retry-after").is_none());
     assert_eq!(app.node("w1").await, before);
 }
+
+/// A malformed UUID in a node body gets Ironic's wording (clients match on
+/// it) and creates nothing.
+#[tokio::test]
+async fn malformed_uuids_in_a_node_body_use_ironics_wording() {
+    let app = spawn().await;
+    for (field, body) in [
+        ("uuid", json!({"driver": "fake-hardware", "uuid": "abc"})),
+        (
+            "instance_uuid",
+            json!({"driver": "fake-hardware", "instance_uuid": "i-1"}),
+        ),
+    ] {
+        let r = app.send(Method::POST, "/v1/nodes", body.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+        let bad = body[field].as_str().unwrap();
+        assert_eq!(r.fault(), format!("Expected UUID for {field}: {bad}"));
+    }
+    let listed = app.get("/v1/nodes").await;
+    assert_eq!(listed.body["nodes"], json!([]));
+}

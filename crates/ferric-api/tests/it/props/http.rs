@@ -26,10 +26,10 @@ const MAIN: &str = "fuzz-main";
 /// One request.
 #[derive(Clone)]
 pub struct Req {
-    method: Method,
-    path: String,
-    headers: Vec<(&'static str, Vec<u8>)>,
-    body: Vec<u8>,
+    pub(super) method: Method,
+    pub(super) path: String,
+    pub(super) headers: Vec<(&'static str, Vec<u8>)>,
+    pub(super) body: Vec<u8>,
 }
 
 impl Req {
@@ -274,7 +274,7 @@ fn get_main() -> Req {
 }
 
 /// Never a 5xx; a 4xx has Ironic's double-encoded error body with a message.
-fn check_reply(status: StatusCode, body: &Value) -> Result<(), TestCaseError> {
+pub(super) fn check_reply(status: StatusCode, body: &Value) -> Result<(), TestCaseError> {
     prop_assert!(
         !status.is_server_error(),
         "server error {}: {}",

@@ -5,5 +5,6 @@
 
 mod gen;
 mod http;
+mod openapi;
 mod patch;
 mod regressions;
