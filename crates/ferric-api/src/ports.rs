@@ -1173,11 +1173,11 @@ pub(crate) fn openapi_paths() -> Map<String, Value> {
     pg_nested.insert(0, pg_param);
     let mut m = Map::new();
     m.insert("/v1/ports".into(), json!({
-        "get": {"summary": "List ports", "parameters": list_params, "responses": common(json!({"200": ok("{ports, next?}")}))},
+        "get": {"summary": "List ports", "parameters": list_params, "responses": common(json!({"200": ok("{ports, next?}"), "403": err("Both a node and a portgroup filter (Ironic: operation not permitted)")}))},
         "post": {"summary": "Create a port", "requestBody": body, "responses": common(json!({"201": ok("The port")}))},
     }));
     m.insert("/v1/ports/detail".into(), json!({
-        "get": {"summary": "List ports with every field", "parameters": list_params, "responses": common(json!({"200": ok("{ports, next?}")}))},
+        "get": {"summary": "List ports with every field", "parameters": list_params, "responses": common(json!({"200": ok("{ports, next?}"), "403": err("Both a node and a portgroup filter (Ironic: operation not permitted)")}))},
     }));
     m.insert("/v1/ports/{ident}".into(), json!({
         "get": {"summary": "Show a port", "parameters": [port_param, {"name": "fields", "in": "query", "schema": {"type": "string"}}], "responses": common(json!({"200": ok("The port")}))},
