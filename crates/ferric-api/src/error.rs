@@ -215,6 +215,7 @@ impl From<StoreError> for ApiError {
                 "{} {uuid} was changed by another request; please retry.",
                 title(kind)
             )),
+            StoreError::NodeAssociated { .. } => ApiError::conflict_409(e.to_string()),
             StoreError::ConductorNotFound(h) => {
                 ApiError::not_found(format!("Conductor {h} could not be found."))
             }

@@ -18,6 +18,7 @@
 //! under the node's exclusive lock; reads go to the store directly.
 
 pub mod agent;
+pub mod allocations;
 pub mod auth;
 pub mod chassis;
 pub mod deploy_templates;
@@ -257,6 +258,7 @@ fn v1_routes() -> Router<ApiState> {
         .merge(volume::routes())
         .merge(inspection_rules::routes())
         .merge(node_sub::routes())
+        .merge(allocations::routes())
 }
 
 async fn not_found() -> ApiError {

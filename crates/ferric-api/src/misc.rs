@@ -476,6 +476,7 @@ pub async fn openapi(base: BaseUrl) -> Json<Value> {
         paths.extend(crate::volume::openapi_paths());
         paths.extend(crate::inspection_rules::openapi_paths());
         paths.extend(crate::node_sub::openapi_paths());
+        paths.extend(crate::allocations::openapi_paths());
     }
     Json(doc)
 }

@@ -557,6 +557,7 @@ impl ListQuery {
             hide_children: !include_children && parent_node.is_none(),
             description_contains: self.description_contains.clone(),
             sort,
+            ..NodeQuery::default()
         })
     }
 
@@ -942,6 +943,10 @@ pub async fn patch(
                 return Err(ApiError::not_acceptable("Request not acceptable."));
             }
             fields::check_chassis(st.tm.store().as_ref(), &patched.attrs).await?;
+        }
+        if crate::allocations::removes_allocated_instance(task.node(), &patched)? {
+            ferric_conductor::allocation::drop_for_node(&mut task).await?;
+            patched.attrs.allocation_uuid = None;
         }
         if &patched != task.node() {
             let instance = patched.instance_uuid;

@@ -526,6 +526,11 @@ pub fn render_resource(r: &Resource, base: &BaseUrl, v: Version) -> Value {
             &crate::inspection_rules::InspectionRule::from_resource(r.clone()),
             base,
         )),
+        ResourceKind::Allocation => Ok(crate::allocations::render(
+            &ferric_conductor::allocation::Allocation::from_resource(r.clone()),
+            base,
+            v,
+        )),
     };
     rendered.map_or(Value::Null, Value::Object)
 }

@@ -442,6 +442,13 @@ impl Conductor {
                 "recovered locks left by a previous run of this conductor"
             );
         }
+        // Allocations this hostname left `allocating` in a previous life
+        // (their processing died with it).
+        match crate::allocation::take_over_orphans(&tm, true).await {
+            Ok(0) => {}
+            Ok(n) => warn!(count = n, "resumed allocations left by a previous run"),
+            Err(e) => warn!(error.message = %e, "resuming orphaned allocations failed"),
+        }
         let c = tm.config().clone();
         let driver_names: Vec<String> = if options.drivers.names().is_empty() {
             vec!["fake-hardware".to_string()]
@@ -551,6 +558,9 @@ impl Conductor {
                     }
                     if let Err(e) = take_over_once(&tm).await {
                         warn!(error.message = %e, "takeover pass failed");
+                    }
+                    if let Err(e) = crate::allocation::take_over_orphans(&tm, false).await {
+                        warn!(error.message = %e, "orphaned allocation pass failed");
                     }
                 })
             },

@@ -4,6 +4,7 @@
 //! Boundary: talks to persistence only through `ferric_store::Store`; knows
 //! nothing of HTTP.
 
+pub mod allocation;
 pub mod cluster;
 pub mod config;
 pub mod drivers;

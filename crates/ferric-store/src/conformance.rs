@@ -47,7 +47,9 @@ macro_rules! for_each_conformance_test {
             resources_list_filters_sort_and_pages,
             resources_updates_are_conditional,
             resources_racing_creates_one_winner,
-            resources_of_every_kind_are_stored_and_go_with_their_node
+            resources_of_every_kind_are_stored_and_go_with_their_node,
+            allocations_bind_and_delete_with_the_node_fenced,
+            allocation_candidates_and_body_filters_select_in_the_store
         );
     };
 }
@@ -1915,4 +1917,232 @@ pub async fn resources_of_every_kind_are_stored_and_go_with_their_node(store: Ar
     for kind in ResourceKind::ALL {
         assert!(deleted.contains(&kind), "no deleted entry for {kind}");
     }
+}
+
+fn allocating(traits: &[&str]) -> NewResource {
+    let mut body = serde_json::Map::new();
+    body.insert("state".into(), serde_json::json!("allocating"));
+    body.insert("traits".into(), serde_json::json!(traits));
+    body.insert("resource_class".into(), serde_json::json!("gold"));
+    NewResource {
+        body,
+        ..Default::default()
+    }
+}
+
+/// An allocation and its node change in one transaction fenced by the
+/// node's lock: bound only under the current token, never onto a node that
+/// has an instance, deleted with the node cleared; a node's allocation goes
+/// with the node, each step in the feed.
+pub async fn allocations_bind_and_delete_with_the_node_fenced(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    register(s, "cond-a").await;
+    let n = node(s, "n").await;
+    let m = node(s, "m").await;
+    let kind = ResourceKind::Allocation;
+    let a = s
+        .create_resource(kind, allocating(&["CUSTOM_X"]))
+        .await
+        .unwrap();
+    let b = s.create_resource(kind, allocating(&[])).await.unwrap();
+
+    // A stale token binds nothing.
+    let stale = s
+        .try_acquire(n, &claim("cond-a", "allocating"))
+        .await
+        .unwrap();
+    s.release(&stale).await.unwrap();
+    let e = s.bind_allocation(&stale, a.uuid).await.unwrap_err();
+    assert!(matches!(e, StoreError::LockLost { .. }), "{e:?}");
+    assert_eq!(s.get_node(&n.into()).await.unwrap().instance_uuid, None);
+    assert_eq!(s.get_resource(kind, &a.uuid.into()).await.unwrap(), a);
+
+    let t = s
+        .try_acquire(n, &claim("cond-a", "allocating"))
+        .await
+        .unwrap();
+    let (bound_node, bound) = s.bind_allocation(&t, a.uuid).await.unwrap();
+    assert_eq!(bound_node.instance_uuid, Some(a.uuid));
+    assert_eq!(bound_node.attrs.allocation_uuid, Some(a.uuid));
+    assert_eq!(
+        bound_node.instance_info["traits"],
+        serde_json::json!(["CUSTOM_X"])
+    );
+    assert_eq!(bound.node, Some(n));
+    assert_eq!(bound.body["state"], "active");
+    assert_eq!(s.get_node(&n.into()).await.unwrap(), bound_node);
+    assert_eq!(s.get_resource(kind, &a.uuid.into()).await.unwrap(), bound);
+    // The node has an instance now: refused, nothing changes.
+    let e = s.bind_allocation(&t, b.uuid).await.unwrap_err();
+    assert!(
+        matches!(e, StoreError::NodeAssociated { node, .. } if node == n),
+        "{e:?}"
+    );
+    assert_eq!(s.get_resource(kind, &b.uuid.into()).await.unwrap(), b);
+    // An allocation is bound once.
+    let e = s.bind_allocation(&t, a.uuid).await.unwrap_err();
+    assert!(matches!(e, StoreError::ResourceChanged { .. }), "{e:?}");
+    // Deleting a bound allocation needs its node's lock.
+    let e = s.delete_allocation(None, a.uuid).await.unwrap_err();
+    assert!(matches!(e, StoreError::ResourceChanged { .. }), "{e:?}");
+    s.delete_allocation(Some(&t), a.uuid).await.unwrap();
+    let cleared = s.get_node(&n.into()).await.unwrap();
+    assert_eq!(cleared.instance_uuid, None);
+    assert_eq!(cleared.attrs.allocation_uuid, None);
+    assert!(matches!(
+        s.get_resource(kind, &a.uuid.into()).await,
+        Err(StoreError::ResourceNotFound { .. })
+    ));
+    s.release(&t).await.unwrap();
+
+    // Another node's instance is the allocation's UUID: Duplicate.
+    let tm = s.try_acquire(m, &claim("cond-a", "deploy")).await.unwrap();
+    let mut other = s.get_node(&m.into()).await.unwrap();
+    let c = s.create_resource(kind, allocating(&[])).await.unwrap();
+    other.instance_uuid = Some(c.uuid);
+    s.save_node(&tm, &other).await.unwrap();
+    s.release(&tm).await.unwrap();
+    let t = s
+        .try_acquire(n, &claim("cond-a", "allocating"))
+        .await
+        .unwrap();
+    let e = s.bind_allocation(&t, c.uuid).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            StoreError::Duplicate {
+                field: "instance_uuid",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(s.get_node(&n.into()).await.unwrap().instance_uuid, None);
+
+    // A node's allocation goes with the node, in the feed.
+    s.bind_allocation(&t, b.uuid).await.unwrap();
+    let since = s
+        .changes_since(0, 10_000)
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .revision;
+    s.delete_node(&t).await.unwrap();
+    assert!(matches!(
+        s.get_resource(kind, &b.uuid.into()).await,
+        Err(StoreError::ResourceNotFound { .. })
+    ));
+    let feed = s.changes_since(since, 100).await.unwrap();
+    assert!(feed.iter().any(|c| c.node == b.uuid
+        && c.kind == ChangeKind::Deleted
+        && c.resource.as_ref().is_some_and(|r| r.kind == kind)));
+}
+
+/// The allocation's candidate filters and the body filters are answered by
+/// the store.
+pub async fn allocation_candidates_and_body_filters_select_in_the_store(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    register(s, "cond-a").await;
+    let owned = node_with(
+        s,
+        "owned",
+        ferric_core::NodeAttrs {
+            owner: Some("p1".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let leased = node_with(
+        s,
+        "leased",
+        ferric_core::NodeAttrs {
+            lessee: Some("p1".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let other = node(s, "other").await;
+    let t = s
+        .try_acquire(other, &claim("cond-a", "power"))
+        .await
+        .unwrap();
+    let mut n = s.get_node(&other.into()).await.unwrap();
+    n.power_state = Some(ferric_core::PowerState::Off);
+    s.save_node(&t, &n).await.unwrap();
+    s.release(&t).await.unwrap();
+    let q = |f: fn(&mut NodeQuery)| {
+        let mut q = NodeQuery::default();
+        f(&mut q);
+        q
+    };
+    let got = |q: NodeQuery| async move {
+        let mut v: Vec<String> = s
+            .list_nodes(&q)
+            .await
+            .unwrap()
+            .nodes
+            .into_iter()
+            .filter_map(|n| n.name)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        got(q(|q| q.project = Some("p1".into()))).await,
+        ["leased", "owned"]
+    );
+    assert_eq!(got(q(|q| q.with_power_state = Some(true))).await, ["other"]);
+    assert_eq!(
+        got(q(|q| q.with_power_state = Some(false))).await,
+        ["leased", "owned"]
+    );
+    let by_uuid = NodeQuery {
+        uuid_in: Some(vec![owned, other]),
+        ..Default::default()
+    };
+    assert_eq!(got(by_uuid).await, ["other", "owned"]);
+    let none = NodeQuery {
+        uuid_in: Some(Vec::new()),
+        ..Default::default()
+    };
+    assert!(got(none).await.is_empty());
+    let _ = leased;
+
+    let kind = ResourceKind::Allocation;
+    let a = s.create_resource(kind, allocating(&[])).await.unwrap();
+    let mut done = s.create_resource(kind, allocating(&[])).await.unwrap();
+    done.body.insert("state".into(), serde_json::json!("error"));
+    s.update_resource(&done).await.unwrap();
+    let list = |body_eq: Vec<(&'static str, String)>, has_node: Option<bool>| async move {
+        s.list_resources(&ResourceQuery {
+            body_eq,
+            has_node,
+            ..ResourceQuery::all(kind)
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.uuid)
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        list(vec![("state", "allocating".into())], None).await,
+        [a.uuid]
+    );
+    assert_eq!(
+        list(vec![("state", "error".into())], Some(false)).await,
+        [done.uuid]
+    );
+    assert!(list(vec![("state", "error".into())], Some(true))
+        .await
+        .is_empty());
+    assert_eq!(
+        list(
+            vec![("resource_class", "gold".into()), ("state", "error".into())],
+            None
+        )
+        .await,
+        [done.uuid]
+    );
 }

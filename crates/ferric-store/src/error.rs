@@ -63,6 +63,10 @@ pub enum StoreError {
         uuid: Uuid,
         expected: i64,
     },
+    /// The node already has an instance (Ironic's `NodeAssociated`):
+    /// an allocation cannot take it. Nothing was written.
+    #[error("Node {node} is associated with instance {instance}.")]
+    NodeAssociated { node: Uuid, instance: String },
     /// A conductor that is not registered.
     #[error("conductor {0} could not be found")]
     ConductorNotFound(String),

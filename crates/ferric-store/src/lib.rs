@@ -137,6 +137,50 @@ pub trait Store: Send + Sync + 'static {
         revision: Option<i64>,
     ) -> StoreResult<()>;
 
+    // ----- allocations ---------------------------------------------------------
+    //
+    // An allocation (a resource of kind `Allocation`) and the node it gets
+    // change together: these write both in one transaction fenced by the
+    // node's lock token. Stores without allocations refuse (defaults).
+
+    /// Give the locked node `token.node` to allocation `allocation`, which
+    /// must still be in state `allocating` with no node (`ResourceChanged`
+    /// otherwise; `ResourceNotFound` when gone). In one transaction: the
+    /// node's `instance_uuid` and `allocation_uuid` become the allocation's
+    /// UUID and its `instance_info.traits` the allocation's traits; the
+    /// allocation's node becomes the node, its state `active` and its
+    /// `last_error` null. Refused with `NodeAssociated` when the node has an
+    /// instance or allocation already (other than this one: a backfill of a
+    /// node whose `instance_uuid` is the allocation's UUID is allowed), and
+    /// `Duplicate { field: "instance_uuid" }` when another node's instance is
+    /// the allocation's UUID. Both get revisions and change-feed entries.
+    async fn bind_allocation(
+        &self,
+        token: &LockToken,
+        allocation: Uuid,
+    ) -> StoreResult<(Node, Resource)> {
+        let _ = (token, allocation);
+        Err(StoreError::Invalid(
+            "this store keeps no allocations".into(),
+        ))
+    }
+
+    /// Delete allocation `allocation` and, in the same transaction, clear
+    /// `instance_uuid` and `allocation_uuid` of the node that holds it.
+    /// With `token`, the allocation must be on `token.node` and the write is
+    /// fenced by it; without, the allocation must have no node. Otherwise
+    /// `ResourceChanged` (it got a node meanwhile: lock it and retry).
+    async fn delete_allocation(
+        &self,
+        token: Option<&LockToken>,
+        allocation: Uuid,
+    ) -> StoreResult<()> {
+        let _ = (token, allocation);
+        Err(StoreError::Invalid(
+            "this store keeps no allocations".into(),
+        ))
+    }
+
     // ----- the lock (SPEC §4) -------------------------------------------------
 
     /// One attempt to take the exclusive lock without queueing: granted only

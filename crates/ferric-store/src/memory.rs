@@ -811,6 +811,12 @@ fn query_matches(q: &NodeQuery, n: &Node) -> bool {
         && q.chassis_uuid.is_none_or(|u| a.chassis_uuid == Some(u))
         && q.parent_node.is_none_or(|p| a.parent_node == Some(p))
         && !(q.hide_children && a.parent_node.is_some())
+        && q.uuid_in.as_ref().is_none_or(|u| u.contains(&n.uuid))
+        && q.with_power_state
+            .is_none_or(|w| n.power_state.is_some() == w)
+        && q.project
+            .as_ref()
+            .is_none_or(|p| a.owner.as_ref() == Some(p) || a.lessee.as_ref() == Some(p))
         && q.description_contains.as_ref().is_none_or(|t| {
             a.description
                 .as_ref()
@@ -1269,6 +1275,133 @@ impl Store for MemoryStore {
         }
         st.resources.remove(&(kind, uuid));
         Self::record_resource_change(&mut st, kind, uuid, ChangeKind::Deleted, now);
+        Ok(())
+    }
+
+    async fn bind_allocation(
+        &self,
+        token: &LockToken,
+        allocation: Uuid,
+    ) -> StoreResult<(Node, Resource)> {
+        self.enter(Op::UpdateResource).await?;
+        let mut st = guard(&self.state);
+        let now = self.now_us();
+        let node = st.fenced(token)?.clone();
+        let kind = ResourceKind::Allocation;
+        let alloc = Self::find_resource(&st, kind, &NodeIdent::Uuid(allocation))?;
+        if alloc.node.is_some()
+            || alloc.body.get("state").and_then(serde_json::Value::as_str) != Some("allocating")
+        {
+            return Err(StoreError::ResourceChanged {
+                kind,
+                uuid: allocation,
+                expected: alloc.revision,
+            });
+        }
+        let taken = node
+            .instance_uuid
+            .filter(|i| *i != allocation)
+            .or(node.attrs.allocation_uuid.filter(|a| *a != allocation));
+        if let Some(instance) = taken {
+            return Err(StoreError::NodeAssociated {
+                node: node.uuid,
+                instance: instance.to_string(),
+            });
+        }
+        if st
+            .nodes
+            .values()
+            .any(|n| n.uuid != node.uuid && n.instance_uuid == Some(allocation))
+        {
+            return Err(StoreError::Duplicate {
+                field: "instance_uuid",
+                value: allocation.to_string(),
+            });
+        }
+        let Some(stored) = st.nodes.get_mut(&node.uuid) else {
+            return Err(StoreError::NodeNotFound(node.uuid.to_string()));
+        };
+        stored.instance_uuid = Some(allocation);
+        stored.attrs.allocation_uuid = Some(allocation);
+        stored.instance_info.insert(
+            "traits".into(),
+            alloc
+                .body
+                .get("traits")
+                .cloned()
+                .unwrap_or(serde_json::json!([])),
+        );
+        stored.updated_at = Some(DbTime(now));
+        let revision = Self::record_change(&mut st, node.uuid, ChangeKind::Updated, now);
+        self.emit(LockEvent::Written {
+            fence: Fence::from(token),
+            deleted: false,
+            revision,
+            at: DbTime(now),
+        });
+        let mut next = alloc;
+        next.node = Some(node.uuid);
+        next.body
+            .insert("state".into(), serde_json::json!("active"));
+        next.body
+            .insert("last_error".into(), serde_json::Value::Null);
+        next.updated_at = Some(DbTime(now));
+        st.resources.insert((kind, allocation), next);
+        let stored =
+            Self::record_resource_change(&mut st, kind, allocation, ChangeKind::Updated, now)
+                .ok_or_else(|| {
+                    StoreError::Corrupt("an allocation vanished while it was bound".into())
+                })?;
+        let node = st
+            .nodes
+            .get(&node.uuid)
+            .cloned()
+            .ok_or_else(|| StoreError::NodeNotFound(node.uuid.to_string()))?;
+        Ok((node, stored))
+    }
+
+    async fn delete_allocation(
+        &self,
+        token: Option<&LockToken>,
+        allocation: Uuid,
+    ) -> StoreResult<()> {
+        self.enter(Op::DeleteResource).await?;
+        let mut st = guard(&self.state);
+        let now = self.now_us();
+        if let Some(t) = token {
+            st.fenced(t)?;
+        }
+        let kind = ResourceKind::Allocation;
+        let alloc = Self::find_resource(&st, kind, &NodeIdent::Uuid(allocation))?;
+        if alloc.node != token.map(|t| t.node) {
+            return Err(StoreError::ResourceChanged {
+                kind,
+                uuid: allocation,
+                expected: alloc.revision,
+            });
+        }
+        st.resources.remove(&(kind, allocation));
+        Self::record_resource_change(&mut st, kind, allocation, ChangeKind::Deleted, now);
+        if let (Some(node), Some(t)) = (alloc.node, token) {
+            let cleared = match st.nodes.get_mut(&node) {
+                Some(n) if n.attrs.allocation_uuid == Some(allocation) => {
+                    n.instance_uuid = None;
+                    n.attrs.allocation_uuid = None;
+                    n.updated_at = Some(DbTime(now));
+                    true
+                }
+                _ => false,
+            };
+            if cleared {
+                let revision = Self::record_change(&mut st, node, ChangeKind::Updated, now);
+                self.emit(LockEvent::Written {
+                    fence: Fence::from(t),
+                    deleted: false,
+                    revision,
+                    at: DbTime(now),
+                });
+            }
+        }
         Ok(())
     }
 

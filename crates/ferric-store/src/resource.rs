@@ -28,11 +28,12 @@ pub enum ResourceKind {
     VolumeConnector,
     VolumeTarget,
     InspectionRule,
+    Allocation,
 }
 
 impl ResourceKind {
     /// Every kind, in the order a node's resources are deleted.
-    pub const ALL: [ResourceKind; 8] = [
+    pub const ALL: [ResourceKind; 9] = [
         ResourceKind::Port,
         ResourceKind::Portgroup,
         ResourceKind::Chassis,
@@ -41,6 +42,7 @@ impl ResourceKind {
         ResourceKind::VolumeConnector,
         ResourceKind::VolumeTarget,
         ResourceKind::InspectionRule,
+        ResourceKind::Allocation,
     ];
 
     /// The stored (and serialized) name.
@@ -54,6 +56,7 @@ impl ResourceKind {
             ResourceKind::VolumeConnector => "volume_connector",
             ResourceKind::VolumeTarget => "volume_target",
             ResourceKind::InspectionRule => "inspection_rule",
+            ResourceKind::Allocation => "allocation",
         }
     }
 
@@ -73,6 +76,7 @@ impl ResourceKind {
             ResourceKind::VolumeConnector => "volume_connectors",
             ResourceKind::VolumeTarget => "volume_targets",
             ResourceKind::InspectionRule => "inspection_rules",
+            ResourceKind::Allocation => "allocations",
         }
     }
 
@@ -86,7 +90,8 @@ impl ResourceKind {
             ResourceKind::Chassis
             | ResourceKind::DeployTemplate
             | ResourceKind::Runbook
-            | ResourceKind::InspectionRule => "key",
+            | ResourceKind::InspectionRule
+            | ResourceKind::Allocation => "key",
         }
     }
 }
@@ -160,6 +165,11 @@ pub struct ResourceQuery {
     pub node: Option<Uuid>,
     pub parent: Option<Uuid>,
     pub key: Option<String>,
+    /// Only resources whose body has these top-level string fields with
+    /// these values (field names are constants, safe to splice into SQL).
+    pub body_eq: Vec<(&'static str, String)>,
+    /// Only resources without a node (`Some(false)`) or with one.
+    pub has_node: Option<bool>,
     /// Only resources whose node is in one of these conductor groups.
     pub node_conductor_groups: Option<Vec<String>>,
     /// Only resources whose node is in one of these shards (Ironic's
@@ -181,6 +191,8 @@ impl ResourceQuery {
             node: None,
             parent: None,
             key: None,
+            body_eq: Vec::new(),
+            has_node: None,
             node_conductor_groups: None,
             node_shards: None,
             marker: None,
@@ -197,6 +209,10 @@ impl ResourceQuery {
             && self.node.is_none_or(|n| r.node == Some(n))
             && self.parent.is_none_or(|p| r.parent == Some(p))
             && self.key.as_ref().is_none_or(|k| r.key.as_ref() == Some(k))
+            && self.has_node.is_none_or(|h| r.node.is_some() == h)
+            && self.body_eq.iter().all(|(field, value)| {
+                r.body.get(*field).and_then(Value::as_str) == Some(value.as_str())
+            })
     }
 
     /// The sort value of `r` (MemoryStore).

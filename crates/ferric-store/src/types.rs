@@ -255,6 +255,12 @@ pub struct NodeQuery {
     pub hide_children: bool,
     /// A substring of the description.
     pub description_contains: Option<String>,
+    /// Only these nodes (the allocation's candidates).
+    pub uuid_in: Option<Vec<Uuid>>,
+    /// Only nodes whose power state is known (`Some(true)`) or unknown.
+    pub with_power_state: Option<bool>,
+    /// Only nodes owned or leased by this project (Ironic's `project`).
+    pub project: Option<String>,
     /// The order; `marker` is the last node of the previous page in it.
     pub sort: NodeSort,
 }

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agent;
+mod allocations;
 mod api;
 mod chassis;
 mod common;

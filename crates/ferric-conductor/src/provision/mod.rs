@@ -477,6 +477,8 @@ impl Provisioner {
                     if let Err(e) = driver.deploy.tear_down(&driver, t).await {
                         return fail(t, format!("Tear down failed: {e}")).await;
                     }
+                    // Ironic destroys the node's allocation on tear-down.
+                    crate::allocation::drop_for_node(t).await?;
                     let n = t.node_mut();
                     n.power_state = Some(PowerState::Off);
                     n.instance_uuid = None;

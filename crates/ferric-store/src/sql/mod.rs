@@ -34,6 +34,7 @@ use std::time::Duration;
 use tokio::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
+mod allocations;
 mod changes;
 mod conductors;
 mod locks;
@@ -546,6 +547,22 @@ impl Store for SqlStore {
         revision: Option<i64>,
     ) -> StoreResult<()> {
         self.delete_resource_impl(kind, uuid, revision).await
+    }
+
+    async fn bind_allocation(
+        &self,
+        token: &LockToken,
+        allocation: Uuid,
+    ) -> StoreResult<(Node, Resource)> {
+        self.bind_allocation_impl(token, allocation).await
+    }
+
+    async fn delete_allocation(
+        &self,
+        token: Option<&LockToken>,
+        allocation: Uuid,
+    ) -> StoreResult<()> {
+        self.delete_allocation_impl(token, allocation).await
     }
 
     async fn try_acquire(&self, node: Uuid, claim: &Claim) -> StoreResult<LockToken> {

@@ -92,7 +92,7 @@ fn check_text(field: &str, s: &str) -> StoreResult<()> {
 impl SqlStore {
     /// Lock the node row in `tx` and check `token` holds it; returns the
     /// row's provision state, target and seconds since its last change.
-    async fn fence(
+    pub(super) async fn fence(
         &self,
         tx: &mut sqlx::AnyConnection,
         token: &LockToken,

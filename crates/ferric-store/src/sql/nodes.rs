@@ -281,6 +281,31 @@ impl SqlStore {
                 None => {}
             }
         }
+        if let Some(uuids) = &q.uuid_in {
+            if uuids.is_empty() {
+                sql.push_str(" AND 1 = 0");
+            } else {
+                sql.push_str(" AND uuid IN (");
+                for (i, u) in uuids.iter().enumerate() {
+                    push(
+                        &mut sql,
+                        &mut binds,
+                        if i == 0 { "?" } else { ", ?" },
+                        u.to_string(),
+                    );
+                }
+                sql.push(')');
+            }
+        }
+        match q.with_power_state {
+            Some(true) => sql.push_str(" AND power_state IS NOT NULL"),
+            Some(false) => sql.push_str(" AND power_state IS NULL"),
+            None => {}
+        }
+        if let Some(p) = &q.project {
+            push(&mut sql, &mut binds, " AND (owner = ?", p.clone());
+            push(&mut sql, &mut binds, " OR lessee = ?)", p.clone());
+        }
         if let Some(p) = q.parent_node {
             push(&mut sql, &mut binds, " AND parent_node = ?", p.to_string());
         }

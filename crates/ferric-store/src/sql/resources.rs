@@ -12,11 +12,11 @@ use ferric_core::DbTime;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use uuid::Uuid;
 
-const RESOURCE_COLS: &str =
+pub(super) const RESOURCE_COLS: &str =
     "uuid, name, node_uuid, parent_uuid, ukey, body, created_at, updated_at, revision";
 
 /// A resource from a row of [`RESOURCE_COLS`], on either driver.
-fn resource_from_row<'r, R>(kind: ResourceKind, r: &'r R) -> StoreResult<Resource>
+pub(super) fn resource_from_row<'r, R>(kind: ResourceKind, r: &'r R) -> StoreResult<Resource>
 where
     R: Row,
     &'static str: ColumnIndex<R>,
@@ -118,7 +118,7 @@ impl SqlStore {
     /// The last part of every resource write but deletion: take the next
     /// revision (last, as node writes do), stamp it on the row, read the
     /// row back and write its change-feed entry.
-    async fn stamp_resource(
+    pub(super) async fn stamp_resource(
         &self,
         conn: &mut sqlx::AnyConnection,
         kind: ResourceKind,
@@ -218,6 +218,20 @@ impl SqlStore {
         if let Some(k) = &q.key {
             let b = bind(k.clone());
             sql.push_str(&format!(" AND ukey = {b}"));
+        }
+        for (field, value) in &q.body_eq {
+            // `field` is a constant of the caller's (never user input).
+            let b = bind(value.clone());
+            let extract = match self.backend {
+                Backend::Sqlite => format!("json_extract(body, '$.{field}')"),
+                Backend::Postgres => format!("(CAST(body AS json) ->> '{field}')"),
+            };
+            sql.push_str(&format!(" AND {extract} = {b}"));
+        }
+        match q.has_node {
+            Some(true) => sql.push_str(" AND node_uuid IS NOT NULL"),
+            Some(false) => sql.push_str(" AND node_uuid IS NULL"),
+            None => {}
         }
         if let Some(groups) = &q.node_conductor_groups {
             if groups.is_empty() {
