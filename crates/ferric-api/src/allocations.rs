@@ -652,24 +652,22 @@ pub(crate) fn removes_allocated_instance(
 
 /// The OpenAPI paths of this module.
 pub(crate) fn openapi_paths() -> Map<String, Value> {
-    let err = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-    let ok = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"type": "object"}}}});
+    let ok = crate::resource::oas::ok;
     let common = |extra: Value| {
-        let mut m = extra.as_object().cloned().unwrap_or_default();
-        for (k, d) in [
-            ("400", "Invalid input"),
-            ("401", "Credentials required"),
-            ("404", "No such allocation (or the version is below 1.52)"),
-            ("405", "The version does not allow this method"),
-            ("406", "Microversion not acceptable"),
-            (
-                "409",
-                "Duplicate name or UUID, node associated, or changed concurrently",
-            ),
-        ] {
-            m.entry(k.to_string()).or_insert_with(|| err(d));
-        }
-        Value::Object(m)
+        crate::resource::oas::with_errors(
+            extra,
+            &[
+                ("400", "Invalid input"),
+                ("401", "Credentials required"),
+                ("404", "No such allocation (or the version is below 1.52)"),
+                ("405", "The version does not allow this method"),
+                ("406", "Microversion not acceptable"),
+                (
+                    "409",
+                    "Duplicate name or UUID, node associated, or changed concurrently",
+                ),
+            ],
+        )
     };
     let list_params = json!([
         {"name": "node", "in": "query", "schema": {"type": "string"}},

@@ -264,26 +264,8 @@ async fn list_chassis(
     q: ListQuery,
     detail_path: bool,
 ) -> Result<Response, ApiError> {
-    if detail_path && (q.fields.is_some() || q.detail.is_some()) {
-        return Err(ApiError::bad_request(
-            "The detail and fields parameters are not accepted by a /detail list.",
-        ));
-    }
-    let detail = match &q.detail {
-        Some(d) => {
-            if !v.at_least(43) {
-                return Err(ApiError::not_acceptable("Request not acceptable."));
-            }
-            crate::nodes::parse_bool("detail", d)?
-        }
-        None => detail_path,
-    };
-    let fields = resource::requested_fields(q.fields.as_deref(), v)?;
-    if detail && fields.is_some() {
-        return Err(ApiError::bad_request(
-            "Can not specify ?detail=True and fields in the same request.",
-        ));
-    }
+    let (detail, fields) =
+        resource::list_view(v, detail_path, q.detail.as_deref(), q.fields.as_deref())?;
     let paging = resource::paging(
         q.limit.as_deref(),
         q.marker.as_deref(),
@@ -426,23 +408,21 @@ pub async fn delete(
 
 /// The OpenAPI paths of this module.
 pub(crate) fn openapi_paths() -> Map<String, Value> {
-    let err = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-    let ok = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"type": "object"}}}});
+    let ok = crate::resource::oas::ok;
     let common = |extra: Value| {
-        let mut m = extra.as_object().cloned().unwrap_or_default();
-        for (k, d) in [
-            ("400", "Invalid input"),
-            ("401", "Credentials required"),
-            ("404", "No such chassis"),
-            ("406", "Microversion not acceptable"),
-            (
-                "409",
-                "Duplicate UUID, or changed concurrently (with Retry-After)",
-            ),
-        ] {
-            m.entry(k.to_string()).or_insert_with(|| err(d));
-        }
-        Value::Object(m)
+        crate::resource::oas::with_errors(
+            extra,
+            &[
+                ("400", "Invalid input"),
+                ("401", "Credentials required"),
+                ("404", "No such chassis"),
+                ("406", "Microversion not acceptable"),
+                (
+                    "409",
+                    "Duplicate UUID, or changed concurrently (with Retry-After)",
+                ),
+            ],
+        )
     };
     let list_params = json!([
         crate::resource::openapi_limit_param(),

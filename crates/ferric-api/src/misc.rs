@@ -362,9 +362,9 @@ pub async fn changes(
 /// (paths, methods, parameters and status codes; bodies follow Ironic's API
 /// reference).
 pub async fn openapi(base: BaseUrl) -> Json<Value> {
-    let err = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let err = crate::resource::oas::err;
     let ident = json!({"name": "ident", "in": "path", "required": true, "description": "Node UUID or name (names need 1.5)", "schema": {"type": "string"}});
-    let ok = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"type": "object"}}}});
+    let ok = crate::resource::oas::ok;
     let accepted = json!({"description": "Accepted; Location names the node's states"});
     let common = json!({
         "400": err("Invalid input or a request the node's state does not allow"),

@@ -199,21 +199,19 @@ pub async fn set_raid(
 
 /// The OpenAPI paths of this module.
 pub(crate) fn openapi_paths() -> Map<String, Value> {
-    let err = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     let ident =
         json!({"name": "ident", "in": "path", "required": true, "schema": {"type": "string"}});
     let common = |extra: Value| {
-        let mut m = extra.as_object().cloned().unwrap_or_default();
-        for (k, d) in [
-            ("400", "Invalid input or unsupported by the driver"),
-            ("401", "Credentials required"),
-            ("404", "No such node, or the version is too old"),
-            ("406", "Microversion not acceptable"),
-            ("409", "Node locked or transitioning"),
-        ] {
-            m.entry(k.to_string()).or_insert_with(|| err(d));
-        }
-        Value::Object(m)
+        crate::resource::oas::with_errors(
+            extra,
+            &[
+                ("400", "Invalid input or unsupported by the driver"),
+                ("401", "Credentials required"),
+                ("404", "No such node, or the version is too old"),
+                ("406", "Microversion not acceptable"),
+                ("409", "Node locked or transitioning"),
+            ],
+        )
     };
     let body = |schema: Value| json!({"required": true, "content": {"application/json": {"schema": schema}}});
     let accepted = json!({"202": {"description": "Accepted"}});

@@ -1164,8 +1164,8 @@ async fn events(v: Version, JsonBody(body): JsonBody<Value>) -> Result<Response,
 
 /// This module's paths for `/openapi.json`.
 pub(crate) fn openapi_paths() -> Map<String, Value> {
-    let err = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-    let ok = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"type": "object"}}}});
+    let err = crate::resource::oas::err;
+    let ok = crate::resource::oas::ok;
     let no_content = json!({"description": "Done"});
     let ident =
         json!({"name": "ident", "in": "path", "required": true, "schema": {"type": "string"}});

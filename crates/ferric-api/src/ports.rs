@@ -699,26 +699,8 @@ async fn list_ports(
             return Err(ApiError::not_found("The resource could not be found."));
         }
     }
-    if detail_path && (q.fields.is_some() || q.detail.is_some()) {
-        return Err(ApiError::bad_request(
-            "The detail and fields parameters are not accepted by a /detail list.",
-        ));
-    }
-    let detail = match &q.detail {
-        Some(d) => {
-            if !v.at_least(43) {
-                return Err(ApiError::not_acceptable("Request not acceptable."));
-            }
-            crate::nodes::parse_bool("detail", d)?
-        }
-        None => detail_path,
-    };
-    let fields = resource::requested_fields(q.fields.as_deref(), v)?;
-    if detail && fields.is_some() {
-        return Err(ApiError::bad_request(
-            "Can not specify ?detail=True and fields in the same request.",
-        ));
-    }
+    let (detail, fields) =
+        resource::list_view(v, detail_path, q.detail.as_deref(), q.fields.as_deref())?;
     if let Some(f) = &fields {
         check_fields_allowed(f.iter().map(String::as_str), v)?;
     }
@@ -1113,21 +1095,20 @@ pub async fn delete(
 
 /// The OpenAPI paths of this module (merged into `/openapi.json`).
 pub(crate) fn openapi_paths() -> Map<String, Value> {
-    let err = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-    let ok = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"type": "object"}}}});
+    let err = crate::resource::oas::err;
+    let ok = crate::resource::oas::ok;
     let common = |extra: Value| {
-        let mut m = extra.as_object().cloned().unwrap_or_default();
-        for (k, d) in [
-            ("400", "Invalid input"),
-            ("401", "Credentials required"),
-            ("404", "No such port, node or portgroup"),
-            ("406", "Microversion not acceptable"),
-            ("409", "Duplicate, or node locked (with Retry-After)"),
-            ("503", "No free conductor worker"),
-        ] {
-            m.entry(k.to_string()).or_insert_with(|| err(d));
-        }
-        Value::Object(m)
+        crate::resource::oas::with_errors(
+            extra,
+            &[
+                ("400", "Invalid input"),
+                ("401", "Credentials required"),
+                ("404", "No such port, node or portgroup"),
+                ("406", "Microversion not acceptable"),
+                ("409", "Duplicate, or node locked (with Retry-After)"),
+                ("503", "No free conductor worker"),
+            ],
+        )
     };
     let list_params = json!([
         {"name": "node", "in": "query", "schema": {"type": "string"}},

@@ -390,6 +390,39 @@ pub fn collection(
     body
 }
 
+/// How a list answers, from its URL and its `detail` / `fields` parameters:
+/// `(every field?, the requested fields)`. A `/detail` URL takes neither
+/// parameter; `?detail=` needs 1.43 (Ironic's allow_detail_query) and
+/// excludes `fields`; `fields` needs 1.8.
+pub(crate) fn list_view(
+    v: Version,
+    detail_path: bool,
+    detail: Option<&str>,
+    fields: Option<&str>,
+) -> Result<(bool, Option<Vec<String>>), ApiError> {
+    if detail_path && (fields.is_some() || detail.is_some()) {
+        return Err(ApiError::bad_request(
+            "The detail and fields parameters are not accepted by a /detail list.",
+        ));
+    }
+    let detail = match detail {
+        Some(d) => {
+            if !v.at_least(43) {
+                return Err(ApiError::not_acceptable("Request not acceptable."));
+            }
+            crate::nodes::parse_bool("detail", d)?
+        }
+        None => detail_path,
+    };
+    let fields = requested_fields(fields, v)?;
+    if detail && fields.is_some() {
+        return Err(ApiError::bad_request(
+            "Can not specify ?detail=True and fields in the same request.",
+        ));
+    }
+    Ok((detail, fields))
+}
+
 /// Fields of a `fields` parameter, 406 when the version is below 1.8.
 pub fn requested_fields(fields: Option<&str>, v: Version) -> Result<Option<Vec<String>>, ApiError> {
     let Some(f) = fields else { return Ok(None) };
@@ -545,6 +578,33 @@ pub(crate) fn openapi_limit_param() -> serde_json::Value {
         "schema": {"type": "integer", "minimum": 0},
         "description": format!("Page size; 0 or more than {MAX_LIMIT} gives {MAX_LIMIT} (Ironic's max_limit)"),
     })
+}
+
+/// Building blocks of the `/openapi.json` fragments each module contributes
+/// (`openapi_paths`).
+pub(crate) mod oas {
+    use serde_json::{json, Value};
+
+    /// A response with Ironic's error body.
+    pub(crate) fn err(description: &str) -> Value {
+        json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+    }
+
+    /// A response with a JSON object.
+    pub(crate) fn ok(description: &str) -> Value {
+        json!({"description": description, "content": {"application/json": {"schema": {"type": "object"}}}})
+    }
+
+    /// The responses `extra`, plus an error response for each (status,
+    /// description) of `errors` that `extra` does not give itself.
+    pub(crate) fn with_errors(extra: Value, errors: &[(&str, &str)]) -> Value {
+        let mut m = extra.as_object().cloned().unwrap_or_default();
+        for (status, description) in errors {
+            m.entry(status.to_string())
+                .or_insert_with(|| err(description));
+        }
+        Value::Object(m)
+    }
 }
 
 #[cfg(test)]

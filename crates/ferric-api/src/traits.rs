@@ -245,8 +245,8 @@ pub(crate) fn openapi_paths() -> Map<String, Value> {
     let ident = json!({"name": "ident", "in": "path", "required": true, "description": "Node UUID or name", "schema": {"type": "string"}});
     let name =
         json!({"name": "trait", "in": "path", "required": true, "schema": {"type": "string"}});
-    let err = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-    let ok = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"type": "object"}}}});
+    let err = crate::resource::oas::err;
+    let ok = crate::resource::oas::ok;
     let none = json!({"description": "Done"});
     let common = |mut extra: Value| {
         if let Some(e) = extra.as_object_mut() {

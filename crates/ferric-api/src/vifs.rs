@@ -509,22 +509,20 @@ pub async fn detach(
 
 /// The OpenAPI paths of this module.
 pub(crate) fn openapi_paths() -> Map<String, Value> {
-    let err = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     let ident =
         json!({"name": "ident", "in": "path", "required": true, "schema": {"type": "string"}});
     let vif = json!({"name": "vif", "in": "path", "required": true, "schema": {"type": "string"}});
     let common = |extra: Value| {
-        let mut m = extra.as_object().cloned().unwrap_or_default();
-        for (k, d) in [
-            ("400", "Invalid input, no free port, or not attached"),
-            ("401", "Credentials required"),
-            ("404", "No such node (or API version below 1.28)"),
-            ("406", "Microversion not acceptable"),
-            ("409", "VIF already attached, or node locked"),
-        ] {
-            m.entry(k.to_string()).or_insert_with(|| err(d));
-        }
-        Value::Object(m)
+        crate::resource::oas::with_errors(
+            extra,
+            &[
+                ("400", "Invalid input, no free port, or not attached"),
+                ("401", "Credentials required"),
+                ("404", "No such node (or API version below 1.28)"),
+                ("406", "Microversion not acceptable"),
+                ("409", "VIF already attached, or node locked"),
+            ],
+        )
     };
     let body = json!({"required": true, "content": {"application/json": {"schema": {
         "type": "object",

@@ -829,24 +829,22 @@ async fn delete(
 
 /// The OpenAPI paths of this module.
 pub(crate) fn openapi_paths() -> Map<String, Value> {
-    let err = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-    let ok = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"type": "object"}}}});
+    let ok = crate::resource::oas::ok;
     let common = |extra: Value| {
-        let mut m = extra.as_object().cloned().unwrap_or_default();
-        for (k, d) in [
-            ("400", "Invalid input, or the node is not powered off"),
-            ("401", "Credentials required"),
-            (
-                "404",
-                "No such volume resource or node, or API version below 1.32",
-            ),
-            ("406", "Microversion not acceptable"),
-            ("409", "Duplicate, or node locked (with Retry-After)"),
-            ("503", "No free conductor worker"),
-        ] {
-            m.entry(k.to_string()).or_insert_with(|| err(d));
-        }
-        Value::Object(m)
+        crate::resource::oas::with_errors(
+            extra,
+            &[
+                ("400", "Invalid input, or the node is not powered off"),
+                ("401", "Credentials required"),
+                (
+                    "404",
+                    "No such volume resource or node, or API version below 1.32",
+                ),
+                ("406", "Microversion not acceptable"),
+                ("409", "Duplicate, or node locked (with Retry-After)"),
+                ("503", "No free conductor worker"),
+            ],
+        )
     };
     let list_params = json!([
         {"name": "node", "in": "query", "schema": {"type": "string"}},
