@@ -937,6 +937,12 @@ pub async fn update(
         .retry(st.retry)
         .exclusive()
         .await?;
+    // A port moved to another node also takes that node's lock: Ironic's
+    // conductor updates the port under the new node's lock and checks the
+    // new node's state; ferric holds both, so neither node's work sees the
+    // port half-moved. Two moves in opposite directions cannot wait for each
+    // other forever: the second lock is taken with the API's bounded retry.
+    let mut moved_to: Option<ferric_conductor::ExclusiveTask> = None;
     let outcome = async {
         // Re-read under the lock: the update is conditional on this revision.
         let current = Port::from_resource(
@@ -945,7 +951,7 @@ pub async fn update(
                 .get_resource(KIND, &NodeIdent::Uuid(before.uuid))
                 .await?,
         )?;
-        let node = task.node().clone();
+        let mut node = task.node().clone();
         let mut doc = current.document();
         doc.remove("internal_info");
         doc.remove("uuid");
@@ -974,6 +980,15 @@ pub async fn update(
                 .get_node(&NodeIdent::Uuid(new_node))
                 .await
                 .map_err(|_| ApiError::bad_request(format!("Node {new_node} could not be found.")))?;
+            let second = st
+                .tm
+                .acquire(new_node)
+                .purpose("port update")
+                .retry(st.retry)
+                .exclusive()
+                .await?;
+            node = second.node().clone();
+            moved_to = Some(second);
         }
         let mut next = current.clone();
         next.address = req.address;
@@ -1037,6 +1052,9 @@ pub async fn update(
         }
     }
     .await;
+    if let Some(second) = moved_to {
+        release(second).await;
+    }
     release(task).await;
     let port = outcome?;
     Ok(Json(render(&port, &base, v)).into_response())

@@ -618,3 +618,65 @@ async fn node_deletion_takes_its_ports_and_the_feed_says_so() {
         app.store.cleanup().await;
     }
 }
+
+/// A port moved to another node takes that node's lock too, and the move
+/// is checked against the node it goes to (Ironic's conductor locks and
+/// checks the new node): a held lock on the new node is a 409 NodeLocked
+/// that changes nothing, an active new node refuses the address change.
+#[tokio::test]
+async fn moving_a_port_locks_and_checks_the_new_node() {
+    for app in engines().await {
+        let from = app.node_in("from", ProvisionState::Manageable).await;
+        let to = app.node_in("to", ProvisionState::Manageable).await;
+        let active = app.node_in("busy", ProvisionState::Active).await;
+        let p = app.port(from, "52:54:00:00:0d:01").await;
+        let pu = p["uuid"].as_str().unwrap();
+        let path = format!("/v1/ports/{pu}");
+        let holder = app
+            .tm
+            .acquire(to)
+            .purpose("test holds the new node")
+            .exclusive()
+            .await
+            .unwrap();
+        let r = app
+            .send(
+                Method::PATCH,
+                &path,
+                json!([{"op": "replace", "path": "/node_uuid", "value": to}]),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+        assert!(r.headers.contains_key("retry-after"), "{:?}", r.headers);
+        assert_eq!(app.get(&path).await.body["node_uuid"], json!(from));
+        holder.release().await.unwrap();
+        // To an active node with a new address: refused by the new node's state.
+        let r = app
+            .send(
+                Method::PATCH,
+                &path,
+                json!([
+                    {"op": "replace", "path": "/node_uuid", "value": active},
+                    {"op": "replace", "path": "/address", "value": "52:54:00:00:0d:02"}
+                ]),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+        assert!(r.fault().contains(&active.to_string()), "{}", r.fault());
+        assert_eq!(app.get(&path).await.body["node_uuid"], json!(from));
+        // Unlocked and manageable: moved, and both locks are free again.
+        let r = app
+            .send(
+                Method::PATCH,
+                &path,
+                json!([{"op": "replace", "path": "/node_uuid", "value": to}]),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body["node_uuid"], json!(to));
+        for n in [from, to] {
+            let node = app.get(&format!("/v1/nodes/{n}")).await;
+            assert_eq!(node.body["reservation"], json!(null), "{n}");
+        }
+    }
+}
