@@ -739,7 +739,7 @@ const TRAITS_PUT_USAGE: &str = "A single runbook trait may be added via PUT /v1/
 
 /// How many times a trait write re-reads the runbook when another write
 /// got in between (Ironic serialises them on the runbook's row).
-const TRAIT_WRITE_ATTEMPTS: usize = 8;
+const TRAIT_WRITE_ATTEMPTS: usize = 64;
 
 /// Change the traits of runbook `id`: `change` gets the current list and
 /// returns the new one; stored sorted without duplicates, conditional on

@@ -630,3 +630,45 @@ async fn runbook_matching_by_traits_from_1_112() {
     settle(&app, "rb", "manageable").await;
     app.tm.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_runbook_trait_adds_all_land() {
+    for app in engines().await {
+        let r = app
+            .at(
+                Method::POST,
+                "/v1/runbooks",
+                "1.112",
+                Some(json!({"name": "race", "steps": [
+                    {"interface": "deploy", "step": "erase_devices", "order": 0},
+                ]})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let app = Arc::new(app);
+        let writers: Vec<_> = (0..12)
+            .map(|i| {
+                let app = app.clone();
+                tokio::spawn(async move {
+                    app.at(
+                        Method::PUT,
+                        &format!("/v1/runbooks/race/traits/CUSTOM_T{i:02}"),
+                        "1.112",
+                        None,
+                    )
+                    .await
+                })
+            })
+            .collect();
+        for w in writers {
+            let r = w.await.unwrap();
+            assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+        }
+        let want: Vec<String> = (0..12).map(|i| format!("CUSTOM_T{i:02}")).collect();
+        let r = app
+            .at(Method::GET, "/v1/runbooks/race/traits", "1.112", None)
+            .await;
+        assert_eq!(r.body["traits"], json!(want), "no lost update");
+        app.tm.shutdown();
+    }
+}
