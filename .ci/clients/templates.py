@@ -80,17 +80,44 @@ RB_FIELDS = {"uuid", "name", "steps", "extra", "public", "owner", "disable_ramdi
              "created_at", "updated_at", "links"}
 rb_steps = [{"interface": "bios", "step": "apply_configuration", "order": 1,
              "args": {"settings": [{"name": "BootMode", "value": "Uefi"}]}}]
+RB_FIELDS_112 = RB_FIELDS | {"description", "traits"}
 rb = bm("runbook", "create", "--name", "CUSTOM_BIOS_UEFI", "--steps", json.dumps(rb_steps),
-        "--owner", "proj-a", "--extra", "k=v")
+        "--owner", "proj-a", "--extra", "k=v", "--description", "UEFI boot")
 expect_eq("cli runbook create: steps", rb["steps"], rb_steps)
 expect_eq("cli runbook create: owner/public", (rb["owner"], rb["public"]), ("proj-a", False))
-_, _, raw = http("GET", f"/v1/runbooks/{rb['uuid']}")
-expect_keys("http runbook show", raw, RB_FIELDS)
+expect_eq("cli runbook create: description/traits (1.112)", (rb["description"], rb["traits"]),
+          ("UEFI boot", []))
+_, _, raw = http("GET", f"/v1/runbooks/{rb['uuid']}", version="1.111")
+expect_keys("http runbook show (1.111)", raw, RB_FIELDS)
+_, _, raw = http("GET", f"/v1/runbooks/{rb['uuid']}", version="1.112")
+expect_keys("http runbook show (1.112)", raw, RB_FIELDS_112)
 expect_eq("cli runbook list", [r["name"] for r in bm("runbook", "list")], ["CUSTOM_BIOS_UEFI"])
 bm("runbook", "set", "CUSTOM_BIOS_UEFI", "--extra", "k2=v2", json_out=False)
-bm("runbook", "unset", "CUSTOM_BIOS_UEFI", "--owner", json_out=False)
+bm("runbook", "unset", "CUSTOM_BIOS_UEFI", "--owner", "--description", json_out=False)
 shown = bm("runbook", "show", "CUSTOM_BIOS_UEFI")
-expect_eq("cli runbook set/unset", (shown["extra"], shown["owner"]), ({"k": "v", "k2": "v2"}, None))
+expect_eq("cli runbook set/unset", (shown["extra"], shown["owner"], shown["description"]),
+          ({"k": "v", "k2": "v2"}, None, None))
+bm("runbook", "set", "CUSTOM_BIOS_UEFI", "--description", "again", json_out=False)
+expect_eq("cli runbook set --description", bm("runbook", "show", "CUSTOM_BIOS_UEFI")["description"], "again")
+# Runbook traits (1.112): the sub-resource through the CLI.
+bm("runbook", "trait", "add", "CUSTOM_BIOS_UEFI", "CUSTOM_ZZ", "CUSTOM_RB_OK", json_out=False)
+expect_eq("cli runbook trait list", sorted(next(iter(t.values())) for t in
+          bm("runbook", "trait", "list", "CUSTOM_BIOS_UEFI")), ["CUSTOM_RB_OK", "CUSTOM_ZZ"])
+bm("runbook", "trait", "remove", "CUSTOM_BIOS_UEFI", "CUSTOM_ZZ", json_out=False)
+expect_eq("cli runbook trait remove", bm("runbook", "show", "CUSTOM_BIOS_UEFI")["traits"], ["CUSTOM_RB_OK"])
+bm_fails("runbook", "trait", "add", "CUSTOM_BIOS_UEFI", "not_a_trait",
+         contains="Schema error for trait: 'not_a_trait' is not valid under any of the given schemas")
+ok("cli invalid runbook trait refused")
+bm_fails("runbook", "create", "--name", "bad name", "--steps", json.dumps(rb_steps),
+         contains="does not match")
+ok("cli invalid 1.112 runbook name refused")
+expect_error("runbook traits too old", "GET", "/v1/runbooks/CUSTOM_BIOS_UEFI/traits", 404,
+             "The API version does not allow runbook traits", version="1.111")
+expect_error("runbook traits set without a list", "PUT", "/v1/runbooks/CUSTOM_BIOS_UEFI/traits", 400,
+             "A single runbook trait may be added via PUT", {})
+expect_error("runbook traits on create", "POST", "/v1/runbooks", 400,
+             "Additional properties are not allowed ('traits' was unexpected)",
+             {"name": "relaxed-name", "steps": rb_steps, "traits": ["CUSTOM_A"]})
 bm_fails("runbook", "create", "--name", "CUSTOM_BIOS_UEFI", "--steps", json.dumps(rb_steps),
          contains="A runbook with name CUSTOM_BIOS_UEFI already exists.")
 ok("cli duplicate runbook refused")
@@ -110,9 +137,15 @@ while bm("node", "show", "rb-node")["provision_state"] != "manageable":
     check(time.monotonic() < deadline, "rb-node never became manageable")
     time.sleep(0.2)
 bm_fails("node", "clean", "rb-node", "--runbook", "CUSTOM_BIOS_UEFI",
-         contains="This runbook has not been approved for use on this node")
+         contains="The node does not have any of the runbook's traits ['CUSTOM_RB_OK']")
 ok("cli clean with an unapproved runbook refused")
+# From 1.112 the runbook's name as a node trait is not enough (below 1.112
+# it is): the node needs one of the runbook's traits.
 bm("node", "add", "trait", "rb-node", "CUSTOM_BIOS_UEFI", json_out=False)
+bm_fails("node", "clean", "rb-node", "--runbook", "CUSTOM_BIOS_UEFI",
+         contains="The node does not have any of the runbook's traits")
+ok("cli clean: name-as-trait no longer approves at 1.112")
+bm("node", "add", "trait", "rb-node", "CUSTOM_RB_OK", json_out=False)
 bm("node", "clean", "rb-node", "--runbook", "CUSTOM_BIOS_UEFI", "--wait", "60", json_out=False)
 bios = bm("node", "bios", "setting", "list", "rb-node")
 expect_eq("runbook steps ran", [(b["setting name"] if "setting name" in b else b["name"], b.get("value")) for b in bios],
@@ -122,8 +155,15 @@ conn = sdk()
 srb = conn.create_runbook(name="CUSTOM_SDK_RB", steps=rb_steps, public=True)
 expect_eq("sdk create_runbook", (srb.name, srb.public), ("CUSTOM_SDK_RB", True))
 expect_eq("sdk runbooks", sorted(x.name for x in conn.runbooks()), ["CUSTOM_BIOS_UEFI", "CUSTOM_SDK_RB"])
-conn.update_runbook(srb, extra={"z": 1})
-expect_eq("sdk update_runbook", conn.get_runbook(srb.id).extra, {"z": 1})
+conn.update_runbook(srb, extra={"z": 1}, description="sdk")
+got = conn.get_runbook(srb.id)
+expect_eq("sdk update_runbook", (got.extra, got.description, got.traits), ({"z": 1}, "sdk", []))
+conn.set_runbook_traits(srb, ["CUSTOM_S2", "CUSTOM_S1"])
+expect_eq("sdk set_runbook_traits", sorted(conn.get_runbook(srb.id).traits), ["CUSTOM_S1", "CUSTOM_S2"])
+conn.add_runbook_trait(srb, "CUSTOM_S3")
+conn.remove_runbook_trait(srb, "CUSTOM_S1")
+conn.remove_runbook_trait(srb, "CUSTOM_ABSENT")
+expect_eq("sdk add/remove_runbook_trait", sorted(conn.get_runbook(srb.id).traits), ["CUSTOM_S2", "CUSTOM_S3"])
 conn.delete_runbook(srb, ignore_missing=False)
 bm("runbook", "delete", "CUSTOM_BIOS_UEFI", json_out=False)
 expect_eq("runbooks deleted", list(conn.runbooks()), [])

@@ -546,6 +546,7 @@ pub fn render_resource(r: &Resource, base: &BaseUrl, v: Version) -> Value {
         ResourceKind::Runbook => Ok(crate::runbooks::render(
             &crate::runbooks::Runbook::from_resource(r.clone()),
             base,
+            v,
         )),
         ResourceKind::VolumeConnector => {
             crate::volume::Volume::from_resource(crate::volume::Vol::Connector, r.clone())
