@@ -514,16 +514,7 @@ pub async fn list(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     gate(v, MIN_MINOR, true, "runbooks")?;
-    let detail = match &q.detail {
-        Some(d) => crate::nodes::parse_bool("detail", d)?,
-        None => false,
-    };
-    let fields = resource::requested_fields(q.fields.as_deref(), v)?;
-    if detail && fields.is_some() {
-        return Err(ApiError::bad_request(
-            "Can not specify ?detail=True and fields in the same request.",
-        ));
-    }
+    let (detail, fields) = resource::list_view(v, false, q.detail.as_deref(), q.fields.as_deref())?;
     let paging = resource::paging(
         q.limit.as_deref(),
         q.marker.as_deref(),
@@ -900,21 +891,19 @@ async fn traits_remove(
 
 /// The OpenAPI paths of this module.
 pub(crate) fn openapi_paths() -> Map<String, Value> {
-    let err = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-    let ok = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"type": "object"}}}});
+    let ok = crate::resource::oas::ok;
     let common = |extra: Value| {
-        let mut m = extra.as_object().cloned().unwrap_or_default();
-        for (k, d) in [
-            ("400", "Invalid input"),
-            ("401", "Credentials required"),
-            ("404", "No such runbook, or API version below 1.92"),
-            ("405", "API version below 1.92"),
-            ("406", "Microversion not acceptable"),
-            ("409", "Duplicate name or UUID, or changed concurrently"),
-        ] {
-            m.entry(k.to_string()).or_insert_with(|| err(d));
-        }
-        Value::Object(m)
+        crate::resource::oas::with_errors(
+            extra,
+            &[
+                ("400", "Invalid input"),
+                ("401", "Credentials required"),
+                ("404", "No such runbook, or API version below 1.92"),
+                ("405", "API version below 1.92"),
+                ("406", "Microversion not acceptable"),
+                ("409", "Duplicate name or UUID, or changed concurrently"),
+            ],
+        )
     };
     let list_params = json!([
         crate::resource::openapi_limit_param(),
