@@ -19,7 +19,7 @@ use crate::resource::{self, schema_error, Doc};
 use crate::version::Version;
 use crate::ApiState;
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -354,11 +354,10 @@ pub async fn create(
             created
         }
     };
-    let mut resp = (StatusCode::CREATED, Json(render(&answer, &base, v))).into_response();
-    if let Ok(loc) = HeaderValue::from_str(&format!("{}/v1/allocations/{}", base.0, answer.uuid)) {
-        resp.headers_mut().insert(header::LOCATION, loc);
-    }
-    Ok(resp)
+    Ok(resource::created(
+        render(&answer, &base, v),
+        &format!("{}/v1/allocations/{}", base.0, answer.uuid),
+    ))
 }
 
 /// List query parameters.

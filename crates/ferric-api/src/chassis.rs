@@ -15,7 +15,7 @@ use crate::resource::{self, Doc};
 use crate::version::Version;
 use crate::ApiState;
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -218,24 +218,14 @@ pub async fn create(
         )
         .await?;
     let c = Chassis::from_resource(stored);
-    let mut resp = (StatusCode::CREATED, Json(render(&c, &base))).into_response();
-    if let Ok(loc) = HeaderValue::from_str(&format!("{}/v1/chassis/{}", base.0, c.uuid)) {
-        resp.headers_mut().insert(header::LOCATION, loc);
-    }
-    Ok(resp)
+    Ok(resource::created(
+        render(&c, &base),
+        &format!("{}/v1/chassis/{}", base.0, c.uuid),
+    ))
 }
 
 /// List query parameters.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    marker: Option<String>,
-    limit: Option<String>,
-    sort_key: Option<String>,
-    sort_dir: Option<String>,
-    fields: Option<String>,
-    detail: Option<String>,
-}
+pub type ListQuery = resource::PagedQuery;
 
 /// `GET /v1/chassis`.
 pub async fn list(

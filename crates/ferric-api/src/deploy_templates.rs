@@ -18,7 +18,7 @@ use crate::resource::{self, schema_error};
 use crate::version::Version;
 use crate::ApiState;
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -501,24 +501,14 @@ pub async fn create(
         .await
         .map_err(store_error)?;
     let t = DeployTemplate::from_resource(stored);
-    let mut resp = (StatusCode::CREATED, Json(render(&t, &base))).into_response();
-    if let Ok(loc) = HeaderValue::from_str(&format!("{}/v1/deploy_templates/{}", base.0, t.uuid)) {
-        resp.headers_mut().insert(header::LOCATION, loc);
-    }
-    Ok(resp)
+    Ok(resource::created(
+        render(&t, &base),
+        &format!("{}/v1/deploy_templates/{}", base.0, t.uuid),
+    ))
 }
 
 /// List query parameters.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    marker: Option<String>,
-    limit: Option<String>,
-    sort_key: Option<String>,
-    sort_dir: Option<String>,
-    fields: Option<String>,
-    detail: Option<String>,
-}
+pub type ListQuery = resource::PagedQuery;
 
 /// `GET /v1/deploy_templates` (`?detail=True` for every field).
 pub async fn list(

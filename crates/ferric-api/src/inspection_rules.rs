@@ -23,7 +23,7 @@ use crate::resource;
 use crate::version::Version;
 use crate::ApiState;
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -573,11 +573,10 @@ pub async fn create(
         .await
         .map_err(store_error)?;
     let r = InspectionRule::from_resource(stored);
-    let mut resp = (StatusCode::CREATED, Json(render(&r, &base))).into_response();
-    if let Ok(loc) = HeaderValue::from_str(&format!("{}/v1/inspection_rules/{}", base.0, r.uuid)) {
-        resp.headers_mut().insert(header::LOCATION, loc);
-    }
-    Ok(resp)
+    Ok(resource::created(
+        render(&r, &base),
+        &format!("{}/v1/inspection_rules/{}", base.0, r.uuid),
+    ))
 }
 
 /// List query parameters.

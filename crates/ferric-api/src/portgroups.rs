@@ -17,7 +17,7 @@ use crate::resource::{self, Doc};
 use crate::version::Version;
 use crate::ApiState;
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -360,11 +360,10 @@ pub async fn create(
             e => e.into(),
         })?;
     let pg = Portgroup::from_resource(stored)?;
-    let mut resp = (StatusCode::CREATED, Json(render(&pg, &base, v))).into_response();
-    if let Ok(loc) = HeaderValue::from_str(&format!("{}/v1/portgroups/{}", base.0, pg.uuid)) {
-        resp.headers_mut().insert(header::LOCATION, loc);
-    }
-    Ok(resp)
+    Ok(resource::created(
+        render(&pg, &base, v),
+        &format!("{}/v1/portgroups/{}", base.0, pg.uuid),
+    ))
 }
 
 /// List query parameters.

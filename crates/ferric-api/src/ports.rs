@@ -19,7 +19,7 @@ use crate::resource::{self, Doc};
 use crate::version::Version;
 use crate::ApiState;
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -585,11 +585,10 @@ pub async fn create(
         release(t).await;
     }
     let port = outcome?;
-    let mut resp = (StatusCode::CREATED, Json(render(&port, &base, v))).into_response();
-    if let Ok(loc) = HeaderValue::from_str(&format!("{}/v1/ports/{}", base.0, port.uuid)) {
-        resp.headers_mut().insert(header::LOCATION, loc);
-    }
-    Ok(resp)
+    Ok(resource::created(
+        render(&port, &base, v),
+        &format!("{}/v1/ports/{}", base.0, port.uuid),
+    ))
 }
 
 /// List query parameters (Ironic's `get_all`).

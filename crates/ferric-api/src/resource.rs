@@ -569,6 +569,28 @@ pub fn render_resource(r: &Resource, base: &BaseUrl, v: Version) -> Value {
     rendered.map_or(Value::Null, Value::Object)
 }
 
+/// `201 Created` with the new object's document and its `Location`.
+pub(crate) fn created(doc: impl serde::Serialize, location: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut resp = (axum::http::StatusCode::CREATED, axum::Json(doc)).into_response();
+    if let Ok(loc) = axum::http::HeaderValue::from_str(location) {
+        resp.headers_mut().insert(axum::http::header::LOCATION, loc);
+    }
+    resp
+}
+
+/// The query of a plain paged list (no filters of its own).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagedQuery {
+    pub(crate) marker: Option<String>,
+    pub(crate) limit: Option<String>,
+    pub(crate) sort_key: Option<String>,
+    pub(crate) sort_dir: Option<String>,
+    pub(crate) fields: Option<String>,
+    pub(crate) detail: Option<String>,
+}
+
 /// The `limit` query parameter of every paged list, as `/openapi.json`
 /// documents it: Ironic clamps a larger value to its `max_limit` instead of
 /// refusing it, so the schema has no maximum.

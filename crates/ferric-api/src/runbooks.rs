@@ -487,24 +487,14 @@ pub async fn create(
         .await
         .map_err(store_error)?;
     let r = Runbook::from_resource(stored);
-    let mut resp = (StatusCode::CREATED, Json(render(&r, &base, v))).into_response();
-    if let Ok(loc) = HeaderValue::from_str(&format!("{}/v1/runbooks/{}", base.0, r.uuid)) {
-        resp.headers_mut().insert(header::LOCATION, loc);
-    }
-    Ok(resp)
+    Ok(resource::created(
+        render(&r, &base, v),
+        &format!("{}/v1/runbooks/{}", base.0, r.uuid),
+    ))
 }
 
 /// List query parameters.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    marker: Option<String>,
-    limit: Option<String>,
-    sort_key: Option<String>,
-    sort_dir: Option<String>,
-    fields: Option<String>,
-    detail: Option<String>,
-}
+pub type ListQuery = resource::PagedQuery;
 
 /// `GET /v1/runbooks` (`?detail=True` for every field).
 pub async fn list(

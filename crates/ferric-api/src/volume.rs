@@ -23,7 +23,7 @@ use crate::resource::{self, schema_error};
 use crate::version::Version;
 use crate::ApiState;
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -500,13 +500,10 @@ async fn create(
         Err(e) => return Err(store_error(vol, &req.body, e)),
     };
     let d = Volume::from_resource(vol, stored)?;
-    let mut resp = (StatusCode::CREATED, Json(render(&d, &base))).into_response();
-    if let Ok(loc) =
-        HeaderValue::from_str(&format!("{}/v1/volume/{}/{}", base.0, vol.plural(), d.uuid))
-    {
-        resp.headers_mut().insert(header::LOCATION, loc);
-    }
-    Ok(resp)
+    Ok(resource::created(
+        render(&d, &base),
+        &format!("{}/v1/volume/{}/{}", base.0, vol.plural(), d.uuid),
+    ))
 }
 
 /// List query parameters.
