@@ -446,11 +446,7 @@ pub async fn list(
 }
 
 /// `fields` only.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShowQuery {
-    fields: Option<String>,
-}
+pub type ShowQuery = resource::ShowQuery;
 
 /// `GET /v1/allocations/{allocation_ident}`.
 pub async fn show(

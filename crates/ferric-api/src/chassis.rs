@@ -21,7 +21,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use ferric_core::DbTime;
 use ferric_store::{NewResource, NodeIdent, Resource, ResourceKind, ResourceQuery, ResourceSort};
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
@@ -313,11 +312,7 @@ async fn list_chassis(
 }
 
 /// `GET /v1/chassis/{uuid}` query.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShowQuery {
-    fields: Option<String>,
-}
+pub type ShowQuery = resource::ShowQuery;
 
 async fn find(st: &ApiState, id: &str) -> Result<Chassis, ApiError> {
     let uuid = resource::uuid_param("chassis_uuid", id)?;

@@ -26,7 +26,6 @@ use ferric_core::DbTime;
 use ferric_store::{
     NewResource, NodeIdent, Resource, ResourceKind, ResourceQuery, ResourceSort, StoreError,
 };
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
@@ -587,11 +586,7 @@ pub async fn list(
 }
 
 /// `GET …/{ident}` query.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShowQuery {
-    fields: Option<String>,
-}
+pub type ShowQuery = resource::ShowQuery;
 
 /// A resource identifier as Ironic's `args.uuid_or_name` checks it:
 /// `Expected UUID or name for <field>: <value>` otherwise.

@@ -686,11 +686,7 @@ pub async fn list(
 }
 
 /// `GET …/{uuid}` query.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShowQuery {
-    fields: Option<String>,
-}
+pub type ShowQuery = resource::ShowQuery;
 
 async fn find(st: &ApiState, id: &str) -> Result<InspectionRule, ApiError> {
     let uuid = resource::uuid_param("inspection_rule_uuid", id)?;

@@ -825,11 +825,7 @@ fn placeholder() -> Node {
 }
 
 /// `?fields=` of a single node.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShowQuery {
-    fields: Option<String>,
-}
+pub type ShowQuery = crate::resource::ShowQuery;
 
 /// `GET /v1/nodes/{ident}`.
 pub async fn get(

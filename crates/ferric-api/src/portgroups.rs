@@ -538,11 +538,7 @@ async fn list_portgroups(
 }
 
 /// `GET /v1/portgroups/{portgroup}` query.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShowQuery {
-    fields: Option<String>,
-}
+pub type ShowQuery = resource::ShowQuery;
 
 async fn find(st: &ApiState, id: &str) -> Result<Portgroup, ApiError> {
     Portgroup::from_resource(

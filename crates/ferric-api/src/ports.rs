@@ -861,11 +861,7 @@ async fn list_ports(
 }
 
 /// `GET /v1/ports/{port}` query.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShowQuery {
-    fields: Option<String>,
-}
+pub type ShowQuery = resource::ShowQuery;
 
 /// A port by UUID, or by name from 1.88.
 async fn find(st: &ApiState, id: &str, v: Version) -> Result<Port, ApiError> {

@@ -579,6 +579,13 @@ pub(crate) fn created(doc: impl serde::Serialize, location: &str) -> axum::respo
     resp
 }
 
+/// The query of a show (`GET .../{ident}`): only `fields`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShowQuery {
+    pub(crate) fields: Option<String>,
+}
+
 /// The query of a plain paged list (no filters of its own).
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -36,7 +36,6 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use ferric_core::DbTime;
 use ferric_store::{NewResource, Resource, ResourceKind, ResourceQuery, ResourceSort, StoreError};
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
@@ -575,11 +574,7 @@ pub async fn list(
 }
 
 /// `GET …/{ident}` query.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShowQuery {
-    fields: Option<String>,
-}
+pub type ShowQuery = resource::ShowQuery;
 
 /// `GET /v1/runbooks/{runbook_ident}`.
 pub async fn show(

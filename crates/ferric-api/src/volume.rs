@@ -633,11 +633,7 @@ async fn list(
 }
 
 /// `GET …/{uuid}` query.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShowQuery {
-    fields: Option<String>,
-}
+pub type ShowQuery = resource::ShowQuery;
 
 async fn find(st: &ApiState, vol: Vol, id: &str) -> Result<Volume, ApiError> {
     let field = match vol {
