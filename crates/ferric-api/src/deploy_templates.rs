@@ -14,6 +14,7 @@ use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery, BaseUrl, JsonBody};
 use crate::patch::PatchOp;
 use crate::render;
+use crate::resource::py_repr;
 use crate::resource::{self, schema_error};
 use crate::version::Version;
 use crate::ApiState;
@@ -214,11 +215,6 @@ pub const DEPLOY_STEP_INTERFACES: [&str; 7] = [
     "raid",
 ];
 
-/// Python's `repr` of a JSON value, as jsonschema's messages print it.
-pub fn py_repr(v: &Value) -> String {
-    crate::node_sub::py_repr(v)
-}
-
 /// A list of names as Python prints `['a', 'b']`.
 fn py_list(names: &[&str]) -> String {
     format!(
@@ -408,28 +404,7 @@ fn validate(doc: &Map<String, Value>, what: &str) -> Result<Validated, ApiError>
         .map(|s| validate_step(s, &DEPLOY_STEP_INTERFACES, false))
         .collect::<Result<Vec<_>, _>>()
         .map_err(schema)?;
-    let mut seen: Vec<(String, String)> = Vec::new();
-    let mut dups: Vec<String> = Vec::new();
-    for s in &steps {
-        let key = (
-            s["interface"].as_str().unwrap_or_default().to_string(),
-            s["step"].as_str().unwrap_or_default().to_string(),
-        );
-        if seen.contains(&key) {
-            let d = format!("interface: {}, step: {}", key.0, key.1);
-            if !dups.contains(&d) {
-                dups.push(d);
-            }
-        } else {
-            seen.push(key);
-        }
-    }
-    if !dups.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "Deploy template invalid: Duplicate deploy steps. A template cannot have multiple deploy steps with the same interface and step. Duplicates: {}.",
-            dups.join("; ")
-        )));
-    }
+    check_duplicate_steps(&steps)?;
     let uuid = uuid_raw
         .map(|u| resource::uuid_param("uuid", &u))
         .transpose()?;
@@ -439,6 +414,34 @@ fn validate(doc: &Map<String, Value>, what: &str) -> Result<Validated, ApiError>
         steps,
         extra,
     })
+}
+
+/// Ironic's duplicate-steps check of deploy templates (runbooks run it too,
+/// message included): one step per (interface, step).
+pub(crate) fn check_duplicate_steps(steps: &[Value]) -> Result<(), ApiError> {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    let mut dups: Vec<String> = Vec::new();
+    for s in steps {
+        let key = (
+            s["interface"].as_str().unwrap_or_default(),
+            s["step"].as_str().unwrap_or_default(),
+        );
+        if !seen.contains(&key) {
+            seen.push(key);
+            continue;
+        }
+        let d = format!("interface: {}, step: {}", key.0, key.1);
+        if !dups.contains(&d) {
+            dups.push(d);
+        }
+    }
+    if dups.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "Deploy template invalid: Duplicate deploy steps. A template cannot have multiple deploy steps with the same interface and step. Duplicates: {}.",
+        dups.join("; ")
+    )))
 }
 
 /// Ironic's messages for this kind's store errors.

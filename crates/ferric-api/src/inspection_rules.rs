@@ -14,12 +14,13 @@
 //! or unexpected with a 500 (its `InspectionRuleValidationFailure` has no
 //! HTTP code); ferric answers 400 with the same message.
 
-use crate::deploy_templates::{check_keys, gate, py_repr};
+use crate::deploy_templates::{check_keys, gate};
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery, BaseUrl, JsonBody};
 use crate::patch::PatchOp;
 use crate::render;
 use crate::resource;
+use crate::resource::py_repr;
 use crate::version::Version;
 use crate::ApiState;
 use axum::extract::State;

@@ -23,6 +23,7 @@ use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery, BaseUrl, JsonBody, OptionalJsonBody};
 use crate::nodes::{node_ident, MAX_LIMIT};
 use crate::render::{links, timestamp};
+use crate::resource::py_repr;
 use crate::version::Version;
 use crate::ApiState;
 use axum::extract::State;
@@ -117,25 +118,6 @@ fn gated(id: &str, v: Version, min: u32) -> Result<NodeIdent, ApiError> {
         return Err(too_old(min));
     }
     Ok(ident)
-}
-
-/// Python's `repr` of a JSON value, as Ironic's messages print it.
-pub(crate) fn py_repr(v: &Value) -> String {
-    match v {
-        Value::Null => "None".into(),
-        Value::Bool(true) => "True".into(),
-        Value::Bool(false) => "False".into(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => format!("'{s}'"),
-        Value::Array(a) => format!("[{}]", a.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
-        Value::Object(o) => format!(
-            "{{{}}}",
-            o.iter()
-                .map(|(k, v)| format!("'{k}': {}", py_repr(v)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
 }
 
 /// oslo's `bool_from_string(strict=True)` as `args.boolean` uses it.

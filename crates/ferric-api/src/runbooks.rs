@@ -18,13 +18,14 @@
 //! taken as given).
 
 use crate::deploy_templates::{
-    check_keys, check_trait_name, gate, py_repr, render_steps, uuid_or_name, validate_step,
+    check_keys, check_trait_name, gate, render_steps, uuid_or_name, validate_step,
     DEPLOY_STEP_INTERFACES,
 };
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery, BaseUrl, JsonBody};
 use crate::patch::PatchOp;
 use crate::render;
+use crate::resource::py_repr;
 use crate::resource::{self, schema_error};
 use crate::version::Version;
 use crate::ApiState;
@@ -368,30 +369,8 @@ fn validate(doc: &Map<String, Value>, what: &str, which: Schema) -> Result<Valid
         .map(|s| validate_step(s, &RUNBOOK_STEP_INTERFACES, true))
         .collect::<Result<Vec<_>, _>>()
         .map_err(schema)?;
-    let mut seen: Vec<(String, String)> = Vec::new();
-    let mut dups: Vec<String> = Vec::new();
-    for s in &steps {
-        let key = (
-            s["interface"].as_str().unwrap_or_default().to_string(),
-            s["step"].as_str().unwrap_or_default().to_string(),
-        );
-        if seen.contains(&key) {
-            let d = format!("interface: {}, step: {}", key.0, key.1);
-            if !dups.contains(&d) {
-                dups.push(d);
-            }
-        } else {
-            seen.push(key);
-        }
-    }
-    if !dups.is_empty() {
-        // Ironic runs the deploy templates' duplicate check on runbooks
-        // too, message included.
-        return Err(ApiError::bad_request(format!(
-            "Deploy template invalid: Duplicate deploy steps. A template cannot have multiple deploy steps with the same interface and step. Duplicates: {}.",
-            dups.join("; ")
-        )));
-    }
+    // Ironic runs the deploy templates' duplicate check on runbooks too.
+    crate::deploy_templates::check_duplicate_steps(&steps)?;
     let uuid = uuid_raw
         .map(|u| resource::uuid_param("uuid", &u))
         .transpose()?;

@@ -13,12 +13,13 @@
 //! node is powered off (deletion: also in manageable, enroll, adopt failed),
 //! checked under the lock.
 
-use crate::deploy_templates::{check_keys, mask_secrets, py_repr};
+use crate::deploy_templates::{check_keys, mask_secrets};
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery, BaseUrl, JsonBody};
 use crate::nodes::{node_ident, release};
 use crate::patch::PatchOp;
 use crate::render;
+use crate::resource::py_repr;
 use crate::resource::{self, schema_error};
 use crate::version::Version;
 use crate::ApiState;
