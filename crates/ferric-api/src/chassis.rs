@@ -278,19 +278,11 @@ async fn list_chassis(
         })
         .await?;
     let last = rows.last().map(|r| r.uuid);
-    let wanted: Vec<String> = match (&fields, detail) {
-        (Some(f), _) => f.clone(),
-        (None, true) => Vec::new(),
-        (None, false) => vec!["uuid".into(), "description".into()],
-    };
+    let wanted = resource::wanted(&fields, detail, &["uuid", "description"]);
     let mut items = Vec::with_capacity(rows.len());
     for r in rows {
         let doc = render(&Chassis::from_resource(r), &base);
-        items.push(Value::Object(if detail {
-            doc
-        } else {
-            resource::select(doc, &wanted)?
-        }));
+        items.push(resource::shape(doc, detail, &wanted)?);
     }
     let body = resource::collection(
         "chassis",

@@ -546,11 +546,7 @@ pub async fn list(
         .await
         .map_err(store_error)?;
     let last = rows.last().map(|r| r.uuid);
-    let wanted: Vec<String> = match (&fields, detail) {
-        (Some(f), _) => f.clone(),
-        (None, true) => Vec::new(),
-        (None, false) => vec!["uuid".into(), "name".into()],
-    };
+    let wanted = resource::wanted(&fields, detail, &["uuid", "name"]);
     let probe = || DeployTemplate {
         uuid: Uuid::nil(),
         name: String::new(),
@@ -567,11 +563,7 @@ pub async fn list(
     let mut items = Vec::with_capacity(rows.len());
     for r in rows {
         let doc = render(&DeployTemplate::from_resource(r), &base);
-        items.push(Value::Object(if detail {
-            doc
-        } else {
-            resource::select(doc, &wanted)?
-        }));
+        items.push(resource::shape(doc, detail, &wanted)?);
     }
     let body = resource::collection(
         "deploy_templates",

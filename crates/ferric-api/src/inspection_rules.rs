@@ -638,14 +638,11 @@ pub async fn list(
         .collect();
     rules.truncate(paging.limit as usize);
     let last = rules.last().map(|r| r.uuid);
-    let wanted: Vec<String> = match (&fields, detail) {
-        (Some(f), _) => f.clone(),
-        (None, true) => Vec::new(),
-        (None, false) => ["uuid", "priority", "phase", "description"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    };
+    let wanted = resource::wanted(
+        &fields,
+        detail,
+        &["uuid", "priority", "phase", "description"],
+    );
     if !detail {
         let probe = InspectionRule::from_resource(Resource {
             kind: KIND,
@@ -664,11 +661,7 @@ pub async fn list(
     let mut items = Vec::with_capacity(rules.len());
     for r in &rules {
         let doc = render(r, &base);
-        items.push(Value::Object(if detail {
-            doc
-        } else {
-            resource::select(doc, &wanted)?
-        }));
+        items.push(resource::shape(doc, detail, &wanted)?);
     }
     let body = resource::collection(
         "inspection_rules",

@@ -496,19 +496,11 @@ async fn list_portgroups(
     }
     let rows = st.tm.store().list_resources(&query).await?;
     let last = rows.last().map(|r| r.uuid);
-    let wanted: Vec<String> = match (&fields, detail) {
-        (Some(f), _) => f.clone(),
-        (None, true) => Vec::new(),
-        (None, false) => vec!["uuid".into(), "address".into(), "name".into()],
-    };
+    let wanted = resource::wanted(&fields, detail, &["uuid", "address", "name"]);
     let mut items = Vec::with_capacity(rows.len());
     for r in rows {
         let doc = render(&Portgroup::from_resource(r)?, &base, v);
-        items.push(Value::Object(if detail {
-            doc
-        } else {
-            resource::select(doc, &wanted)?
-        }));
+        items.push(resource::shape(doc, detail, &wanted)?);
     }
     let path = match (&node, detail_path) {
         (Some(n), d) if q.node.is_none() => format!(

@@ -797,19 +797,11 @@ async fn list_ports(
     }
     let rows = st.tm.store().list_resources(&query).await?;
     let last = rows.last().map(|r| r.uuid);
-    let wanted: Vec<String> = match (&fields, detail) {
-        (Some(f), _) => f.clone(),
-        (None, true) => Vec::new(),
-        (None, false) => vec!["uuid".into(), "address".into()],
-    };
+    let wanted = resource::wanted(&fields, detail, &["uuid", "address"]);
     let mut items = Vec::with_capacity(rows.len());
     for r in rows {
         let doc = render(&Port::from_resource(r)?, &base, v);
-        items.push(Value::Object(if detail {
-            doc
-        } else {
-            resource::select(doc, &wanted)?
-        }));
+        items.push(resource::shape(doc, detail, &wanted)?);
     }
     if let (Some(f), true) = (&fields, items.is_empty()) {
         // Validate the field names even when nothing is listed.

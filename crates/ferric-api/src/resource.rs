@@ -599,6 +599,30 @@ pub(crate) fn py_repr(v: &Value) -> String {
     }
 }
 
+/// The fields a list shows: the requested ones, else every one with
+/// `detail` (empty: no selection), else the kind's `summary` fields.
+pub(crate) fn wanted(fields: &Option<Vec<String>>, detail: bool, summary: &[&str]) -> Vec<String> {
+    match (fields, detail) {
+        (Some(f), _) => f.clone(),
+        (None, true) => Vec::new(),
+        (None, false) => summary.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// One list item: the whole document with `detail`, else the `wanted`
+/// fields of it.
+pub(crate) fn shape(
+    doc: Map<String, Value>,
+    detail: bool,
+    wanted: &[String],
+) -> Result<Value, ApiError> {
+    Ok(Value::Object(if detail {
+        doc
+    } else {
+        select(doc, wanted)?
+    }))
+}
+
 /// The query of a show (`GET .../{ident}`): only `fields`.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -587,11 +587,7 @@ async fn list(
         .await
         .map_err(|e| store_error(vol, &Map::new(), e))?;
     let last = rows.last().map(|r| r.uuid);
-    let wanted: Vec<String> = match (&fields, detail) {
-        (Some(f), _) => f.clone(),
-        (None, true) => Vec::new(),
-        (None, false) => vol.default_fields().iter().map(|s| s.to_string()).collect(),
-    };
+    let wanted = resource::wanted(&fields, detail, vol.default_fields());
     if !detail {
         let probe = Volume {
             vol,
@@ -607,11 +603,7 @@ async fn list(
     let mut items = Vec::with_capacity(rows.len());
     for r in rows {
         let doc = render(&Volume::from_resource(vol, r)?, &base);
-        items.push(Value::Object(if detail {
-            doc
-        } else {
-            resource::select(doc, &wanted)?
-        }));
+        items.push(resource::shape(doc, detail, &wanted)?);
     }
     let path = match &parent {
         Some(n) => format!("nodes/{}/volume/{}", resource::encode(n), vol.plural()),
