@@ -30,6 +30,7 @@ pub struct Options {
     auth: Auth,
     registry: Option<Registry>,
     wake_listener: bool,
+    ramdisk_heartbeat_timeout: Option<Duration>,
 }
 
 impl Options {
@@ -46,6 +47,7 @@ impl Options {
             auth: Auth::none(),
             registry: None,
             wake_listener: false,
+            ramdisk_heartbeat_timeout: None,
         }
     }
 
@@ -107,6 +109,12 @@ impl Options {
         self
     }
 
+    /// The `heartbeat_timeout` the lookup tells agents.
+    pub fn ramdisk_heartbeat_timeout(mut self, timeout: Duration) -> Options {
+        self.ramdisk_heartbeat_timeout = Some(timeout);
+        self
+    }
+
     /// The conductor's TaskManager and the API state over `store`, not served.
     pub async fn state(self, store: Arc<dyn Store>) -> (ApiState, TaskManager) {
         let tm = TaskManager::new(store, self.config, Arc::new(MemorySink::default()));
@@ -121,6 +129,9 @@ impl Options {
         }
         if let Some(d) = self.drivers {
             state = state.with_drivers(d);
+        }
+        if let Some(t) = self.ramdisk_heartbeat_timeout {
+            state = state.with_ramdisk_heartbeat_timeout(t);
         }
         (state, tm)
     }
@@ -324,17 +335,47 @@ impl Api {
     }
 
     /// An agent heartbeat as IPA sends it (microversion 1.68, callback URL,
-    /// version); the status and the body's text.
+    /// version, the node's agent token); the status and the body's text.
     pub async fn heartbeat(&self, ident: &str) -> (StatusCode, String) {
+        let token = self.agent_token(ident).await;
         let r = self
             .http
             .post(format!("{}/v1/heartbeat/{ident}", self.base))
             .header(V, "1.68")
-            .json(&serde_json::json!({"callback_url": "http://192.0.2.10:9999", "agent_version": "9.10.0"}))
+            .json(&serde_json::json!({"callback_url": "http://192.0.2.10:9999", "agent_version": "9.10.0", "agent_token": token}))
             .send()
             .await
             .unwrap();
         let status = r.status();
         (status, r.text().await.unwrap())
+    }
+
+    /// The node's agent token, as an agent gets it: a lookup by UUID (which
+    /// mints it); when an earlier lookup took it (the answer is masked), the
+    /// harness reads it from the store. `None` when the node may not look up.
+    pub async fn agent_token(&self, ident: &str) -> Option<String> {
+        let ident = ferric_store::NodeIdent::parse(ident);
+        let node = self.tm.store().get_node(&ident).await.ok()?;
+        let r = self
+            .http
+            .get(format!("{}/v1/lookup?node_uuid={}", self.base, node.uuid))
+            .header(V, "1.68")
+            .send()
+            .await
+            .unwrap();
+        if r.status() != StatusCode::OK {
+            return None;
+        }
+        let body: Value = r.json().await.unwrap();
+        match body["config"]["agent_token"].as_str() {
+            Some(t) if t != "******" => Some(t.to_string()),
+            _ => {
+                let node = self.tm.store().get_node(&node.uuid.into()).await.ok()?;
+                node.driver_internal_info
+                    .get("agent_secret_token")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            }
+        }
     }
 }
