@@ -21,6 +21,7 @@
 //! Secrets: the password in `database.url` (masked by [`mask_url`]) and
 //! `api.token` are masked in `Debug`, in logs and in `ferric config show`.
 
+use ferric_conductor::drivers::agent_client::AgentConfig;
 use ferric_conductor::drivers::{Drivers, HardwareConfig};
 use ferric_conductor::ConductorConfig;
 use figment::providers::{Format, Serialized, Toml};
@@ -49,7 +50,14 @@ pub mod defaults {
 }
 
 /// The sections of [`Config`], as written in TOML.
-pub const SECTIONS: [&str; 5] = ["database", "conductor", "api", "notifications", "hardware"];
+pub const SECTIONS: [&str; 6] = [
+    "database",
+    "conductor",
+    "api",
+    "notifications",
+    "hardware",
+    "agent",
+];
 
 /// Everything `ferric` can be configured with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -66,6 +74,9 @@ pub struct Config {
     /// `[hardware]`: enabled hardware types and interfaces (Ironic's
     /// `enabled_*` / `default_*` options).
     pub hardware: HardwareConfig,
+    /// `[agent]`: the ramdisk agent's client and its default steps
+    /// (Ironic's `[agent]` and `[deploy]` options).
+    pub agent: AgentConfig,
 }
 
 /// `[database]`.
@@ -411,18 +422,23 @@ impl Config {
             &mut problems,
         );
         let hardware = section::<HardwareConfig>(&merged, "hardware", &layers, &mut problems);
-        match (database, conductor, api, notifications, hardware) {
-            (Some(database), Some(conductor), Some(api), Some(notifications), Some(hardware))
-                if problems.is_empty() =>
-            {
-                Ok(Config {
-                    database,
-                    conductor,
-                    api,
-                    notifications,
-                    hardware,
-                })
-            }
+        let agent = section::<AgentConfig>(&merged, "agent", &layers, &mut problems);
+        match (database, conductor, api, notifications, hardware, agent) {
+            (
+                Some(database),
+                Some(conductor),
+                Some(api),
+                Some(notifications),
+                Some(hardware),
+                Some(agent),
+            ) if problems.is_empty() => Ok(Config {
+                database,
+                conductor,
+                api,
+                notifications,
+                hardware,
+                agent,
+            }),
             _ => Err(ConfigError { problems }),
         }
     }
@@ -461,6 +477,7 @@ impl Config {
         p.extend(self.conductor.problems());
         p.extend(self.notifications.problems());
         p.extend(Drivers::new().problems(&self.hardware));
+        p.extend(self.agent.problems());
         if self.api.host.parse::<IpAddr>().is_err() && !is_hostname(&self.api.host) {
             p.push(format!(
                 "api.host {:?} must be an IP address or a host name",

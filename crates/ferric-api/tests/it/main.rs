@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agent;
+mod agent_deploy;
 mod allocations;
 mod api;
 mod chassis;
