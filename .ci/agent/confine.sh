@@ -5,15 +5,17 @@
 # (plus its partitions, mirrored from sysfs by a bounded watcher, because the
 # kernel creates partition nodes only in the real devtmpfs).
 #
-#   unshare -m --propagation private .ci/agent/confine.sh /dev/loopN MAX_SECONDS CMD...
+#   unshare -m -p -f --mount-proc --propagation private \
+#       .ci/agent/confine.sh /dev/loopN MAX_SECONDS CMD...
 #   .ci/agent/confine.sh --check /dev/loopN MAX_SECONDS CMD...   (checks only, mounts nothing)
 #
-# Refuses (exit 2) outside a private mount namespace or for anything but the
-# test's attached /dev/loopN. Every check runs before anything is mounted,
-# and the namespace check fails closed: this process's mount namespace must
-# differ from its parent's (unshare execs this script, so the parent is the
-# caller on the host) AND from the one the caller names in
-# FERRIC_E2E_HOST_MNTNS (and from PID 1's when readable). The watcher and the
+# The PID namespace (with its own /proc) also keeps the agent from seeing
+# the machine's processes (IPA's `fuser` checks, and it cannot signal them).
+# Refuses (exit 2) outside private mount and PID namespaces or for anything
+# but the test's attached /dev/loopN. Every check runs before anything is
+# mounted, and the namespace check fails closed: this script must be PID 1
+# of its PID namespace and its mount namespace must differ from the one the
+# caller names in FERRIC_E2E_HOST_MNTNS (its own). The watcher and the
 # command end together; the watcher stops after MAX_SECONDS at the latest.
 set -euo pipefail
 
@@ -35,13 +37,10 @@ name=${BASH_REMATCH[1]}
 # readable in a container.
 host_ns=${FERRIC_E2E_HOST_MNTNS:-}
 [[ "${host_ns}" =~ ^mnt:\[[0-9]+\]$ ]] || refuse "FERRIC_E2E_HOST_MNTNS (the caller's mount namespace) is not set"
-own_ns=$(readlink /proc/$$/ns/mnt) || refuse "cannot read this process's mount namespace"
-parent_ns=$(readlink "/proc/${PPID}/ns/mnt") || refuse "cannot read the parent's mount namespace"
-[[ "${own_ns}" =~ ^mnt:\[[0-9]+\]$ && "${parent_ns}" =~ ^mnt:\[[0-9]+\]$ ]] \
-  || refuse "unreadable mount namespaces (${own_ns} / ${parent_ns})"
-pid1_ns=$(readlink /proc/1/ns/mnt 2>/dev/null || true)
-[[ "${own_ns}" != "${host_ns}" && "${own_ns}" != "${parent_ns}" && "${own_ns}" != "${pid1_ns}" ]] \
-  || refuse "not in a private mount namespace (run under unshare -m --propagation private)"
+[[ $$ == 1 ]] || refuse "not PID 1 of a new PID namespace (run under unshare -m -p -f --mount-proc)"
+own_ns=$(readlink /proc/self/ns/mnt) || refuse "cannot read this process's mount namespace"
+[[ "${own_ns}" =~ ^mnt:\[[0-9]+\]$ && "${own_ns}" != "${host_ns}" ]] \
+  || refuse "not in a private mount namespace (${own_ns}; the caller's is ${host_ns})"
 [[ -r "/sys/block/${name}/dev" ]] || refuse "${name} is not attached"
 [[ "$(cat "/sys/block/${name}/loop/backing_file" 2>/dev/null)" == "${FERRIC_E2E_BACKING:?}" ]] \
   || refuse "${name} is not backed by the test's file ${FERRIC_E2E_BACKING}"

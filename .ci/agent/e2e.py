@@ -5,9 +5,9 @@ CLI. Run by .ci/agent.sh (which creates and detaches the loop device); one
 run per database engine.
 
 The test plays the BMC of a `fake-hardware` node: it starts the agent when
-the node waits for its ramdisk (`wait call-back` / `clean wait`, powered
-on) and kills it when ferric powers the node off or the node leaves the
-agent states. A new agent process looks up again and gets a new token.
+the node waits for its ramdisk (`wait call-back` / `clean wait`) and kills
+it when ferric has powered the node off to boot the instance (deploy step
+`boot_instance`) or the node leaves the agent states. A new agent process looks up again and gets a new token.
 
 Lifecycle (CLI): node create (direct deploy, root device hint = the loop
 device), port create (the agent's MAC), manage, provide (automated
@@ -51,8 +51,13 @@ IMAGE_MIB = 32
 USER_DATA = "#!/bin/sh\necho ferric-agent-e2e user data\n"
 AGENT_STATES = {"deploying", "wait call-back", "cleaning", "clean wait"}
 WAIT_STATES = {"wait call-back", "clean wait"}
+# Deploy steps after the agent's work: ferric has powered the node off
+# (tear_down_agent) and boots the instance.
+POST_AGENT_STEPS = {"boot_instance"}
 PHASE_LIMIT = 240  # seconds: every wait below ends by then
 HOST_MNTNS = os.readlink("/proc/self/ns/mnt")
+# Private mount and PID namespaces (own /proc) for the agent.
+UNSHARE = ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private"]
 
 T0 = time.monotonic()
 procs = {}
@@ -178,7 +183,7 @@ class Bmc:
             "FERRIC_E2E_IPA_CONF": IPA_CONF,
             "FERRIC_E2E_HOST_MNTNS": HOST_MNTNS,
         })
-        cmd = ["unshare", "-m", "--propagation", "private",
+        cmd = UNSHARE + [
                os.path.join(HERE, "confine.sh"), LOOP, str(PHASE_LIMIT * 2),
                IPA_PYTHON, os.path.join(HERE, "ipa_launcher.py")]
         start("ipa", cmd, logfile, env=env)
@@ -203,13 +208,17 @@ class Bmc:
                 if seen != self.last_seen:
                     log(f"bmc: node {state}, {power}, step {step}")
                     self.last_seen = seen
-                if "ipa" in procs and (state not in AGENT_STATES or power == "power off"):
-                    self.kill(f"node {state}, {power}")
+                # ferric's power actions in the agent flows go straight to
+                # the (fake) BMC, so `power_state` may lag: the phase is read
+                # from the provision state and the deploy step instead.
+                after_agent = step in POST_AGENT_STEPS
+                if "ipa" in procs and (state not in AGENT_STATES or after_agent):
+                    self.kill(f"node {state}, {power}, step {step}")
                 elif "ipa" in procs and not self.running():
                     log(f"bmc: the agent exited by itself (rc {procs['ipa'].returncode})")
                     procs.pop("ipa")
                 elif (self.autostart and "ipa" not in procs and state in WAIT_STATES
-                      and power == "power on"):
+                      and not after_agent):
                     self.boot()
         except BaseException as e:  # reported by the main thread
             self.error = e
@@ -315,11 +324,10 @@ def self_checks():
     # --check: the same checks, and nothing is mounted even if they were wrong.
     p = subprocess.run([os.path.join(HERE, "confine.sh"), "--check", LOOP, "5", "true"], env=env,
                        capture_output=True, text=True, timeout=60)
-    check(p.returncode == 2 and "private mount namespace" in p.stderr,
-          "confine.sh refuses to run outside a private mount namespace")
+    check(p.returncode == 2 and "REFUSING" in p.stderr,
+          f"confine.sh refuses to run outside private namespaces: {p.stderr.strip()}")
     probe = ("import os; d = sorted(os.listdir('/dev')); print(' '.join(d))")
-    p = subprocess.run(["unshare", "-m", "--propagation", "private",
-                        os.path.join(HERE, "confine.sh"), LOOP, "5", IPA_PYTHON, "-c", probe],
+    p = subprocess.run(UNSHARE + [os.path.join(HERE, "confine.sh"), LOOP, "5", IPA_PYTHON, "-c", probe],
                        env=env, capture_output=True, text=True, timeout=60)
     name = os.path.basename(LOOP)
     seen = set(p.stdout.split())
@@ -372,7 +380,7 @@ def main():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FERRIC_", "OS_"))}
     env.update({
         "FERRIC_LOG": "info,ferric_conductor=debug",
-        "FERRIC_API__RAMDISK_HEARTBEAT_TIMEOUT": "6s",
+        "FERRIC_API__RAMDISK_HEARTBEAT_TIMEOUT": "4s",
         "FERRIC_CONDUCTOR__DEPLOY_CALLBACK_TIMEOUT": "20s",
         "FERRIC_CONDUCTOR__CLEAN_CALLBACK_TIMEOUT": "60s",
         "FERRIC_CONDUCTOR__CHECK_PROVISION_STATE_INTERVAL": "2s",
@@ -409,6 +417,9 @@ lookup_interval = 1
 disk_wait_attempts = 1
 disk_wait_delay = 1
 hardware_initialization_delay = 0
+# A checksum mismatch is retried after a pause (defaults: 9 retries, 10 s).
+image_download_connection_retries = 1
+image_download_connection_retry_interval = 1
 debug = True
 """)
     self_checks()
@@ -445,11 +456,15 @@ def lifecycle(bmc, image_url, digest, converted, result):
                       "--property", f"root_device={root_hint}", "-f", "json").stdout)
     uuid = n["uuid"]
     bm("port", "create", MAC, "--node", uuid)
-    bm("node", "set", NODE,
-       "--instance-info", f"image_source={image_url}",
-       "--instance-info", "image_os_hash_algo=sha256",
-       "--instance-info", f"image_os_hash_value={digest}",
-       "--instance-info", "image_disk_format=qcow2")
+    def instance_info(url, hash_value):
+        # Tear-down empties instance_info (as Ironic): set it before each deploy.
+        bm("node", "set", NODE,
+           "--instance-info", f"image_source={url}",
+           "--instance-info", "image_os_hash_algo=sha256",
+           "--instance-info", f"image_os_hash_value={hash_value}",
+           "--instance-info", "image_disk_format=qcow2")
+
+    instance_info(image_url, digest)
     bm("node", "manage", NODE, "--wait", "60")
     check(node()["provision_state"] == "manageable", "manage: manageable")
 
@@ -483,18 +498,18 @@ def lifecycle(bmc, image_url, digest, converted, result):
     check_cleaned()
 
     # A checksum mismatch: the agent refuses the image; its message is last_error.
-    bm("node", "set", NODE, "--instance-info", "image_os_hash_value=" + "0" * 64)
+    instance_info(image_url, "0" * 64)
     p = bm("node", "deploy", NODE, "--wait", str(PHASE_LIMIT), check_rc=False)
     n = node()
     err = n["last_error"] or ""
     check(p.returncode != 0 and n["provision_state"] == "deploy failed",
-          "a checksum mismatch fails the deploy (CLI exit non-zero)")
+          f"a checksum mismatch fails the deploy (CLI exit {p.returncode}, "
+          f"{n['provision_state']}): {p.stderr.strip()[:200]}")
     check("checksum" in err.lower() or "hash" in err.lower(), f"last_error has the agent's message: {err[:200]}")
 
     # The agent killed in the middle of the image download.
     slow = image_url.replace("/image.qcow2", "/slow/image.qcow2")
-    bm("node", "set", NODE, "--instance-info", f"image_source={slow}",
-       "--instance-info", f"image_os_hash_value={digest}")
+    instance_info(slow, digest)
     images_log = os.path.join(WORK, "images.log")
     with open(images_log) as f:
         seen = f.read().count("start /slow/")
@@ -534,7 +549,6 @@ def lifecycle(bmc, image_url, digest, converted, result):
           f"({time.monotonic() - t:.1f}s after the kill): {err[:200]}")
 
     bmc.autostart = True
-    bm("node", "set", NODE, "--instance-info", f"image_source={image_url}")
     bm("node", "undeploy", NODE, "--wait", str(PHASE_LIMIT))
     check(node()["provision_state"] == "available", "undeploy of the failed node -> available")
 

@@ -73,11 +73,7 @@ def check_confinement():
     host_ns = os.environ.get("FERRIC_E2E_HOST_MNTNS", "")
     if not re.fullmatch(r"mnt:\[[0-9]+\]", host_ns):
         refuse("FERRIC_E2E_HOST_MNTNS (the caller's mount namespace) is not set")
-    try:
-        pid1_ns = os.readlink("/proc/1/ns/mnt")
-    except OSError:  # PID 1's may not be readable in a container
-        pid1_ns = None
-    if own_ns in (host_ns, pid1_ns):
+    if own_ns == host_ns:
         refuse("not in a private mount namespace")
     dev_fs = None
     with open("/proc/self/mounts") as f:
@@ -106,9 +102,10 @@ def sysfs_size(kname):
 def main():
     name = check_confinement()
 
+    # cmd.agent imports the agent's config (its options) before the rest.
+    from ironic_python_agent.cmd import agent as cmd_agent
     from ironic_python_agent import hardware
     from ironic_python_agent import utils as ipa_utils
-    from ironic_python_agent.cmd import agent as cmd_agent
 
     part_re = re.compile(re.escape(name) + r"p([0-9]+)")
 
@@ -183,7 +180,7 @@ def main():
 
     # The patches are in place: prove it before the agent starts.
     listed = [d.name for d in hardware.list_all_block_devices()]
-    managers = [type(m).__name__ for m in hardware.get_managers()]
+    managers = [type(e.obj).__name__ for e in hardware._get_extensions()]
     if listed != [LOOP] or managers != ["ConfinedHardwareManager"]:
         refuse(f"confinement self-check failed: disks {listed}, managers {managers}")
     print(f"ipa_launcher: confined to {LOOP} (managers {managers}), MAC {MAC}", flush=True)
