@@ -174,7 +174,10 @@ class Bmc:
         self.runs += 1
         logfile = os.path.join(WORK, f"ipa-{self.runs}.log")
         env = dict(os.environ)
+        tmpdir = os.path.join(WORK, f"ipa-{self.runs}.tmp")
+        os.makedirs(tmpdir)
         env.update({
+            "TMPDIR": tmpdir,  # where the agent downloads images (not the host's /tmp)
             "PATH": f"{FAKEBIN}:{os.path.dirname(IPA_PYTHON)}:/usr/sbin:/usr/bin:/sbin:/bin",
             "FERRIC_E2E_LOOP": LOOP,
             "FERRIC_E2E_BACKING": BACKING,
@@ -226,12 +229,18 @@ class Bmc:
 
 # ----- the image and the disk -------------------------------------------------
 
+def make_raw(path, seed):
+    """IMAGE_MIB of a seeded pattern with an MBR and one partition."""
+    with open(path, "wb") as f:
+        f.write(random.Random(seed).randbytes(IMAGE_MIB * 1024 * 1024))
+    run("parted", "-s", path, "mklabel", "msdos", "mkpart", "primary", "1MiB", f"{IMAGE_MIB - 1}MiB")
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def make_image():
     raw = os.path.join(WORK, "image.raw")
-    size = IMAGE_MIB * 1024 * 1024
-    with open(raw, "wb") as f:
-        f.write(random.Random(14).randbytes(size))
-    run("parted", "-s", raw, "mklabel", "msdos", "mkpart", "primary", "1MiB", f"{IMAGE_MIB - 1}MiB")
+    make_raw(raw, 14)
     qcow2 = os.path.join(IMAGES, "image.qcow2")
     run("qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, qcow2)
     converted = os.path.join(WORK, "image.converted.raw")
@@ -456,13 +465,13 @@ def lifecycle(bmc, image_url, digest, converted, result):
                       "--property", f"root_device={root_hint}", "-f", "json").stdout)
     uuid = n["uuid"]
     bm("port", "create", MAC, "--node", uuid)
-    def instance_info(url, hash_value):
+    def instance_info(url, hash_value, disk_format="qcow2"):
         # Tear-down empties instance_info (as Ironic): set it before each deploy.
         bm("node", "set", NODE,
            "--instance-info", f"image_source={url}",
            "--instance-info", "image_os_hash_algo=sha256",
            "--instance-info", f"image_os_hash_value={hash_value}",
-           "--instance-info", "image_disk_format=qcow2")
+           "--instance-info", f"image_disk_format={disk_format}")
 
     instance_info(image_url, digest)
     bm("node", "manage", NODE, "--wait", "60")
@@ -509,7 +518,13 @@ def lifecycle(bmc, image_url, digest, converted, result):
 
     # The agent killed in the middle of the image download.
     slow = image_url.replace("/image.qcow2", "/slow/image.qcow2")
-    instance_info(slow, digest)
+    # A raw image is streamed straight onto the disk (stream_raw_images):
+    # killing the agent during the slow download kills it mid-write. A
+    # second image, so what reaches the disk is told from the first deploy's.
+    second = os.path.join(IMAGES, "second.raw")
+    second_digest = make_raw(second, 15)
+    slow = image_url.replace("/image.qcow2", "/slow/second.raw")
+    instance_info(slow, second_digest, "raw")
     images_log = os.path.join(WORK, "images.log")
     with open(images_log) as f:
         seen = f.read().count("start /slow/")
@@ -522,9 +537,14 @@ def lifecycle(bmc, image_url, digest, converted, result):
         if time.monotonic() > until:
             fail("the agent never started downloading the slow image")
         time.sleep(0.1)
-    time.sleep(1.0)  # some of the image is on its way to the disk
+    time.sleep(6.0)  # 1.5 MiB at the server's slow rate: the first MiB is on the disk
     bmc.autostart = False
     bmc.kill("mid-write")
+    with open(second, "rb") as f:
+        want = f.read()
+    mib = 1024 * 1024
+    check(read_loop(0, mib) == want[:mib], "the killed agent had written the second image's first MiB")
+    check(read_loop(len(want) - mib, mib) != want[-mib:], "... and had not finished")
     n = node()
     check(n["provision_state"] in ("wait call-back", "deploying"),
           f"the node waits for the agent it lost ({n['provision_state']})")
