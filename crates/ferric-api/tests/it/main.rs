@@ -21,4 +21,5 @@ mod props;
 mod reconcile;
 mod redfish;
 mod runbooks;
+mod scripted_agent;
 mod volume;
