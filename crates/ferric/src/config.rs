@@ -890,6 +890,30 @@ mod tests {
     }
 
     #[test]
+    fn the_agent_section_is_read_and_checked() {
+        let env = |pairs: &[(&str, &str)]| Sources {
+            file: None,
+            env: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            flags: Vec::new(),
+        };
+        let c = Config::load(&env(&[
+            ("FERRIC_AGENT__COMMAND_TIMEOUT", "30s"),
+            ("FERRIC_AGENT__ERASE_DEVICES_PRIORITY", "10"),
+        ]))
+        .unwrap();
+        assert_eq!(c.agent.command_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(c.agent.erase_devices_priority, 10);
+        assert_eq!(c.agent.erase_devices_metadata_priority, 99);
+        let e = Config::load(&env(&[("FERRIC_AGENT__MAX_COMMAND_ATTEMPTS", "0")])).unwrap_err();
+        assert!(e.to_string().contains("agent.max_command_attempts"), "{e}");
+        let e = Config::load(&env(&[("FERRIC_AGENT__BOGUS", "1")])).unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
     fn hostnames() {
         assert!(is_hostname("localhost"));
         assert!(is_hostname("api-1.example.org"));
