@@ -22,4 +22,5 @@ mod reconcile;
 mod redfish;
 mod runbooks;
 mod scripted_agent;
+mod unavailable;
 mod volume;
