@@ -151,7 +151,7 @@ pub struct ApiConfig {
     pub host: String,
     /// TCP port; 0 picks a free port (tests).
     pub port: u16,
-    /// Serve without authentication on a non-loopback address (SPEC §8):
+    /// Serve without authentication on a non-loopback address:
     /// a non-loopback `host` with `auth = "none"` is refused unless this is set.
     pub insecure_no_auth: bool,
     /// `none`, `basic` or `token`.
