@@ -151,7 +151,7 @@ pub struct ApiConfig {
     pub host: String,
     /// TCP port; 0 picks a free port (tests).
     pub port: u16,
-    /// Serve without authentication on a non-loopback address (SPEC §8):
+    /// Serve without authentication on a non-loopback address:
     /// a non-loopback `host` with `auth = "none"` is refused unless this is set.
     pub insecure_no_auth: bool,
     /// `none`, `basic` or `token`.
@@ -918,6 +918,30 @@ mod tests {
         assert_eq!(env_key("FERRIC_CONFIG"), None);
         assert_eq!(env_key("FERRIC_TEST_PG_URL"), None);
         assert_eq!(env_key("OTHER__X"), None);
+    }
+
+    #[test]
+    fn the_agent_section_is_read_and_checked() {
+        let env = |pairs: &[(&str, &str)]| Sources {
+            file: None,
+            env: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            flags: Vec::new(),
+        };
+        let c = Config::load(&env(&[
+            ("FERRIC_AGENT__COMMAND_TIMEOUT", "30s"),
+            ("FERRIC_AGENT__ERASE_DEVICES_PRIORITY", "10"),
+        ]))
+        .unwrap();
+        assert_eq!(c.agent.command_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(c.agent.erase_devices_priority, 10);
+        assert_eq!(c.agent.erase_devices_metadata_priority, 99);
+        let e = Config::load(&env(&[("FERRIC_AGENT__MAX_COMMAND_ATTEMPTS", "0")])).unwrap_err();
+        assert!(e.to_string().contains("agent.max_command_attempts"), "{e}");
+        let e = Config::load(&env(&[("FERRIC_AGENT__BOGUS", "1")])).unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
     }
 
     #[test]

@@ -9,181 +9,22 @@
 //! PostgreSQL. The real ironic-python-agent drives the same paths in
 //! `.ci/agent.sh`.
 //!
-//! The scripted agent is an HTTP server speaking IPA's command API
-//! (`/v1/commands/`): every command is recorded, an asynchronous step runs
-//! for a set number of status reads and then succeeds or fails.
+//! The scripted agent (`crate::scripted_agent`) speaks IPA's command API.
 
-use crate::common::{Options, V};
-use axum::extract::{Query, State};
-use axum::http::StatusCode as AxStatus;
-use axum::routing::get;
-use axum::{Json, Router};
+use crate::common::Options;
+use crate::scripted_agent::{self, scripted_agent, Script, Shared};
 use ferric_conductor::drivers::fake::FakeHardware;
 use ferric_conductor::drivers::Drivers;
-use ferric_conductor::Retry;
 use ferric_core::PowerState;
 use ferric_store::testing::Engine;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 const BOUND: Duration = Duration::from_secs(30);
-const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
-
-/// What the scripted agent does with an `execute_*_step`.
-#[derive(Clone)]
-struct Script {
-    /// Status reads for which the command stays RUNNING.
-    running_reads: u32,
-    /// `Some(message)`: the step fails with it.
-    fails_with: Option<String>,
-}
-
-#[derive(Default)]
-struct AgentState {
-    /// The token the agent accepts (None: any).
-    token: Option<String>,
-    /// (command name, params, token given) of every POST.
-    received: Vec<(String, Value, Option<String>)>,
-    /// Requests refused for a wrong token.
-    refused: u32,
-    commands: Vec<Value>,
-    /// Reads left before the running command finishes.
-    left: u32,
-    script: Option<Script>,
-}
-
-type Shared = Arc<Mutex<AgentState>>;
-
-fn steps_result(kind: &str) -> Value {
-    let steps = if kind == "clean" {
-        json!([
-            {"interface": "deploy", "step": "erase_devices", "priority": 10, "abortable": true, "reboot_requested": false},
-            {"interface": "deploy", "step": "erase_devices_metadata", "priority": 99, "abortable": true, "reboot_requested": false},
-            {"interface": "deploy", "step": "burnin_cpu", "priority": 0, "abortable": true, "reboot_requested": false},
-        ])
-    } else {
-        json!([
-            {"interface": "deploy", "step": "write_image", "priority": 0, "reboot_requested": false},
-            {"interface": "deploy", "step": "inject_files", "priority": 0, "reboot_requested": false},
-        ])
-    };
-    json!({format!("{kind}_steps"): {"GenericHardwareManager": steps},
-           "hardware_manager_version": {"generic_hardware_manager": "1.2"}})
-}
-
-async fn post_command(
-    State(st): State<Shared>,
-    Query(q): Query<HashMap<String, String>>,
-    Json(body): Json<Value>,
-) -> (AxStatus, Json<Value>) {
-    let mut s = st.lock().unwrap();
-    let given = q.get("agent_token").cloned();
-    if s.token.is_some() && s.token != given {
-        s.refused += 1;
-        return (
-            AxStatus::UNAUTHORIZED,
-            Json(json!({"faultstring": "Token invalid."})),
-        );
-    }
-    let name = body["name"].as_str().unwrap_or_default().to_string();
-    s.received
-        .push((name.clone(), body["params"].clone(), given));
-    let short = name
-        .split_once('.')
-        .map_or(name.clone(), |(_, n)| n.to_string());
-    let cmd = match name.as_str() {
-        "deploy.get_deploy_steps" | "clean.get_clean_steps" => {
-            let kind = &name[..name.find('.').unwrap()];
-            json!({"command_name": short, "command_status": "SUCCEEDED",
-                   "command_result": steps_result(kind), "command_error": null})
-        }
-        "deploy.execute_deploy_step" | "clean.execute_clean_step" => {
-            if s.commands
-                .last()
-                .is_some_and(|c| c["command_status"] == "RUNNING")
-            {
-                return (
-                    AxStatus::CONFLICT,
-                    Json(json!({"faultstring": "Agent is busy running another command"})),
-                );
-            }
-            s.left = s.script.as_ref().map_or(0, |sc| sc.running_reads);
-            json!({"command_name": short, "command_status": "RUNNING",
-                   "command_result": null, "command_error": null,
-                   "command_params": body["params"].clone()})
-        }
-        "standby.sync" => {
-            json!({"command_name": short, "command_status": "SUCCEEDED", "command_result": null, "command_error": null})
-        }
-        _ => {
-            return (
-                AxStatus::BAD_REQUEST,
-                Json(json!({"faultstring": format!("Unknown command: {name}")})),
-            )
-        }
-    };
-    s.commands.push(cmd.clone());
-    (AxStatus::OK, Json(cmd))
-}
-
-async fn list_commands(
-    State(st): State<Shared>,
-    Query(q): Query<HashMap<String, String>>,
-) -> (AxStatus, Json<Value>) {
-    let mut s = st.lock().unwrap();
-    if s.token.is_some() && s.token.as_ref() != q.get("agent_token") {
-        s.refused += 1;
-        return (
-            AxStatus::UNAUTHORIZED,
-            Json(json!({"faultstring": "Token invalid."})),
-        );
-    }
-    let script = s.script.clone();
-    let left = s.left;
-    if let Some(last) = s.commands.last_mut() {
-        if last["command_status"] == "RUNNING" {
-            if left > 0 {
-                s.left -= 1;
-            } else {
-                let kind = if last["command_name"] == "execute_deploy_step" {
-                    "deploy"
-                } else {
-                    "clean"
-                };
-                let step = last["command_params"]["step"].clone();
-                match script.and_then(|sc| sc.fails_with) {
-                    Some(m) => {
-                        last["command_status"] = json!("FAILED");
-                        last["command_error"] = json!({"type": "ImageChecksumError", "code": 500,
-                                                       "message": "Error verifying image checksum", "details": m});
-                    }
-                    None => {
-                        last["command_status"] = json!("SUCCEEDED");
-                        last["command_result"] =
-                            json!({format!("{kind}_step"): step, format!("{kind}_result"): null});
-                    }
-                }
-            }
-        }
-    }
-    (AxStatus::OK, Json(json!({"commands": s.commands})))
-}
-
-/// Start the scripted agent on loopback; its base URL and its state.
-async fn scripted_agent() -> (String, Shared) {
-    let st: Shared = Arc::default();
-    let app = Router::new()
-        .route("/v1/commands/", get(list_commands).post(post_command))
-        .with_state(st.clone());
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    (format!("http://{addr}"), st)
-}
+use crate::scripted_agent::SHA;
 
 struct Env {
     app: crate::common::App,
@@ -236,43 +77,12 @@ impl Env {
         }
     }
 
-    /// Give the node an agent token, as the lookup does (under the lock).
     async fn issue_token(&self, node: Uuid) -> String {
-        let token = format!("tok-{}", Uuid::new_v4().simple());
-        let mut t = self
-            .app
-            .tm
-            .acquire(node)
-            .purpose("test: issue agent token")
-            .retry(Retry::Patient)
-            .exclusive()
-            .await
-            .unwrap();
-        t.node_mut()
-            .driver_internal_info
-            .insert("agent_secret_token".into(), json!(token));
-        t.save().await.unwrap();
-        t.release().await.unwrap();
-        self.agent.lock().unwrap().token = Some(token.clone());
-        token
+        scripted_agent::issue_token(&self.app, &self.agent, node).await
     }
 
     async fn heartbeat(&self, node: &str, token: &str) {
-        let r = self
-            .app
-            .http
-            .post(format!("{}/v1/heartbeat/{node}", self.app.base))
-            .header(V, "1.68")
-            .json(&json!({"callback_url": self.agent_url, "agent_version": "13.0.0", "agent_token": token}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            r.status(),
-            StatusCode::ACCEPTED,
-            "{}",
-            r.text().await.unwrap()
-        );
+        scripted_agent::heartbeat(&self.app, &self.agent_url, node, token).await
     }
 
     /// Heartbeat (the agent's loop) until the node reaches `state`.
@@ -365,6 +175,7 @@ both_engines!(
     deploy_is_refused_without_a_valid_image,
     disabled_automated_cleaning_skips_the_agent,
     manual_cleaning_sends_the_users_step_to_the_agent,
+    an_agent_that_stops_calling_back_mid_step_fails_cleaning_after_the_timeout,
 );
 
 async fn cleaning_and_deploy_run_through_the_agent(engine: Engine) {
@@ -712,5 +523,73 @@ async fn manual_cleaning_sends_the_users_step_to_the_agent(engine: Engine) {
         json!({"generic_hardware_manager": "1.2"})
     );
     e.app.tm.shutdown();
+    e.app.store.cleanup().await;
+}
+
+/// The agent starts a clean step, then dies (no more call-backs): the
+/// `clean wait` timeout fails the node into `clean failed`, and a late
+/// heartbeat changes nothing.
+async fn an_agent_that_stops_calling_back_mid_step_fails_cleaning_after_the_timeout(
+    engine: Engine,
+) {
+    let timeout = Duration::from_secs(1);
+    let Some(e) = env(engine, |mut c| {
+        c.clean_callback_timeout = timeout;
+        c.check_provision_state_interval = Duration::from_millis(200);
+        c.sync_power_state_interval = Duration::ZERO;
+        c
+    })
+    .await
+    else {
+        return;
+    };
+    let conductor = ferric_conductor::cluster::Conductor::start_with(
+        e.app.tm.clone(),
+        ferric_conductor::cluster::StartOptions::default(),
+    )
+    .await
+    .unwrap();
+    e.manageable("w1", json!({})).await;
+    let id = uuid(&e, "w1").await;
+    e.agent.lock().unwrap().script = Some(Script {
+        running_reads: 1000,
+        fails_with: None,
+    });
+    let (s, b) = e.provision("w1", json!({"target": "provide"})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    e.wait_for("w1", "clean wait").await;
+    let token = e.issue_token(id).await;
+    let until = Instant::now() + BOUND;
+    while !e.received().iter().any(|c| c == "clean.execute_clean_step") {
+        assert!(
+            Instant::now() < until,
+            "the clean step never started: {:?}",
+            e.received()
+        );
+        e.heartbeat("w1", &token).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The agent is gone from here on.
+    let since = Instant::now();
+    let n = e.wait_for("w1", "clean failed").await;
+    assert!(
+        since.elapsed() + Duration::from_millis(100) >= timeout,
+        "failed too early"
+    );
+    let err = n["last_error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("Timeout reached while waiting for callback"),
+        "{n}"
+    );
+    assert!(
+        n["driver_internal_info"]
+            .get("agent_secret_token")
+            .is_none(),
+        "{n}"
+    );
+    e.heartbeat("w1", &token).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(e.app.node("w1").await["provision_state"], "clean failed");
+    conductor.stop().await;
     e.app.store.cleanup().await;
 }

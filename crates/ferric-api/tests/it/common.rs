@@ -334,22 +334,6 @@ impl Api {
         r.body
     }
 
-    /// An agent heartbeat as IPA sends it (microversion 1.68, callback URL,
-    /// version, the node's agent token); the status and the body's text.
-    pub async fn heartbeat(&self, ident: &str) -> (StatusCode, String) {
-        let token = self.agent_token(ident).await;
-        let r = self
-            .http
-            .post(format!("{}/v1/heartbeat/{ident}", self.base))
-            .header(V, "1.68")
-            .json(&serde_json::json!({"callback_url": "http://192.0.2.10:9999", "agent_version": "9.10.0", "agent_token": token}))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        (status, r.text().await.unwrap())
-    }
-
     /// The node's agent token, as an agent gets it: a lookup by UUID (which
     /// mints it); when an earlier lookup took it (the answer is masked), the
     /// harness reads it from the store. `None` when the node may not look up.

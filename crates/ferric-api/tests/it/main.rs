@@ -22,4 +22,6 @@ mod props;
 mod reconcile;
 mod redfish;
 mod runbooks;
+mod scripted_agent;
+mod unavailable;
 mod volume;
