@@ -184,10 +184,12 @@ fn config(st: &ApiState, node: &Node, agent_token: Value) -> Map<String, Value> 
         "heartbeat_timeout": st.ramdisk_heartbeat_timeout.as_secs(),
         "agent_token": agent_token,
         "agent_token_required": true,
-        // Ironic 39's defaults: [agent] allow_md5_checksum,
-        // [conductor] disable_deep_image_inspection / permitted_image_formats,
-        // [agent] enable_bios_bootloader_install / tls_minimum_version / tls_ciphers.
-        "agent_md5_checksum_enable": true,
+        // ferric refuses MD5 image checksums at the deploy verb
+        // (drivers::direct), so the agent is told to refuse them too.
+        "agent_md5_checksum_enable": false,
+        // Ironic 39's defaults: [conductor] disable_deep_image_inspection /
+        // permitted_image_formats, [agent] enable_bios_bootloader_install /
+        // tls_minimum_version / tls_ciphers.
         "disable_deep_image_inspection": false,
         "permitted_image_formats": ["raw", "gpt", "qcow2", "iso"],
         "agent_skip_bmc_detect": skip_bmc_detect,

@@ -192,6 +192,7 @@ async fn lookup_finds_the_node_by_mac_only_in_agent_states(engine: Engine) {
             c["permitted_image_formats"],
             json!(["raw", "gpt", "qcow2", "iso"])
         );
+        assert_eq!(c["agent_md5_checksum_enable"], false, "ferric refuses MD5");
     }
     for (i, state) in [
         ProvisionState::Enroll,
