@@ -18,6 +18,7 @@
 
 pub mod fake;
 pub mod generic;
+pub mod ipmi;
 pub mod redfish;
 pub mod registry;
 
@@ -67,6 +68,8 @@ pub enum BootDevice {
     /// UEFI HTTP boot (`uefihttp`).
     #[serde(rename = "uefihttp")]
     UefiHttp,
+    /// Hard disk in safe mode (`safe`; IPMI only, not in [`BootDevice::ALL`]).
+    Safe,
 }
 
 impl BootDevice {
@@ -87,12 +90,16 @@ impl BootDevice {
             BootDevice::Cdrom => "cdrom",
             BootDevice::Bios => "bios",
             BootDevice::UefiHttp => "uefihttp",
+            BootDevice::Safe => "safe",
         }
     }
 
     /// The device named `name` (Ironic's names).
     pub fn parse(name: &str) -> Option<BootDevice> {
-        Self::ALL.into_iter().find(|d| d.as_str() == name)
+        Self::ALL
+            .into_iter()
+            .chain([BootDevice::Safe])
+            .find(|d| d.as_str() == name)
     }
 }
 
