@@ -21,6 +21,7 @@
 //! Secrets: the password in `database.url` (masked by [`mask_url`]) and
 //! `api.token` are masked in `Debug`, in logs and in `ferric config show`.
 
+use ferric_conductor::drivers::ipmi::IpmiConfig;
 use ferric_conductor::drivers::{Drivers, HardwareConfig};
 use ferric_conductor::ConductorConfig;
 use figment::providers::{Format, Serialized, Toml};
@@ -49,7 +50,14 @@ pub mod defaults {
 }
 
 /// The sections of [`Config`], as written in TOML.
-pub const SECTIONS: [&str; 5] = ["database", "conductor", "api", "notifications", "hardware"];
+pub const SECTIONS: [&str; 6] = [
+    "database",
+    "conductor",
+    "api",
+    "notifications",
+    "hardware",
+    "ipmi",
+];
 
 /// Everything `ferric` can be configured with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -66,6 +74,9 @@ pub struct Config {
     /// `[hardware]`: enabled hardware types and interfaces (Ironic's
     /// `enabled_*` / `default_*` options).
     pub hardware: HardwareConfig,
+    /// `[ipmi]`: the ipmi hardware type's ipmitool settings (Ironic's
+    /// `[ipmi]` options).
+    pub ipmi: IpmiConfig,
 }
 
 /// `[database]`.
@@ -405,18 +416,23 @@ impl Config {
             &mut problems,
         );
         let hardware = section::<HardwareConfig>(&merged, "hardware", &layers, &mut problems);
-        match (database, conductor, api, notifications, hardware) {
-            (Some(database), Some(conductor), Some(api), Some(notifications), Some(hardware))
-                if problems.is_empty() =>
-            {
-                Ok(Config {
-                    database,
-                    conductor,
-                    api,
-                    notifications,
-                    hardware,
-                })
-            }
+        let ipmi = section::<IpmiConfig>(&merged, "ipmi", &layers, &mut problems);
+        match (database, conductor, api, notifications, hardware, ipmi) {
+            (
+                Some(database),
+                Some(conductor),
+                Some(api),
+                Some(notifications),
+                Some(hardware),
+                Some(ipmi),
+            ) if problems.is_empty() => Ok(Config {
+                database,
+                conductor,
+                api,
+                notifications,
+                hardware,
+                ipmi,
+            }),
             _ => Err(ConfigError { problems }),
         }
     }
@@ -455,6 +471,7 @@ impl Config {
         p.extend(self.conductor.problems());
         p.extend(self.notifications.problems());
         p.extend(Drivers::new().problems(&self.hardware));
+        p.extend(self.ipmi.problems());
         if self.api.host.parse::<IpAddr>().is_err() && !is_hostname(&self.api.host) {
             p.push(format!(
                 "api.host {:?} must be an IP address or a host name",
