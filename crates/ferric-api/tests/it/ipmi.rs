@@ -374,6 +374,30 @@ async fn ipmi_node_against_pyghmi_bmc() {
         "{n}"
     );
     assert!(!err.contains("not-the-password-42"), "{n}");
+
+    // ipmi_force_boot_device: a persistent request is sent one-time, shown
+    // as persistent, and sent again before every power on.
+    let mut forced = bmc.driver_info(bmc.port);
+    forced["ipmi_force_boot_device"] = json!(true);
+    create(&app, "ipmi-force", forced).await;
+    set_boot(&app, "ipmi-force", "pxe", true).await;
+    let raw = bmc.ipmitool(&["chassis", "bootparam", "get", "5"]);
+    assert!(
+        raw.contains("Options apply to only next boot") && raw.contains("Force PXE"),
+        "{raw}"
+    );
+    assert_eq!(
+        get_boot(&app, "ipmi-force").await,
+        json!({"boot_device": "pxe", "persistent": true})
+    );
+    bmc.ipmitool(&["chassis", "bootdev", "disk"]);
+    let n = power(&app, "ipmi-force", "power on").await;
+    assert!(n["last_error"].is_null(), "{n}");
+    let raw = bmc.ipmitool(&["chassis", "bootparam", "get", "5"]);
+    assert!(
+        raw.contains("Force PXE"),
+        "not set again before power on: {raw}"
+    );
     app.api.tm.shutdown();
     app.store.cleanup().await;
 }
