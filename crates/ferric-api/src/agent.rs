@@ -17,7 +17,7 @@ use crate::ApiState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use ferric_conductor::provision::agent::Heartbeat;
+use ferric_conductor::provision::agent::{AgentCallback, Heartbeat};
 use serde::Deserialize;
 use tracing::info;
 
@@ -76,7 +76,14 @@ pub async fn heartbeat(
     }
     let node = st.tm.store().get_node(&node_ident(&id, v)?).await?;
     let agent_version = body.agent_version.as_deref().unwrap_or("unknown");
-    if st.prov.heartbeat(&node, &body.callback_url) == Heartbeat::Continuing {
+    let callback = AgentCallback {
+        callback_url: body.callback_url.clone(),
+        agent_version: body.agent_version.clone(),
+        agent_verify_ca: body.agent_verify_ca.clone(),
+        agent_status: body.agent_status.clone(),
+        agent_status_message: body.agent_status_message.clone(),
+    };
+    if st.prov.heartbeat(&node, callback) == Heartbeat::Continuing {
         let owner = st.owners().await.owner(&node).map(str::to_string);
         info!(node_uuid = %node.uuid, state = %node.provision_state, callback_url = %body.callback_url, agent_version, ring_owner = owner.as_deref().unwrap_or("none"), here = %st.tm.host(), "agent heartbeat: continuing here (the fenced store lock makes any process safe)");
     }

@@ -169,6 +169,23 @@ pub async fn set_provision(
             "\"{field}\" can not be given when setting the provision target to \"{target}\"."
         )));
     }
+    // A config drive: Ironic's schema, a JSON object from 1.56, vendor_data
+    // in it from 1.59.
+    if let Some(cd) = &body.configdrive {
+        ferric_conductor::configdrive::validate(cd).map_err(ApiError::bad_request)?;
+        if let Value::Object(m) = cd {
+            if !v.at_least(56) {
+                return Err(ApiError::bad_request(
+                    "Providing a JSON object for configdrive is only supported starting with API version 1.56",
+                ));
+            }
+            if m.contains_key("vendor_data") && !v.at_least(59) {
+                return Err(ApiError::bad_request(
+                    "Providing vendor_data in configdrive is only supported starting with API version 1.59",
+                ));
+            }
+        }
+    }
     // disable_ramdisk: manual cleaning from 1.70, servicing from 1.108.
     let ramdisk_min = if event == Event::Service { 108 } else { 70 };
     if body.disable_ramdisk.is_some() && !v.at_least(ramdisk_min) {

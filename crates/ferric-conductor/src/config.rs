@@ -86,6 +86,10 @@ pub struct ConductorConfig {
     /// On a mismatch, set the hardware to the recorded state (true) or record
     /// the hardware's state (false).
     pub force_power_state_during_sync: bool,
+    /// Clean nodes automatically on their way to `available` (after
+    /// `provide` and after tear-down) unless the node's `automated_clean`
+    /// says otherwise (Ironic's `[conductor] automated_clean`).
+    pub automated_clean: bool,
 }
 
 impl Default for ConductorConfig {
@@ -113,6 +117,7 @@ impl Default for ConductorConfig {
             power_state_sync_max_retries: defaults::POWER_STATE_SYNC_MAX_RETRIES,
             sync_power_state_workers: defaults::SYNC_POWER_STATE_WORKERS,
             force_power_state_during_sync: true,
+            automated_clean: true,
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod allocation;
 pub mod cluster;
 pub mod config;
+pub mod configdrive;
 pub mod drivers;
 pub mod error;
 pub mod management;

@@ -701,6 +701,13 @@ impl ExclusiveTask {
         })
     }
 
+    /// Mark the node as still progressing in its provision state (Ironic's
+    /// `touch_provisioning`): the next save stamps `provision_updated_at`
+    /// with the database's clock, which restarts the wait-state timeout.
+    pub fn touch_provisioning(&mut self) {
+        self.node.provision_updated_at = None;
+    }
+
     /// Run `event` through the state machine, set provision and target state,
     /// save, and notify (see [`EventOpts`]). On rejection nothing changes.
     pub async fn process_event(&mut self, event: Event, opts: EventOpts) -> Result<(), TaskError> {
@@ -710,6 +717,13 @@ impl ExclusiveTask {
         let new = machine.process_event(event, opts.target)?;
         let mut node = self.node.clone();
         node.provision_state = new;
+        if !new.agent_may_run() {
+            // The agent's session ends with the agent states: a token or
+            // URL left behind would let a stale agent act on the node.
+            for key in ferric_core::secrets::AGENT_SESSION_KEYS {
+                node.driver_internal_info.remove(key);
+            }
+        }
         node.target_provision_state = if !opts.spawn && new.is_stable() {
             None
         } else {

@@ -9,6 +9,7 @@ pub mod fsm;
 pub mod interface;
 pub mod node;
 pub mod notify;
+pub mod secrets;
 pub mod state;
 pub mod traits;
 

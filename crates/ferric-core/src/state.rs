@@ -171,6 +171,27 @@ impl ProvisionState {
         )
     }
 
+    /// A ramdisk agent may run on the node (Ironic's states that accept an
+    /// agent's lookup, plus `rescue`, where the agent stays up). Leaving
+    /// them ends the agent's session: its token and URL are wiped.
+    pub const fn agent_may_run(self) -> bool {
+        use ProvisionState::*;
+        matches!(
+            self,
+            Deploying
+                | DeployWait
+                | Cleaning
+                | CleanWait
+                | Inspecting
+                | InspectWait
+                | Rescuing
+                | RescueWait
+                | Rescue
+                | Servicing
+                | ServiceWait
+        )
+    }
+
     /// The target a node in this state is heading for when nothing else was asked
     /// (Ironic's per-state default target). Always a stable state.
     pub const fn default_target(self) -> Option<ProvisionState> {

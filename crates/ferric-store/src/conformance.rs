@@ -49,7 +49,8 @@ macro_rules! for_each_conformance_test {
             resources_racing_creates_one_winner,
             resources_of_every_kind_are_stored_and_go_with_their_node,
             allocations_bind_and_delete_with_the_node_fenced,
-            allocation_candidates_and_body_filters_select_in_the_store
+            allocation_candidates_and_body_filters_select_in_the_store,
+            a_save_without_provision_updated_at_touches_it
         );
     };
 }
@@ -327,6 +328,34 @@ pub async fn fenced_write_fails_after_lock_is_lost(store: Arc<dyn Store>) {
         s.save_node(&gone, &other).await.unwrap_err(),
         StoreError::NodeNotFound(_)
     ));
+}
+
+/// `provision_updated_at` moves with the provision state, and when a node
+/// is saved without it (`ExclusiveTask::touch_provisioning`, Ironic's
+/// `touch_provisioning`): the database's now; otherwise it stays.
+pub async fn a_save_without_provision_updated_at_touches_it(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    register(s, "cond-a").await;
+    let n = node(s, "touch").await;
+    let t = s.try_acquire(n, &claim("cond-a", "wait")).await.unwrap();
+    let created = s.get_node(&n.into()).await.unwrap();
+    let first = created.provision_updated_at.expect("set at creation");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let mut same = created.clone();
+    same.last_error = Some("x".into());
+    let saved = s.save_node(&t, &same).await.unwrap();
+    assert_eq!(
+        saved.provision_updated_at,
+        Some(first),
+        "an ordinary save keeps it"
+    );
+    let mut touched = saved.clone();
+    touched.provision_updated_at = None;
+    let saved = s.save_node(&t, &touched).await.unwrap();
+    let later = saved.provision_updated_at.expect("stamped");
+    assert!(later.0 > first.0, "touched: {later:?} after {first:?}");
+    assert_eq!(saved.provision_state, created.provision_state);
+    s.release(&t).await.unwrap();
 }
 
 pub async fn handoff_is_atomic_and_fences_the_old_holder(store: Arc<dyn Store>) {

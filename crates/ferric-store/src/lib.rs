@@ -88,6 +88,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Write every mutable field of `node` under the lock `token` (fenced).
     /// Returns the node as stored, with its new revision.
+    /// `provision_updated_at` is the store's: the database's now when the
+    /// provision state changes or when `node` has none (a touch: the
+    /// provision is still progressing), else unchanged.
     async fn save_node(&self, token: &LockToken, node: &Node) -> StoreResult<Node>;
 
     /// Record power states read by power sync, each only if its node is

@@ -1008,7 +1008,8 @@ impl Store for MemoryStore {
             }
             _ => None,
         };
-        if stored.provision_state != n.provision_state {
+        // A node saved without provision_updated_at asks for a touch.
+        if stored.provision_state != n.provision_state || n.provision_updated_at.is_none() {
             stored.provision_updated_at = Some(DbTime(now));
         }
         stored.name = n.name.clone();

@@ -21,6 +21,7 @@
 //! Secrets: the password in `database.url` (masked by [`mask_url`]) and
 //! `api.token` are masked in `Debug`, in logs and in `ferric config show`.
 
+use ferric_conductor::drivers::agent_client::AgentConfig;
 use ferric_conductor::drivers::ipmi::IpmiConfig;
 use ferric_conductor::drivers::{Drivers, HardwareConfig};
 use ferric_conductor::ConductorConfig;
@@ -50,13 +51,14 @@ pub mod defaults {
 }
 
 /// The sections of [`Config`], as written in TOML.
-pub const SECTIONS: [&str; 6] = [
+pub const SECTIONS: [&str; 7] = [
     "database",
     "conductor",
     "api",
     "notifications",
     "hardware",
     "ipmi",
+    "agent",
 ];
 
 /// Everything `ferric` can be configured with.
@@ -77,6 +79,9 @@ pub struct Config {
     /// `[ipmi]`: the ipmi hardware type's ipmitool settings (Ironic's
     /// `[ipmi]` options).
     pub ipmi: IpmiConfig,
+    /// `[agent]`: the ramdisk agent's client and its default steps
+    /// (Ironic's `[agent]` and `[deploy]` options).
+    pub agent: AgentConfig,
 }
 
 /// `[database]`.
@@ -417,7 +422,16 @@ impl Config {
         );
         let hardware = section::<HardwareConfig>(&merged, "hardware", &layers, &mut problems);
         let ipmi = section::<IpmiConfig>(&merged, "ipmi", &layers, &mut problems);
-        match (database, conductor, api, notifications, hardware, ipmi) {
+        let agent = section::<AgentConfig>(&merged, "agent", &layers, &mut problems);
+        match (
+            database,
+            conductor,
+            api,
+            notifications,
+            hardware,
+            ipmi,
+            agent,
+        ) {
             (
                 Some(database),
                 Some(conductor),
@@ -425,6 +439,7 @@ impl Config {
                 Some(notifications),
                 Some(hardware),
                 Some(ipmi),
+                Some(agent),
             ) if problems.is_empty() => Ok(Config {
                 database,
                 conductor,
@@ -432,6 +447,7 @@ impl Config {
                 notifications,
                 hardware,
                 ipmi,
+                agent,
             }),
             _ => Err(ConfigError { problems }),
         }
@@ -472,6 +488,7 @@ impl Config {
         p.extend(self.notifications.problems());
         p.extend(Drivers::new().problems(&self.hardware));
         p.extend(self.ipmi.problems());
+        p.extend(self.agent.problems());
         if self.api.host.parse::<IpAddr>().is_err() && !is_hostname(&self.api.host) {
             p.push(format!(
                 "api.host {:?} must be an IP address or a host name",
@@ -887,6 +904,30 @@ mod tests {
         assert_eq!(env_key("FERRIC_CONFIG"), None);
         assert_eq!(env_key("FERRIC_TEST_PG_URL"), None);
         assert_eq!(env_key("OTHER__X"), None);
+    }
+
+    #[test]
+    fn the_agent_section_is_read_and_checked() {
+        let env = |pairs: &[(&str, &str)]| Sources {
+            file: None,
+            env: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            flags: Vec::new(),
+        };
+        let c = Config::load(&env(&[
+            ("FERRIC_AGENT__COMMAND_TIMEOUT", "30s"),
+            ("FERRIC_AGENT__ERASE_DEVICES_PRIORITY", "10"),
+        ]))
+        .unwrap();
+        assert_eq!(c.agent.command_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(c.agent.erase_devices_priority, 10);
+        assert_eq!(c.agent.erase_devices_metadata_priority, 99);
+        let e = Config::load(&env(&[("FERRIC_AGENT__MAX_COMMAND_ATTEMPTS", "0")])).unwrap_err();
+        assert!(e.to_string().contains("agent.max_command_attempts"), "{e}");
+        let e = Config::load(&env(&[("FERRIC_AGENT__BOGUS", "1")])).unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
     }
 
     #[test]

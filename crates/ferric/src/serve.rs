@@ -22,6 +22,7 @@ use crate::telemetry::cause_chain;
 use anyhow::Context as _;
 use ferric_api::ApiState;
 use ferric_conductor::cluster::{Conductor, StartOptions};
+use ferric_conductor::drivers::agent_client::AgentClient;
 use ferric_conductor::drivers::Drivers;
 use ferric_conductor::TaskManager;
 use ferric_store::{ConductorInfo, SqlStore, Store, StoreError, StoreOptions};
@@ -50,6 +51,7 @@ pub fn drivers(config: &Config) -> anyhow::Result<Drivers> {
         .with(std::sync::Arc::new(
             ferric_conductor::drivers::ipmi::Ipmi::new(config.ipmi.clone()),
         ))
+        .with(std::sync::Arc::new(AgentClient::new(config.agent.clone())))
         .with_config(config.hardware.clone())
         .map_err(|problems| anyhow::anyhow!(problems.join("; ")))
 }

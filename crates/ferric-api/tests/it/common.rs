@@ -322,19 +322,4 @@ impl Api {
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         r.body
     }
-
-    /// An agent heartbeat as IPA sends it (microversion 1.68, callback URL,
-    /// version); the status and the body's text.
-    pub async fn heartbeat(&self, ident: &str) -> (StatusCode, String) {
-        let r = self
-            .http
-            .post(format!("{}/v1/heartbeat/{ident}", self.base))
-            .header(V, "1.68")
-            .json(&serde_json::json!({"callback_url": "http://192.0.2.10:9999", "agent_version": "9.10.0"}))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        (status, r.text().await.unwrap())
-    }
 }

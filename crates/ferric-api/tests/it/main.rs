@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agent;
+mod agent_deploy;
 mod allocations;
 mod api;
 mod chassis;
@@ -21,4 +22,6 @@ mod props;
 mod reconcile;
 mod redfish;
 mod runbooks;
+mod scripted_agent;
+mod unavailable;
 mod volume;

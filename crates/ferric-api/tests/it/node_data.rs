@@ -898,6 +898,7 @@ async fn vendor_passthru_and_driver_properties() {
     assert_eq!(
         keys(&r.body),
         [
+            "agent_verify_ca",
             "redfish_address",
             "redfish_password",
             "redfish_system_id",

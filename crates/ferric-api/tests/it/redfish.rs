@@ -6,6 +6,7 @@
 //! instead of sleeping.
 
 use crate::common::{Api, Options};
+use crate::scripted_agent;
 use ferric_conductor::drivers::redfish::{Redfish, RedfishConfig};
 use ferric_conductor::drivers::{BootDevice, Drivers};
 use ferric_store::testing::{Engine, TestStore};
@@ -135,11 +136,6 @@ impl App {
         })
         .await
     }
-
-    async fn agent_heartbeat(&self, ident: &str) {
-        let (status, _) = self.heartbeat(ident).await;
-        assert_eq!(status, StatusCode::ACCEPTED);
-    }
 }
 
 async fn app(store: &TestStore) -> App {
@@ -224,26 +220,28 @@ async fn redfish_node_against_sushy_tools() {
 
     // The whole provisioning flow on the emulator: cleaning and deploying
     // boot the ramdisk (PXE, power on) and wait for the agent's call-back.
+    // The agent is the scripted one (crate::scripted_agent); the real one
+    // runs in .ci/agent.sh.
+    let (agent_url, agent) = scripted_agent::scripted_agent().await;
+    let (s, b) = app
+        .json(
+            reqwest::Method::PATCH,
+            "/v1/nodes/rf1",
+            json!([{"op": "add", "path": "/instance_info", "value": {
+                "image_source": "http://127.0.0.1:1/disk.raw", "image_checksum": scripted_agent::SHA}}]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
     app.provision("rf1", "manage", "manageable").await;
     app.provision("rf1", "provide", "clean wait").await;
-    app.agent_heartbeat("rf1").await;
-    let n = app
-        .converge("rf1", "cleaning continued", |n| {
-            n["provision_state"] == "available"
-        })
-        .await;
+    let n = scripted_agent::run_phase(&app, &agent_url, &agent, "rf1", "available").await;
     assert_eq!(n["power_state"], "power off", "{n}");
     app.provision("rf1", "active", "wait call-back").await;
     assert_eq!(
         bmc.system(&app.http).await["Boot"]["BootSourceOverrideTarget"],
         "Pxe"
     );
-    app.agent_heartbeat("rf1").await;
-    let n = app
-        .converge("rf1", "deploy continued", |n| {
-            n["provision_state"] == "active"
-        })
-        .await;
+    let n = scripted_agent::run_phase(&app, &agent_url, &agent, "rf1", "active").await;
     assert_eq!(n["power_state"], "power on", "{n}");
     let sys = bmc.system(&app.http).await;
     assert_eq!(sys["PowerState"], "On");

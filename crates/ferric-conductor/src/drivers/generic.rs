@@ -5,9 +5,7 @@
 //!   boot device), the instance from its disk (persistent). Serving the
 //!   ramdisk (TFTP, iPXE scripts, DHCP) is not built yet: the deployment
 //!   network must provide it.
-//! * `direct` deploy (Ironic's agent deploy): boot the agent ramdisk and wait
-//!   for it to call back; then boot the instance from disk. Writing the image
-//!   is the agent's work (the agent command client is not built yet).
+//! * (`direct`, the agent deploy, is in `super::direct`.)
 //! * `ramdisk` deploy: the instance *is* a ramdisk booted from the network.
 //! * `no-*` and `noop`: the optional interfaces that do nothing.
 
@@ -61,97 +59,6 @@ impl BootInterface for PxeBoot {
             .management
             .set_boot_device(task, BootDevice::Disk, true)
             .await
-    }
-}
-
-/// Boot the ramdisk: the boot interface prepares it, then a reboot (power
-/// on when off).
-async fn boot_ramdisk(driver: &Composed, task: &ExclusiveTask) -> Result<(), DriverError> {
-    driver.boot.prepare_ramdisk(driver, task).await?;
-    driver
-        .power
-        .set_power_state(task, PowerState::Rebooting)
-        .await
-}
-
-/// `direct`: Ironic's agent deploy.
-#[derive(Debug)]
-pub struct DirectDeploy;
-
-#[async_trait]
-impl Interface for DirectDeploy {
-    fn name(&self) -> &'static str {
-        "direct"
-    }
-
-    fn deploy_steps(&self, _node: &Node) -> Vec<Step> {
-        vec![
-            Step::new(InterfaceKind::Deploy, "deploy", 100),
-            Step::new(InterfaceKind::Deploy, "prepare_instance_boot", 60),
-            Step::new(InterfaceKind::Deploy, "boot_instance", 20),
-        ]
-    }
-
-    fn clean_steps(&self, _node: &Node) -> Vec<Step> {
-        // Run by the agent; manual cleaning only until the agent command
-        // client exists.
-        vec![
-            Step::new(InterfaceKind::Deploy, "erase_devices", 0),
-            Step::new(InterfaceKind::Deploy, "erase_devices_metadata", 0),
-        ]
-    }
-
-    async fn execute_step(
-        &self,
-        driver: &Composed,
-        task: &mut ExclusiveTask,
-        step: &Step,
-    ) -> Result<StepOutcome, DriverError> {
-        match step.step.as_str() {
-            "deploy" => {
-                boot_ramdisk(driver, task).await?;
-                Ok(StepOutcome::Wait)
-            }
-            "prepare_instance_boot" => {
-                driver.boot.prepare_instance(driver, task).await?;
-                Ok(StepOutcome::Done)
-            }
-            "boot_instance" => {
-                driver
-                    .power
-                    .set_power_state(task, PowerState::Rebooting)
-                    .await?;
-                Ok(StepOutcome::Done)
-            }
-            "erase_devices" | "erase_devices_metadata" => Err(DriverError::permanent(format!(
-                "clean step deploy.{} needs the agent command client, which ferric does not have yet",
-                step.step
-            ))),
-            other => Err(DriverError::permanent(format!(
-                "the direct deploy interface has no step {other}"
-            ))),
-        }
-    }
-}
-
-#[async_trait]
-impl DeployInterface for DirectDeploy {
-    async fn prepare_cleaning(
-        &self,
-        driver: &Composed,
-        task: &mut ExclusiveTask,
-    ) -> Result<StepOutcome, DriverError> {
-        boot_ramdisk(driver, task).await?;
-        Ok(StepOutcome::Wait)
-    }
-
-    async fn tear_down_cleaning(
-        &self,
-        driver: &Composed,
-        task: &mut ExclusiveTask,
-    ) -> Result<(), DriverError> {
-        driver.boot.clean_up_ramdisk(driver, task).await?;
-        driver.power.set_power_state(task, PowerState::Off).await
     }
 }
 

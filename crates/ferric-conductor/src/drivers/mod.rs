@@ -16,11 +16,14 @@
 //! priority, arguments); the conductor's steps engine (`crate::provision`)
 //! orders them and runs them one by one through [`Interface::execute_step`].
 
+pub mod agent_client;
+pub mod direct;
 pub mod fake;
 pub mod generic;
 pub mod ipmi;
 pub mod redfish;
 pub mod registry;
+pub mod tls;
 
 pub use ferric_core::InterfaceKind;
 pub use registry::{Composed, Drivers, HardwareConfig, InterfaceError};
@@ -118,6 +121,23 @@ pub struct Property {
     pub name: &'static str,
     /// Ironic's description; required keys start with "Required.".
     pub description: &'static str,
+}
+
+/// Deploying or cleaning: which steps, and which wait state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Deploy,
+    Clean,
+}
+
+impl Phase {
+    /// `deploy` or `clean` (Ironic's step type).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Deploy => "deploy",
+            Phase::Clean => "clean",
+        }
+    }
 }
 
 /// What a deploy or clean step did.
@@ -228,8 +248,10 @@ pub trait Interface: Send + Sync + 'static {
         )))
     }
 
-    /// A step that waited for the agent: the agent called back. Default: the
-    /// agent finished the step.
+    /// A step that waited for the agent: the agent called back (the node is
+    /// still in `wait call-back` / `clean wait`, under the lock). `Done`:
+    /// the step finished and the flow goes on; `Wait`: it still runs (the
+    /// node keeps waiting); an error fails the node. Default: finished.
     async fn continue_step(
         &self,
         _driver: &Composed,
@@ -376,6 +398,19 @@ pub trait DeployInterface: Interface {
         _task: &mut ExclusiveTask,
     ) -> Result<StepOutcome, DriverError> {
         Ok(StepOutcome::Done)
+    }
+
+    /// The agent called back for the first time in this phase: ask it for
+    /// its own (in-band) steps and cache them on the node, so that
+    /// [`Interface::deploy_steps`] / [`Interface::clean_steps`] offer them.
+    /// Default: no agent, nothing to ask.
+    async fn refresh_steps(
+        &self,
+        _driver: &Composed,
+        _task: &mut ExclusiveTask,
+        _phase: Phase,
+    ) -> Result<(), DriverError> {
+        Ok(())
     }
 
     /// After the last clean step (power the agent off).

@@ -28,6 +28,7 @@
 //! hardware type pairs it with the `ipxe`/`pxe` boot and `direct`/`ramdisk`
 //! deploy interfaces (`super::generic`).
 
+use super::tls::{Clients, Timeouts, Verify};
 use super::{
     BootDevice, BootDeviceState, DriverError, Interface, Invalid, ManagementInterface,
     PowerInterface, Property,
@@ -37,9 +38,6 @@ use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use ferric_core::{Node, PowerState};
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
@@ -86,17 +84,6 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// How to check the BMC's certificate.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Verify {
-    /// The platform's trusted roots.
-    System,
-    /// No check (`redfish_verify_ca: false`).
-    Insecure,
-    /// Only the roots of this PEM bundle.
-    Bundle(PathBuf),
-}
-
 /// A node's BMC, from its driver_info.
 #[derive(Debug, Clone)]
 struct Bmc {
@@ -141,18 +128,7 @@ impl Bmc {
         if !system_id.starts_with('/') {
             return Err("redfish_system_id must be a path such as /redfish/v1/Systems/<id>".into());
         }
-        let verify = match info.get("redfish_verify_ca") {
-            None | Some(Value::Null) | Some(Value::Bool(true)) => Verify::System,
-            Some(Value::Bool(false)) => Verify::Insecure,
-            Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
-                "" | "true" | "yes" | "1" | "on" => Verify::System,
-                "false" | "no" | "0" | "off" => Verify::Insecure,
-                _ => Verify::Bundle(PathBuf::from(s.trim())),
-            },
-            Some(_) => {
-                return Err("redfish_verify_ca must be true, false or a CA bundle path".into())
-            }
-        };
+        let verify = Verify::parse(info.get("redfish_verify_ca"), "redfish_verify_ca")?;
         Ok(Bmc {
             address,
             system_id: system_id.trim_end_matches('/').to_string(),
@@ -176,7 +152,7 @@ impl Bmc {
 #[derive(Debug)]
 pub struct Redfish {
     config: RedfishConfig,
-    clients: Mutex<HashMap<Verify, reqwest::Client>>,
+    clients: Clients,
 }
 
 impl Default for Redfish {
@@ -286,48 +262,14 @@ const PROPERTIES: [Property; 5] = [
 impl Redfish {
     /// A driver with these settings.
     pub fn new(config: RedfishConfig) -> Self {
-        Redfish {
-            config,
-            clients: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn client(&self, verify: &Verify) -> Result<reqwest::Client, DriverError> {
-        let mut clients = match self.clients.lock() {
-            Ok(c) => c,
-            Err(p) => p.into_inner(),
-        };
-        if let Some(c) = clients.get(verify) {
-            return Ok(c.clone());
-        }
-        let mut b = reqwest::Client::builder()
-            .timeout(self.config.request_timeout)
-            .connect_timeout(self.config.connect_timeout)
-            .user_agent(concat!("ferric/", env!("CARGO_PKG_VERSION")));
-        match verify {
-            Verify::System => {}
-            Verify::Insecure => {
-                warn!("redfish_verify_ca is false: BMC certificates are not checked");
-                b = b.tls_danger_accept_invalid_certs(true);
-            }
-            Verify::Bundle(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    DriverError::permanent(format!(
-                        "cannot read the CA bundle {}: {e}",
-                        path.display()
-                    ))
-                })?;
-                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                    DriverError::permanent(format!("invalid CA bundle {}: {e}", path.display()))
-                })?;
-                b = b.tls_certs_only(certs);
-            }
-        }
-        let c = b.build().map_err(|e| {
-            DriverError::permanent(format!("cannot build the Redfish HTTP client: {e}"))
-        })?;
-        clients.insert(verify.clone(), c.clone());
-        Ok(c)
+        let clients = Clients::new(
+            "BMC",
+            Timeouts {
+                request: config.request_timeout,
+                connect: config.connect_timeout,
+            },
+        );
+        Redfish { config, clients }
     }
 
     fn backoff(&self) -> ExponentialBuilder {
@@ -348,7 +290,7 @@ impl Redfish {
         url: &str,
         body: Option<&Value>,
     ) -> Result<Value, DriverError> {
-        let client = self.client(&bmc.verify)?;
+        let client = self.clients.get(&bmc.verify)?;
         let attempt = || async {
             let mut req = client
                 .request(method.clone(), url)

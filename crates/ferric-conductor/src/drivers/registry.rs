@@ -12,10 +12,10 @@
 //!   set (it must be supported), else the first implementation the hardware
 //!   type supports that is enabled.
 
+use super::agent_client::AgentClient;
+use super::direct::DirectDeploy;
 use super::fake::{FakeDeploy, FakeHardware, FakeOptional};
-use super::generic::{
-    DirectDeploy, FlatNetwork, NoInterface, NoopInterface, PxeBoot, RamdiskDeploy,
-};
+use super::generic::{FlatNetwork, NoInterface, NoopInterface, PxeBoot, RamdiskDeploy};
 use super::ipmi::Ipmi;
 use super::redfish::Redfish;
 use super::{
@@ -376,6 +376,15 @@ impl Plug for Arc<Ipmi> {
     }
 }
 
+impl Plug for Arc<AgentClient> {
+    fn plug(self, d: &mut Drivers) {
+        Arc::make_mut(&mut d.inner)
+            .impls
+            .deploy
+            .insert("direct", Arc::new(DirectDeploy::new(self)));
+    }
+}
+
 impl Drivers {
     /// Every built-in hardware type and implementation, with the default
     /// config (`fake-hardware` and `redfish` enabled).
@@ -390,7 +399,10 @@ impl Drivers {
         impls
             .boot
             .insert("fake", Arc::new(FakeOptional::new(InterfaceKind::Boot)));
-        impls.deploy.insert("direct", Arc::new(DirectDeploy));
+        impls.deploy.insert(
+            "direct",
+            Arc::new(DirectDeploy::new(Arc::new(AgentClient::default()))),
+        );
         impls.deploy.insert("ramdisk", Arc::new(RamdiskDeploy));
         for kind in InterfaceKind::ALL {
             match kind {

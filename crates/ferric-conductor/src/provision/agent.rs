@@ -33,9 +33,11 @@
 
 use super::steps::{self, Phase};
 use super::Provisioner;
+use crate::drivers::agent_client::URL_KEY;
 use crate::task::{EventOpts, ExclusiveTask, Retry, WorkError};
 use crate::TaskError;
-use ferric_core::{Event, Node, ProvisionState};
+use ferric_core::{Event, Node, PowerState, ProvisionState};
+use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use tracing::{debug, info, warn, Instrument};
@@ -106,15 +108,52 @@ pub enum Continued {
     Resumed(ProvisionState),
     /// The node was not waiting for its agent (state under the lock).
     NotWaiting(ProvisionState),
+    /// The waiting step still runs; the node keeps waiting in this state.
+    StillWaiting(ProvisionState),
+    /// The waiting step failed; the node failed from this state.
+    Failed(ProvisionState),
+}
+
+/// What an agent's heartbeat says about the agent (IPA's heartbeat body).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentCallback {
+    /// Where the agent's API listens.
+    pub callback_url: String,
+    pub agent_version: Option<String>,
+    /// The agent's certificate (automatic TLS), or a verify setting.
+    pub agent_verify_ca: Option<String>,
+    pub agent_status: Option<String>,
+    pub agent_status_message: Option<String>,
+}
+
+impl AgentCallback {
+    /// Record the agent on the node (Ironic's heartbeat): its URL, version,
+    /// certificate and status. Returns whether anything changed.
+    fn record(&self, n: &mut Node) -> bool {
+        let dii = &mut n.driver_internal_info;
+        let before = dii.clone();
+        dii.insert(URL_KEY.into(), Value::String(self.callback_url.clone()));
+        for (key, v) in [
+            ("agent_version", &self.agent_version),
+            ("agent_verify_ca", &self.agent_verify_ca),
+            ("agent_status", &self.agent_status),
+            ("agent_status_message", &self.agent_status_message),
+        ] {
+            if let Some(v) = v {
+                dii.insert(key.into(), Value::String(v.clone()));
+            }
+        }
+        *dii != before
+    }
 }
 
 impl Provisioner {
     /// An agent heartbeat for `node` (as read without the lock): start the
     /// continuation in the background if the node expects one.
-    pub fn heartbeat(&self, node: &Node, callback_url: &str) -> Heartbeat {
+    pub fn heartbeat(&self, node: &Node, callback: AgentCallback) -> Heartbeat {
         let state = node.provision_state;
         if !continues_from(state) || node.maintenance {
-            warn!(node_uuid = %node.uuid, %state, maintenance = node.maintenance, callback_url, "heartbeat from node in a state that expects none; not taking any action");
+            warn!(node_uuid = %node.uuid, %state, maintenance = node.maintenance, callback_url = %callback.callback_url, "heartbeat from node in a state that expects none; not taking any action");
             return Heartbeat::Ignored;
         }
         let Some(queued) = self.continuations.claim(node.uuid) else {
@@ -127,7 +166,7 @@ impl Provisioner {
         tokio::spawn(
             async move {
                 let _queued = queued;
-                match this.continue_node(uuid).await {
+                match this.continue_node(uuid, &callback).await {
                     Ok(c) => debug!(outcome = ?c, "continuation done"),
                     Err(e) if matches!(e, TaskError::ShuttingDown) || e.is_not_found() => {
                         info!(error.message = %e, "continuation dropped")
@@ -140,11 +179,18 @@ impl Provisioner {
         Heartbeat::Continuing
     }
 
-    /// Resume a node waiting for its agent: patient acquisition, state check
-    /// under the lock, `resume`, then the rest of the deploy or clean flow in
-    /// `spawn_after`. Returns once the flow has started (or nothing was to
-    /// be done).
-    pub async fn continue_node(&self, node: Uuid) -> Result<Continued, TaskError> {
+    /// Continue a node waiting for its agent: patient acquisition, the
+    /// agent recorded on the node, the state checked under the lock, then
+    /// the waiting step polled ([`steps::poll`]): still running → the node
+    /// keeps waiting (its wait timeout restarts, Ironic's
+    /// `touch_provisioning`); finished → `resume` and the rest of the flow
+    /// in `spawn_after`; failed → the node fails. Returns once that is
+    /// decided.
+    pub async fn continue_node(
+        &self,
+        node: Uuid,
+        callback: &AgentCallback,
+    ) -> Result<Continued, TaskError> {
         let mut task = self
             .tm
             .acquire(node)
@@ -154,52 +200,124 @@ impl Provisioner {
             .await?;
         let n = task.node();
         let state = n.provision_state;
-        if !matches!(
+        let waiting = matches!(
             state,
             ProvisionState::DeployWait | ProvisionState::CleanWait
-        ) || n.maintenance
-        {
+        ) && !n.maintenance;
+        let recorded = state.agent_may_run() && callback.record(task.node_mut());
+        if !waiting {
             debug!(node_uuid = %node, %state, "node is not waiting for its agent; nothing to continue");
+            if recorded {
+                if let Err(e) = task.save().await {
+                    warn!(node_uuid = %node, error.message = %e, "cannot record the agent's heartbeat");
+                }
+            }
             task.release().await?;
             return Ok(Continued::NotWaiting(state));
         }
-        // Manual cleaning keeps its manageable target (Ironic's resume_cleaning).
-        let target = if state == ProvisionState::CleanWait {
-            n.target_provision_state.filter(|t| t.is_stable())
+        let phase = if state == ProvisionState::DeployWait {
+            Phase::Deploy
         } else {
-            None
+            Phase::Clean
         };
-        let opts = EventOpts {
-            target,
-            last_error: None,
-            spawn: true,
+        let driver = match self.drivers.compose(task.node()) {
+            Ok(d) => Ok(d),
+            Err(e) => Err(e.to_string()),
         };
-        if let Err(e) = task.process_event(Event::Resume, opts).await {
-            if let Err(r) = task.release().await {
-                warn!(node_uuid = %node, error.message = %r, "release after a refused resume failed");
+        let polled = match &driver {
+            Ok(d) => steps::poll(&mut task, d, phase).await,
+            Err(m) => Ok(steps::Polled::Failed(m.clone())),
+        };
+        let polled = match polled {
+            Ok(p) => p,
+            Err(e) => {
+                if let Err(r) = task.release().await {
+                    warn!(node_uuid = %node, error.message = %r, "release after a failed poll failed");
+                }
+                return Err(work_to_task(e));
             }
-            return Err(e);
-        }
-        let (step, phase) = if state == ProvisionState::DeployWait {
-            ("continue deploy", Phase::Deploy)
-        } else {
-            ("continue clean", Phase::Clean)
         };
-        let this = self.clone();
-        task.spawn_after(step, move |t| {
-            Box::pin(async move { this.continuation(t, phase).await })
-        })
-        .await?;
-        Ok(Continued::Resumed(state))
+        match polled {
+            steps::Polled::Running => {
+                task.touch_provisioning();
+                let saved = task.save().await;
+                task.release().await?;
+                saved?;
+                Ok(Continued::StillWaiting(state))
+            }
+            steps::Polled::Failed(message) => {
+                warn!(node_uuid = %node, %state, error.message = %message, "the agent's step failed");
+                if let Ok(d) = &driver {
+                    if phase == Phase::Clean {
+                        if let Err(e) = d.deploy.tear_down_cleaning(d, &mut task).await {
+                            warn!(node_uuid = %node, error.message = %e, "tear down of cleaning after a failure failed");
+                        }
+                    } else if let Err(e) = d.power.set_power_state(&task, PowerState::Off).await {
+                        // Ironic powers a node off after a failed deploy.
+                        warn!(node_uuid = %node, error.message = %e, "power off after a failed deploy failed");
+                    }
+                }
+                let failed = super::fail(&mut task, message).await;
+                task.release().await?;
+                failed.map_err(work_to_task)?;
+                Ok(Continued::Failed(state))
+            }
+            steps::Polled::Next(next) => {
+                // Manual cleaning keeps its manageable target (Ironic's resume_cleaning).
+                let target = if state == ProvisionState::CleanWait {
+                    task.node().target_provision_state.filter(|t| t.is_stable())
+                } else {
+                    None
+                };
+                let opts = EventOpts {
+                    target,
+                    last_error: None,
+                    spawn: true,
+                };
+                if let Err(e) = task.process_event(Event::Resume, opts).await {
+                    if let Err(r) = task.release().await {
+                        warn!(node_uuid = %node, error.message = %r, "release after a refused resume failed");
+                    }
+                    return Err(e);
+                }
+                let step = match phase {
+                    Phase::Deploy => "continue deploy",
+                    Phase::Clean => "continue clean",
+                };
+                let this = self.clone();
+                task.spawn_after(step, move |t| {
+                    Box::pin(async move { this.continuation(t, phase, next).await })
+                })
+                .await?;
+                Ok(Continued::Resumed(state))
+            }
+        }
     }
 
     /// The rest of the flow after `resume`, under the lock.
-    async fn continuation(&self, t: &mut ExclusiveTask, phase: Phase) -> Result<(), WorkError> {
+    async fn continuation(
+        &self,
+        t: &mut ExclusiveTask,
+        phase: Phase,
+        next: usize,
+    ) -> Result<(), WorkError> {
         tokio::time::sleep(self.step_delay).await;
         let driver = match self.drivers.compose(t.node()) {
             Ok(d) => d,
             Err(e) => return super::fail(t, e.to_string()).await,
         };
-        steps::resume(t, &driver, phase).await
+        steps::continue_from(t, &driver, phase, next).await
+    }
+}
+
+/// A flow error as a task error (the flow's errors are task or store
+/// errors; anything else is reported as a driver failure).
+fn work_to_task(e: WorkError) -> TaskError {
+    match e.downcast::<TaskError>() {
+        Ok(t) => *t,
+        Err(e) => match e.downcast::<ferric_store::StoreError>() {
+            Ok(s) => TaskError::Store(*s),
+            Err(e) => TaskError::Driver(crate::drivers::DriverError::permanent(e.to_string())),
+        },
     }
 }

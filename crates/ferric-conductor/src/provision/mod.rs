@@ -330,6 +330,9 @@ impl Provisioner {
                         problems.join("; ")
                     )));
                 }
+                if let Some(cd) = &action.configdrive {
+                    crate::configdrive::validate(cd).map_err(ProvisionError::Invalid)?;
+                }
                 let user = match &action.deploy_steps {
                     Some(raw) => steps::parse_user_steps(driver, n, Phase::Deploy, raw)
                         .map_err(ProvisionError::Invalid)?,

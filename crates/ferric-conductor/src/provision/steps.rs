@@ -16,6 +16,7 @@
 //! `deploy_step` / `clean_step` field (that step, as the API shows it).
 
 use super::{fail, record_power};
+pub use crate::drivers::Phase;
 use crate::drivers::{Composed, InterfaceKind, Step, StepOutcome};
 use crate::task::{EventOpts, ExclusiveTask, WorkError};
 use ferric_core::{Event, Node, PowerState, ProvisionState};
@@ -25,13 +26,6 @@ use serde_json::{Map, Value};
 pub const USER_DEPLOY_STEPS: &str = "user_deploy_steps";
 /// `driver_internal_info` key of manual cleaning's steps (validated).
 pub const MANUAL_CLEAN_STEPS: &str = "manual_clean_steps";
-
-/// Deploying or cleaning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Deploy,
-    Clean,
-}
 
 impl Phase {
     fn steps_key(self) -> &'static str {
@@ -82,6 +76,9 @@ pub fn wipe(n: &mut Node) {
         "clean_step_index",
         USER_DEPLOY_STEPS,
         MANUAL_CLEAN_STEPS,
+        // The agent reports its steps again at its first call-back.
+        "agent_cached_deploy_steps",
+        "agent_cached_clean_steps",
     ] {
         n.driver_internal_info.remove(key);
     }
@@ -276,15 +273,23 @@ pub(crate) async fn start_deploy(
 /// ones; the deploy interface prepares the node first (may wait for the agent).
 pub(crate) async fn start_clean(t: &mut ExclusiveTask, driver: &Composed) -> Result<(), WorkError> {
     let manual = t.node().target_provision_state == Some(ProvisionState::Manageable);
+    let automated_clean = t
+        .node()
+        .attrs
+        .automated_clean
+        .unwrap_or(t.manager().config().automated_clean);
+    if !manual && !automated_clean {
+        // Ironic's skip_automated_cleaning: nothing boots, nothing runs.
+        tracing::info!(node_uuid = %t.node().uuid, "automated cleaning is disabled; the node is available");
+        wipe(t.node_mut());
+        let event = clean_done(t);
+        t.process_event(event, EventOpts::default()).await?;
+        return Ok(());
+    }
     let steps = if manual {
         from_json(t.node().driver_internal_info.get(MANUAL_CLEAN_STEPS))
     } else {
-        let mut s: Vec<Step> = offered(driver, t.node(), Phase::Clean)
-            .into_iter()
-            .filter(|s| s.priority > 0)
-            .collect();
-        sort(&mut s);
-        s
+        automated_clean_plan(driver, t.node())
     };
     let n = t.node_mut();
     n.driver_internal_info.remove(MANUAL_CLEAN_STEPS);
@@ -441,45 +446,160 @@ fn clean_done(t: &ExclusiveTask) -> Event {
     }
 }
 
-/// After the agent called back (the node was resumed to `deploying` /
-/// `cleaning`): finish the waiting step, then run the rest.
-pub(crate) async fn resume(
+/// What an agent's call-back found while the node waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Polled {
+    /// The waiting step still runs (or the agent was busy or unreachable:
+    /// the next call-back asks again; the wait timeout bounds it).
+    Running,
+    /// The step finished: resume and go on from this index.
+    Next(usize),
+    /// Fail the node with this message.
+    Failed(String),
+}
+
+/// The agent called back while the node waits in `phase`'s wait state
+/// (under the lock, before `resume`): at its first call-back of the phase
+/// its own steps are fetched and the plan is made again with them (Ironic's
+/// `refresh_steps` + `set_node_{deployment,cleaning}_steps`); then the
+/// waiting step is asked whether it finished.
+pub(crate) async fn poll(
     t: &mut ExclusiveTask,
     driver: &Composed,
     phase: Phase,
-) -> Result<(), WorkError> {
+) -> Result<Polled, WorkError> {
+    let uuid = t.node().uuid;
+    let cache_key = format!("agent_cached_{}_steps", phase.as_str());
+    if !t.node().driver_internal_info.contains_key(&cache_key) {
+        if let Err(e) = driver.deploy.refresh_steps(driver, t, phase).await {
+            if e.retryable {
+                tracing::warn!(node_uuid = %uuid, error.message = %e, "cannot get the agent's steps yet; asking again at the next call-back");
+                return Ok(Polled::Running);
+            }
+            let what = match phase {
+                Phase::Deploy => "Failed to load in-band deploy steps",
+                Phase::Clean => "Node failed to start the first cleaning step",
+            };
+            return Ok(Polled::Failed(format!("{what}: {e}")));
+        }
+        if t.node().driver_internal_info.contains_key(&cache_key) {
+            if let Err(m) = replan(t, driver, phase).await {
+                return Ok(Polled::Failed(m));
+            }
+        }
+    }
     let index = t
         .node()
         .driver_internal_info
         .get(phase.index_key())
-        .and_then(Value::as_u64);
-    let Some(index) = index else {
-        return match phase {
-            // Cleaning waited in prepare_cleaning: the agent is up; run the steps.
-            Phase::Clean => run(t, driver, phase, 0).await,
-            // A deploy waits only in a step; a node parked before steps
-            // were recorded has nothing left to run.
-            Phase::Deploy => finish(t, driver, phase).await,
-        };
-    };
+        .and_then(Value::as_u64)
+        .map(|i| i as usize);
     let steps = from_json(t.node().driver_internal_info.get(phase.steps_key()));
-    let Some(step) = steps.get(index as usize).cloned() else {
-        return finish(t, driver, phase).await;
+    let Some(index) = index else {
+        // Cleaning waited in prepare_cleaning: the agent is up; run the
+        // steps. A deploy waits only in a step: nothing left to run.
+        return Ok(Polled::Next(match phase {
+            Phase::Clean => 0,
+            Phase::Deploy => steps.len(),
+        }));
+    };
+    let Some(step) = steps.get(index).cloned() else {
+        return Ok(Polled::Next(steps.len()));
     };
     match driver
         .interface(step.interface)
         .continue_step(driver, t, &step)
         .await
     {
-        Ok(StepOutcome::Done) => {
-            if aborted_after(t, phase) {
-                return abort_after_step(t, driver, &step).await;
-            }
-            run(t, driver, phase, index as usize + 1).await
+        Ok(StepOutcome::Done) => Ok(Polled::Next(index + 1)),
+        Ok(StepOutcome::Wait) => Ok(Polled::Running),
+        Err(e) if e.retryable => {
+            tracing::warn!(node_uuid = %uuid, step = %step.label(), error.message = %e, "cannot read the step's progress; asking again at the next call-back");
+            Ok(Polled::Running)
         }
-        Ok(StepOutcome::Wait) => wait(t, phase).await,
-        Err(e) => step_failed(t, phase, &step, &e.to_string()).await,
+        Err(e) => Ok(Polled::Failed(format!(
+            "{} step {} failed on node {uuid}: {e}",
+            phase.name(),
+            step.label()
+        ))),
     }
+}
+
+/// Make the plan again now that the agent's own steps are known, keeping
+/// the position: a deploy continues after the step that booted the agent;
+/// an automated cleaning takes the agent's steps at their priorities, a
+/// manual one keeps the user's.
+async fn replan(t: &mut ExclusiveTask, driver: &Composed, phase: Phase) -> Result<(), String> {
+    match phase {
+        Phase::Deploy => {
+            let Some(index) = t
+                .node()
+                .driver_internal_info
+                .get(phase.index_key())
+                .and_then(Value::as_u64)
+            else {
+                return Ok(());
+            };
+            let old = from_json(t.node().driver_internal_info.get(phase.steps_key()));
+            let Some(current) = old.get(index as usize).cloned() else {
+                return Ok(());
+            };
+            let store = t.manager().store().clone();
+            let templates = super::templates::template_steps(store.as_ref(), driver, t.node())
+                .await
+                .map_err(|m| format!("Cannot get deploy steps; failed to deploy: {m}"))?;
+            let new = deploy_plan(driver, t.node(), templates);
+            let Some(pos) = new
+                .iter()
+                .position(|s| s.interface == current.interface && s.step == current.step)
+            else {
+                return Ok(());
+            };
+            let n = t.node_mut();
+            n.driver_internal_info
+                .insert(phase.steps_key().into(), to_json(&new));
+            n.driver_internal_info
+                .insert(phase.index_key().into(), Value::from(pos as u64));
+        }
+        Phase::Clean => {
+            let manual = t.node().target_provision_state == Some(ProvisionState::Manageable);
+            if !manual {
+                let steps = automated_clean_plan(driver, t.node());
+                t.node_mut()
+                    .driver_internal_info
+                    .insert(phase.steps_key().into(), to_json(&steps));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Automated cleaning: every offered clean step with priority > 0, in order.
+fn automated_clean_plan(driver: &Composed, node: &Node) -> Vec<Step> {
+    let mut s: Vec<Step> = offered(driver, node, Phase::Clean)
+        .into_iter()
+        .filter(|s| s.priority > 0)
+        .collect();
+    sort(&mut s);
+    s
+}
+
+/// After `resume` (the node is `deploying` / `cleaning` again): go on from
+/// step `next` — unless an abort asked cleaning to stop after the step
+/// that just finished.
+pub(crate) async fn continue_from(
+    t: &mut ExclusiveTask,
+    driver: &Composed,
+    phase: Phase,
+    next: usize,
+) -> Result<(), WorkError> {
+    if next > 0 && aborted_after(t, phase) {
+        let steps = from_json(t.node().driver_internal_info.get(phase.steps_key()));
+        if let Some(step) = steps.get(next - 1) {
+            return abort_after_step(t, driver, step).await;
+        }
+    }
+    run(t, driver, phase, next).await
 }
 
 #[cfg(test)]
@@ -521,7 +641,9 @@ mod tests {
             plan,
             [
                 "deploy.deploy",
+                "deploy.write_image",
                 "deploy.prepare_instance_boot",
+                "deploy.tear_down_agent",
                 "deploy.boot_instance"
             ]
         );
@@ -538,7 +660,15 @@ mod tests {
             .iter()
             .map(Step::label)
             .collect();
-        assert_eq!(plan, ["deploy.deploy", "deploy.prepare_instance_boot"]);
+        assert_eq!(
+            plan,
+            [
+                "deploy.deploy",
+                "deploy.write_image",
+                "deploy.prepare_instance_boot",
+                "deploy.tear_down_agent"
+            ]
+        );
     }
 
     #[test]
@@ -600,10 +730,17 @@ mod tests {
             .insert("clean_steps".into(), json!([]));
         n.driver_internal_info
             .insert("agent_url".into(), json!("http://x"));
+        n.driver_internal_info
+            .insert("agent_cached_clean_steps".into(), json!({}));
         n.clean_step.insert("step".into(), json!("erase_devices"));
         wipe(&mut n);
         assert!(n.clean_step.is_empty());
         assert!(!n.driver_internal_info.contains_key("clean_steps"));
+        assert!(!n
+            .driver_internal_info
+            .contains_key("agent_cached_clean_steps"));
+        // The agent's session ends with the agent states (process_event),
+        // not with a phase's bookkeeping.
         assert!(n.driver_internal_info.contains_key("agent_url"));
     }
 }

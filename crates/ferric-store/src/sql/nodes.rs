@@ -410,7 +410,7 @@ impl SqlStore {
             self.sql(
                 &"UPDATE nodes SET name = $1, driver = $2, driver_info = $3, properties = $4, \
              extra = $5, instance_info = $6, instance_uuid = $7, interfaces = $8, \
-             provision_updated_at = CASE WHEN provision_state <> $9 THEN {now} \
+             provision_updated_at = CASE WHEN provision_state <> $9 OR {touch} THEN {now} \
                                          ELSE provision_updated_at END, \
              provision_state = $9, target_provision_state = $10, power_state = $11, \
              target_power_state = $12, maintenance = $13, maintenance_reason = $14, \
@@ -419,7 +419,17 @@ impl SqlStore {
              {attr_sets}, updated_at = {now} \
              WHERE uuid = $18 AND reservation = $19 AND lock_task = $20 AND lock_epoch = $21 \
              RETURNING {node_cols}"
-                    .replace("{attr_sets}", &attr_sets(25)),
+                    .replace("{attr_sets}", &attr_sets(25))
+                    // A node saved without provision_updated_at asks for a
+                    // touch (`ExclusiveTask::touch_provisioning`).
+                    .replace(
+                        "{touch}",
+                        if n.provision_updated_at.is_none() {
+                            "1 = 1"
+                        } else {
+                            "1 = 0"
+                        },
+                    ),
             ),
         )
         .bind(n.name.clone())

@@ -1,0 +1,430 @@
+//! The client of ironic-python-agent's REST API (Ironic's
+//! `drivers/modules/agent_client.py`; IPA's `api/app.py`).
+//!
+//! The agent listens on the callback URL it sent in its last heartbeat
+//! (`driver_internal_info.agent_url`). A command is
+//! `POST {agent_url}/v1/commands/?wait=true|false&agent_token=…` with
+//! `{"name": "<extension>.<command>", "params": {…}}`; the answer is the
+//! command's status (`command_status` RUNNING / SUCCEEDED / FAILED,
+//! `command_result`, `command_error`). `GET {agent_url}/v1/commands/` lists
+//! every command the agent ran since it started, the newest last. The
+//! agent's token is on every request; the agent refuses any other.
+//!
+//! Failures:
+//! * a connection failure or a timeout is retried (`max_command_attempts`
+//!   in all), but first the agent's command list is read: when its newest
+//!   command is this one and still running, the command did arrive and its
+//!   answer was lost, and that is success (Ironic's rule);
+//! * 409, or a fault saying the agent is busy: the agent runs another
+//!   command ([`AgentError::Busy`], transient);
+//! * any other 4xx/5xx: [`AgentError::Api`] with the agent's fault string.
+//!
+//! TLS: the agent's certificate is checked as `agent_verify_ca` says — the
+//! value the agent heartbeated (its generated certificate, with automatic
+//! TLS), else the node's `driver_info.agent_verify_ca`, else the config.
+//! The token is never logged.
+
+use super::tls::{Clients, Timeouts, Verify};
+use super::DriverError;
+use ferric_core::Node;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::time::Duration;
+use tracing::{debug, warn};
+
+/// `driver_internal_info` key of the agent's token.
+pub const TOKEN_KEY: &str = "agent_secret_token";
+/// `driver_internal_info` key of the agent's callback URL.
+pub const URL_KEY: &str = "agent_url";
+
+/// `[agent]`: how ferric talks to the ramdisk agent and which of its steps
+/// run by default (Ironic's `[agent]` and `[deploy]` options).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Timeout of one request to the agent (Ironic's `command_timeout`).
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// Attempts of a request that could not reach the agent.
+    pub max_command_attempts: u32,
+    /// Default `agent_verify_ca`: "true", "false" or a CA bundle path.
+    pub verify_ca: String,
+    /// Let the agent write raw images straight to the disk.
+    pub stream_raw_images: bool,
+    /// Priority of the agent's `erase_devices` clean step in automated
+    /// cleaning (0: off, Ironic's recommended setting; it overwrites every
+    /// disk and takes hours).
+    pub erase_devices_priority: i64,
+    /// Priority of `erase_devices_metadata` (the agent's own default, 99:
+    /// on). It wipes partition tables and filesystem signatures.
+    pub erase_devices_metadata_priority: i64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            command_timeout: Duration::from_secs(60),
+            max_command_attempts: 3,
+            verify_ca: "true".into(),
+            stream_raw_images: true,
+            erase_devices_priority: 0,
+            erase_devices_metadata_priority: 99,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Every problem, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.command_timeout.is_zero() {
+            p.push("agent.command_timeout must be longer than 0s".to_string());
+        }
+        if self.max_command_attempts == 0 || self.max_command_attempts > 20 {
+            p.push(format!(
+                "agent.max_command_attempts ({}) must be between 1 and 20",
+                self.max_command_attempts
+            ));
+        }
+        if let Err(e) = Verify::parse(
+            Some(&Value::String(self.verify_ca.clone())),
+            "agent.verify_ca",
+        ) {
+            p.push(e);
+        }
+        for (key, v) in [
+            ("agent.erase_devices_priority", self.erase_devices_priority),
+            (
+                "agent.erase_devices_metadata_priority",
+                self.erase_devices_metadata_priority,
+            ),
+        ] {
+            if v < 0 {
+                p.push(format!("{key} ({v}) must be 0 (off) or more"));
+            }
+        }
+        p
+    }
+}
+
+/// Why a request to the agent failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentError {
+    /// The agent could not be reached (after every attempt).
+    #[error("{0}")]
+    Connection(String),
+    /// The agent runs another command.
+    #[error("Agent is busy running another command for node {node}: {message}")]
+    Busy { node: String, message: String },
+    /// The agent refused the request.
+    #[error("Agent API for node {node} returned HTTP status code {status} with error: {message}")]
+    Api {
+        node: String,
+        status: u16,
+        message: String,
+    },
+    /// The node lacks what a request needs, or the answer is not the agent's.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<AgentError> for DriverError {
+    fn from(e: AgentError) -> Self {
+        match e {
+            AgentError::Connection(_) | AgentError::Busy { .. } => {
+                DriverError::transient(e.to_string())
+            }
+            _ => DriverError::permanent(e.to_string()),
+        }
+    }
+}
+
+/// Where and how to reach a node's agent.
+struct Target {
+    commands_url: String,
+    token: Option<String>,
+    verify: Verify,
+}
+
+/// The agent's error of a finished command, as Ironic words it
+/// (`get_command_error`).
+pub fn command_error(command: &Value) -> String {
+    match command.get("command_error") {
+        None | Some(Value::Null) => "unknown error".to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Object(m)) => m
+            .get("details")
+            .or_else(|| m.get("message"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| Value::Object(m.clone()).to_string()),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// The commands URL with its query (the token travels in it, as IPA
+/// expects; the URL is never logged).
+fn command_url(base: &str, query: &[(&str, &str)]) -> Result<reqwest::Url, AgentError> {
+    reqwest::Url::parse_with_params(base, query)
+        .map_err(|e| AgentError::Invalid(format!("invalid agent_url: {e}")))
+}
+
+/// The REST client of the ramdisk agent.
+#[derive(Debug)]
+pub struct AgentClient {
+    config: AgentConfig,
+    clients: Clients,
+}
+
+impl Default for AgentClient {
+    fn default() -> Self {
+        Self::new(AgentConfig::default())
+    }
+}
+
+impl AgentClient {
+    /// A client with these settings.
+    pub fn new(config: AgentConfig) -> Self {
+        let clients = Clients::new(
+            "agent",
+            Timeouts {
+                request: config.command_timeout,
+                connect: config.command_timeout.min(Duration::from_secs(10)),
+            },
+        );
+        AgentClient { config, clients }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    fn target(&self, node: &Node) -> Result<Target, AgentError> {
+        let dii = &node.driver_internal_info;
+        let url = match dii.get(URL_KEY) {
+            Some(Value::String(u)) if !u.trim().is_empty() => u.trim().trim_end_matches('/'),
+            _ => {
+                return Err(AgentError::Connection(
+                    "Agent driver requires agent_url in driver_internal_info".into(),
+                ))
+            }
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(AgentError::Invalid(format!(
+                "agent_url {url:?} of node {} is not an http(s) URL",
+                node.uuid
+            )));
+        }
+        let configured = Value::String(self.config.verify_ca.clone());
+        let verify_value = dii
+            .get("agent_verify_ca")
+            .or_else(|| node.driver_info.get("agent_verify_ca"))
+            .unwrap_or(&configured);
+        let verify =
+            Verify::parse(Some(verify_value), "agent_verify_ca").map_err(AgentError::Invalid)?;
+        Ok(Target {
+            commands_url: format!("{url}/v1/commands/"),
+            token: dii
+                .get(TOKEN_KEY)
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            verify,
+        })
+    }
+
+    /// Run `method` on the node's agent. `wait`: the agent answers when the
+    /// command has finished (short commands only); otherwise it answers at
+    /// once with the command RUNNING and the caller polls
+    /// [`AgentClient::commands_status`].
+    pub async fn command(
+        &self,
+        node: &Node,
+        method: &str,
+        params: Value,
+        wait: bool,
+    ) -> Result<Value, AgentError> {
+        let t = self.target(node)?;
+        let client = self
+            .clients
+            .get(&t.verify)
+            .map_err(|e| AgentError::Invalid(e.message))?;
+        let body = json!({"name": method, "params": params});
+        let mut query: Vec<(&str, &str)> = vec![("wait", if wait { "true" } else { "false" })];
+        if let Some(tok) = t.token.as_deref() {
+            query.push(("agent_token", tok));
+        }
+        let url = command_url(&t.commands_url, &query)?;
+        let attempts = self.config.max_command_attempts.max(1);
+        let mut last = String::new();
+        for attempt in 1..=attempts {
+            debug!(node_uuid = %node.uuid, method, attempt, "agent command");
+            let sent = client.post(url.clone()).json(&body).send().await;
+            let resp = match sent {
+                Ok(r) => r,
+                Err(e) => {
+                    last = e.without_url().to_string();
+                    // The command may have arrived and only its answer been
+                    // lost: the agent's list tells.
+                    if let Ok(Some(c)) = self.running_last(node, method).await {
+                        return Ok(c);
+                    }
+                    warn!(node_uuid = %node.uuid, method, attempt, error.message = %last, "cannot reach the agent");
+                    if attempt < attempts {
+                        tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                    }
+                    continue;
+                }
+            };
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            let result: Value = serde_json::from_str(&text).map_err(|_| {
+                AgentError::Invalid(format!(
+                    "Unable to decode response as JSON. Request URL: {}, response status code: {}, response: {:?}",
+                    t.commands_url,
+                    status.as_u16(),
+                    text.chars().take(500).collect::<String>()
+                ))
+            })?;
+            if status.is_client_error() || status.is_server_error() {
+                let fault = result
+                    .get("faultstring")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                if status == reqwest::StatusCode::CONFLICT
+                    || fault.to_ascii_lowercase().contains("agent is busy")
+                {
+                    return Err(AgentError::Busy {
+                        node: node.uuid.to_string(),
+                        message: fault,
+                    });
+                }
+                return Err(AgentError::Api {
+                    node: node.uuid.to_string(),
+                    status: status.as_u16(),
+                    message: fault,
+                });
+            }
+            if let Some(Value::Object(err)) = result.get("command_error") {
+                if err.get("type").and_then(Value::as_str) == Some("TypeError") {
+                    return Err(AgentError::Api {
+                        node: node.uuid.to_string(),
+                        status: err.get("code").and_then(Value::as_u64).unwrap_or(500) as u16,
+                        message: command_error(&result),
+                    });
+                }
+            }
+            return Ok(result);
+        }
+        Err(AgentError::Connection(format!(
+            "Failed to connect to the agent running on node {} for invoking command {method}. Error: {last}",
+            node.uuid
+        )))
+    }
+
+    /// Every command the agent ran since it started, the newest last.
+    pub async fn commands_status(&self, node: &Node) -> Result<Vec<Value>, AgentError> {
+        let t = self.target(node)?;
+        let client = self
+            .clients
+            .get(&t.verify)
+            .map_err(|e| AgentError::Invalid(e.message))?;
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        if let Some(tok) = t.token.as_deref() {
+            query.push(("agent_token", tok));
+        }
+        let url = command_url(&t.commands_url, &query)?;
+        let attempts = self.config.max_command_attempts.max(1);
+        let mut last = String::new();
+        for attempt in 1..=attempts {
+            match client.get(url.clone()).send().await {
+                Ok(r) => {
+                    let status = r.status();
+                    let v: Value = r.json().await.map_err(|e| {
+                        AgentError::Invalid(format!(
+                            "the agent of node {} answered the command list with no JSON: {}",
+                            node.uuid,
+                            e.without_url()
+                        ))
+                    })?;
+                    if !status.is_success() {
+                        return Err(AgentError::Api {
+                            node: node.uuid.to_string(),
+                            status: status.as_u16(),
+                            message: v
+                                .get("faultstring")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_string(),
+                        });
+                    }
+                    return match v.get("commands") {
+                        Some(Value::Array(c)) => Ok(c.clone()),
+                        _ => Err(AgentError::Invalid(format!(
+                            "the agent of node {} answered the command list without \"commands\"",
+                            node.uuid
+                        ))),
+                    };
+                }
+                Err(e) => {
+                    last = e.without_url().to_string();
+                    if attempt < attempts {
+                        tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                    }
+                }
+            }
+        }
+        Err(AgentError::Connection(format!(
+            "Failed to connect to the agent running on node {} to collect commands status. Error: {last}",
+            node.uuid
+        )))
+    }
+
+    /// The agent's newest command, when it is `method` and still running.
+    async fn running_last(&self, node: &Node, method: &str) -> Result<Option<Value>, AgentError> {
+        let name = method.split_once('.').map_or(method, |(_, n)| n);
+        let commands = self.commands_status(node).await?;
+        Ok(commands.last().and_then(|c| {
+            (c.get("command_name").and_then(Value::as_str) == Some(name)
+                && c.get("command_status").and_then(Value::as_str) == Some("RUNNING"))
+            .then(|| c.clone())
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn command_errors_read_like_ironic() {
+        assert_eq!(
+            command_error(
+                &json!({"command_error": {"type": "ImageChecksumError", "details": "bad sum"}})
+            ),
+            "bad sum"
+        );
+        assert_eq!(command_error(&json!({"command_error": "boom"})), "boom");
+        assert_eq!(command_error(&json!({})), "unknown error");
+    }
+
+    #[test]
+    fn config_problems_name_their_keys() {
+        assert!(AgentConfig::default().problems().is_empty());
+        let bad = AgentConfig {
+            command_timeout: Duration::ZERO,
+            max_command_attempts: 0,
+            verify_ca: "true".into(),
+            stream_raw_images: true,
+            erase_devices_priority: -1,
+            erase_devices_metadata_priority: 99,
+        };
+        let p = bad.problems();
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].starts_with("agent.command_timeout"));
+        assert!(p[1].starts_with("agent.max_command_attempts"));
+        assert!(p[2].starts_with("agent.erase_devices_priority"));
+    }
+}
