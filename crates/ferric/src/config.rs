@@ -22,6 +22,7 @@
 //! `api.token` are masked in `Debug`, in logs and in `ferric config show`.
 
 use ferric_conductor::drivers::agent_client::AgentConfig;
+use ferric_conductor::drivers::ipmi::IpmiConfig;
 use ferric_conductor::drivers::{Drivers, HardwareConfig};
 use ferric_conductor::ConductorConfig;
 use figment::providers::{Format, Serialized, Toml};
@@ -50,12 +51,13 @@ pub mod defaults {
 }
 
 /// The sections of [`Config`], as written in TOML.
-pub const SECTIONS: [&str; 6] = [
+pub const SECTIONS: [&str; 7] = [
     "database",
     "conductor",
     "api",
     "notifications",
     "hardware",
+    "ipmi",
     "agent",
 ];
 
@@ -74,6 +76,9 @@ pub struct Config {
     /// `[hardware]`: enabled hardware types and interfaces (Ironic's
     /// `enabled_*` / `default_*` options).
     pub hardware: HardwareConfig,
+    /// `[ipmi]`: the ipmi hardware type's ipmitool settings (Ironic's
+    /// `[ipmi]` options).
+    pub ipmi: IpmiConfig,
     /// `[agent]`: the ramdisk agent's client and its default steps
     /// (Ironic's `[agent]` and `[deploy]` options).
     pub agent: AgentConfig,
@@ -422,14 +427,24 @@ impl Config {
             &mut problems,
         );
         let hardware = section::<HardwareConfig>(&merged, "hardware", &layers, &mut problems);
+        let ipmi = section::<IpmiConfig>(&merged, "ipmi", &layers, &mut problems);
         let agent = section::<AgentConfig>(&merged, "agent", &layers, &mut problems);
-        match (database, conductor, api, notifications, hardware, agent) {
+        match (
+            database,
+            conductor,
+            api,
+            notifications,
+            hardware,
+            ipmi,
+            agent,
+        ) {
             (
                 Some(database),
                 Some(conductor),
                 Some(api),
                 Some(notifications),
                 Some(hardware),
+                Some(ipmi),
                 Some(agent),
             ) if problems.is_empty() => Ok(Config {
                 database,
@@ -437,6 +452,7 @@ impl Config {
                 api,
                 notifications,
                 hardware,
+                ipmi,
                 agent,
             }),
             _ => Err(ConfigError { problems }),
@@ -477,6 +493,7 @@ impl Config {
         p.extend(self.conductor.problems());
         p.extend(self.notifications.problems());
         p.extend(Drivers::new().problems(&self.hardware));
+        p.extend(self.ipmi.problems());
         p.extend(self.agent.problems());
         if self.api.host.parse::<IpAddr>().is_err() && !is_hostname(&self.api.host) {
             p.push(format!(

@@ -48,6 +48,9 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
 /// The hardware registry the config enables.
 pub fn drivers(config: &Config) -> anyhow::Result<Drivers> {
     Drivers::new()
+        .with(std::sync::Arc::new(
+            ferric_conductor::drivers::ipmi::Ipmi::new(config.ipmi.clone()),
+        ))
         .with(std::sync::Arc::new(AgentClient::new(config.agent.clone())))
         .with_config(config.hardware.clone())
         .map_err(|problems| anyhow::anyhow!(problems.join("; ")))

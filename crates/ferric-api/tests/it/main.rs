@@ -12,6 +12,7 @@ mod chassis;
 mod common;
 mod deploy_templates;
 mod inspection_rules;
+mod ipmi;
 mod lookup;
 mod node_data;
 mod node_fields;
