@@ -11,8 +11,9 @@
 #   sparse, so it costs only what is written), detached in the EXIT trap.
 #
 # SAFETY: the agent sees and touches only that loop device. It runs under
-# `unshare -m --propagation private` + .ci/agent/confine.sh (a tmpfs /dev
-# holding only the loop device and its partitions) AND
+# `unshare --mount --pid --fork --mount-proc --propagation private` +
+# .ci/agent/confine.sh (a tmpfs /dev holding only the loop device and its
+# partitions; its own /proc, so no other process is visible) AND
 # .ci/agent/ipa_launcher.py (block-device listing patched to the loop device,
 # one confined hardware manager); each refuses to start without the other,
 # and e2e.py checks both refusals before the first agent runs. Power

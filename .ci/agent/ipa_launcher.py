@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Run the real ironic-python-agent confined to ONE loop device (issue 14).
 
-Confinement (a) of two; (b) is .ci/agent/confine.sh, the private mount
-namespace whose /dev holds only the loop device. This launcher refuses to
+Confinement (a) of two; (b) is .ci/agent/confine.sh, the private mount and
+PID namespaces whose /dev holds only the loop device. This launcher refuses to
 start (exit 2, before importing the agent's main) unless:
 
 * /dev contains only the allowed nodes: null, zero, random, urandom, the
