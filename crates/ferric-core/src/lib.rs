@@ -9,7 +9,6 @@ pub mod fsm;
 pub mod interface;
 pub mod node;
 pub mod notify;
-pub mod secrets;
 pub mod state;
 pub mod traits;
 

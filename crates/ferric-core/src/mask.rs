@@ -59,11 +59,28 @@ pub const SANITIZE_KEYS: &[&str] = &[
     "chapsecret",
 ];
 
+/// Broader markers ferric adds to oslo's list, for BMC credentials named
+/// freely in `driver_info` (`bmc_passwd`, `ipmi_kg_key`, `ssh_key`).
+const EXTRA_MARKERS: &[&str] = &["key", "passwd", "pswd"];
+
+/// `driver_internal_info` keys of an agent's session (Ironic's
+/// `wipe_token_and_url`): they exist only while the node is in a state
+/// where an agent may run, and go at every power-off or reboot.
+pub const AGENT_SESSION_KEYS: [&str; 4] = [
+    "agent_secret_token",
+    "agent_secret_token_pregenerated",
+    "agent_url",
+    "agent_verify_ca",
+];
+
 /// Whether `key` names a secret (oslo's rule: a sanitize key is a substring
-/// of the lower-cased key).
+/// of the lower-cased key; plus [`EXTRA_MARKERS`]).
 pub fn is_sanitized_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    SANITIZE_KEYS.iter().any(|s| k.contains(s))
+    SANITIZE_KEYS
+        .iter()
+        .chain(EXTRA_MARKERS)
+        .any(|s| k.contains(s))
 }
 
 /// oslo's `mask_dict_password`: every value under a secret key becomes
@@ -79,6 +96,18 @@ pub fn mask_dict(map: &Map<String, Value>) -> Map<String, Value> {
             (k.clone(), v)
         })
         .collect()
+}
+
+/// [`mask_dict`], leaving the top-level keys in `keep` as they are (the
+/// config drive the agent must write).
+pub fn mask_dict_keeping(map: &Map<String, Value>, keep: &[&str]) -> Map<String, Value> {
+    let mut m = mask_dict(map);
+    for k in keep {
+        if let Some(v) = map.get(*k) {
+            m.insert((*k).to_string(), v.clone());
+        }
+    }
+    m
 }
 
 /// Objects inside arrays are masked too (oslo's `_deep_mask`).
@@ -162,6 +191,32 @@ mod tests {
         let m = instance_info(&obj(json!({"configdrive": "H4sI...", "image_url": ""})));
         assert_eq!(m["configdrive"], MASK);
         assert_eq!(m["image_url"], "", "an empty image_url stays");
+    }
+
+    #[test]
+    fn bmc_secrets_are_masked_at_any_depth() {
+        let info = obj(json!({
+            "ipmi_password": "x", "bmc_passwd": "y", "ipmi_kg_key": "k",
+            "redfish_username": "u", "nested": {"password": "p", "deeper": [{"token": "t"}]},
+            "deploy_kernel": "http://k", "ipmi_address": "10.0.0.1",
+        }));
+        let m = mask_dict(&info);
+        for k in ["ipmi_password", "bmc_passwd", "ipmi_kg_key"] {
+            assert_eq!(m[k], MASK, "{k}");
+        }
+        assert_eq!(
+            m["nested"],
+            json!({"password": MASK, "deeper": [{"token": MASK}]})
+        );
+        for k in ["redfish_username", "deploy_kernel", "ipmi_address"] {
+            assert_eq!(m[k], info[k], "{k}");
+        }
+        let kept = mask_dict_keeping(
+            &obj(json!({"configdrive": {"user_data": "x"}, "image_password": "p"})),
+            &["configdrive"],
+        );
+        assert_eq!(kept["configdrive"], json!({"user_data": "x"}));
+        assert_eq!(kept["image_password"], MASK);
     }
 
     #[test]

@@ -193,7 +193,8 @@ async fn cleaning_and_deploy_run_through_the_agent(engine: Engine) {
     });
     let (s, b) = e.provision("n1", json!({"target": "provide"})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-    e.wait_for("n1", "clean wait").await;
+    let n = e.wait_for("n1", "clean wait").await;
+    assert_eq!(n["power_state"], "power on", "the ramdisk runs: {n}");
     let token = e.issue_token(id).await;
     let n = e.agent_until("n1", &token, "available").await;
     assert!(n["last_error"].is_null(), "{n}");
@@ -241,7 +242,8 @@ async fn cleaning_and_deploy_run_through_the_agent(engine: Engine) {
         .provision("n1", json!({"target": "active", "configdrive": {"user_data": "#cloud-config\nhostname: n1\n"}}))
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-    e.wait_for("n1", "wait call-back").await;
+    let n = e.wait_for("n1", "wait call-back").await;
+    assert_eq!(n["power_state"], "power on", "the ramdisk runs: {n}");
     let token = e.issue_token(id).await;
 
     // While the image is written the node keeps waiting, and each

@@ -493,7 +493,13 @@ async fn secrets_are_masked_in_every_node_output(engine: Engine) {
     let Some(a) = app(engine).await else { return };
     let node = node_in(&a, "sec", ProvisionState::Available, MAC).await;
     let rev0 = stored(&a, node).await.0;
-    let secrets = ["hunter2", "s3cr3t-user-data", "tmp-url-sig"];
+    let secrets = [
+        "hunter2",
+        "s3cr3t-user-data",
+        "tmp-url-sig",
+        "bmc-pw-9",
+        "nested-pw-9",
+    ];
     let r = a
         .send(
             Method::PATCH,
@@ -503,6 +509,9 @@ async fn secrets_are_masked_in_every_node_output(engine: Engine) {
                 {"op": "add", "path": "/instance_info/image_password", "value": "hunter2"},
                 {"op": "add", "path": "/instance_info/configdrive", "value": {"user_data": "s3cr3t-user-data"}},
                 {"op": "add", "path": "/instance_info/image_url", "value": "http://x/?sig=tmp-url-sig"},
+                // driver_info: a freely named BMC password, and one nested deeper.
+                {"op": "add", "path": "/driver_info/bmc_passwd", "value": "bmc-pw-9"},
+                {"op": "add", "path": "/driver_info/vendor", "value": {"creds": [{"password": "nested-pw-9"}]}},
             ]),
         )
         .await;
@@ -519,6 +528,11 @@ async fn secrets_are_masked_in_every_node_output(engine: Engine) {
     assert_eq!(ii["configdrive"], MASK);
     assert_eq!(ii["image_url"], MASK);
     assert_eq!(ii["image_source"], "http://127.0.0.1/img.qcow2");
+    assert_eq!(r.body["driver_info"]["bmc_passwd"], MASK);
+    assert_eq!(
+        r.body["driver_info"]["vendor"],
+        json!({"creds": [{"password": MASK}]})
+    );
     // The store keeps the values (the conductor needs them).
     let n = a.store.store.get_node(&node.into()).await.unwrap();
     assert_eq!(n.instance_info["image_password"], "hunter2");
