@@ -34,6 +34,7 @@
 use super::steps::{self, Phase};
 use super::Provisioner;
 use crate::drivers::agent_client::URL_KEY;
+use crate::drivers::InterfaceKind;
 use crate::task::{EventOpts, ExclusiveTask, Retry, WorkError};
 use crate::TaskError;
 use ferric_core::{Event, Node, PowerState, ProvisionState};
@@ -303,7 +304,7 @@ impl Provisioner {
         phase: Phase,
         next: usize,
     ) -> Result<(), WorkError> {
-        tokio::time::sleep(self.step_delay).await;
+        tokio::time::sleep(self.pause_for(t.node(), InterfaceKind::Deploy)).await;
         let driver = match self.drivers.compose(t.node()) {
             Ok(d) => d,
             Err(e) => return super::fail(t, e.to_string()).await,

@@ -158,6 +158,16 @@ impl Provisioner {
         self.step_delay
     }
 
+    /// The pause before a flow's work on `node`: the fake step delay when
+    /// the interface doing the work is `fake` (it stands for real work),
+    /// none for a real implementation (its own latency is real).
+    pub(crate) fn pause_for(&self, node: &Node, kind: InterfaceKind) -> Duration {
+        match self.drivers.interface_name(node, kind) {
+            Some(name) if name == "fake" => self.step_delay,
+            _ => Duration::ZERO,
+        }
+    }
+
     /// Each interface's verdict on `node` (Ironic's `validate`).
     pub async fn validate(&self, node: &Node) -> Vec<(InterfaceKind, Verdict)> {
         let driver = match self.drivers.compose(node) {
@@ -458,7 +468,7 @@ impl Provisioner {
             ) {
                 return Ok(());
             }
-            tokio::time::sleep(self.step_delay).await;
+            tokio::time::sleep(self.pause_for(t.node(), InterfaceKind::Deploy)).await;
             let driver = match self.drivers.compose(t.node()) {
                 Ok(d) => d,
                 Err(e) => {
@@ -551,7 +561,7 @@ impl Provisioner {
             n.target_power_state = None;
             n.last_error = Some("No free conductor workers available".to_string());
         });
-        let delay = self.step_delay;
+        let delay = self.pause_for(task.node(), InterfaceKind::Power);
         task.spawn_after("power action", move |t| {
             Box::pin(async move {
                 tokio::time::sleep(delay).await;
