@@ -296,6 +296,8 @@ struct Inner {
     types: BTreeMap<&'static str, HardwareType>,
     impls: Impls,
     config: HardwareConfig,
+    /// Network boot, when plugged in (`Drivers::with(Arc<NetBoot>)`).
+    netboot: Option<Arc<crate::netboot::NetBoot>>,
 }
 
 /// The registry of hardware types and interface implementations. Cheap to
@@ -335,6 +337,20 @@ impl Plug for Arc<FakeHardware> {
 impl Plug for Arc<Redfish> {
     fn plug(self, d: &mut Drivers) {
         Arc::make_mut(&mut d.inner).impls.insert_redfish(self);
+    }
+}
+
+/// Network boot: `ipxe` and `pxe` serve the ramdisk through it.
+impl Plug for Arc<crate::netboot::NetBoot> {
+    fn plug(self, d: &mut Drivers) {
+        let inner = Arc::make_mut(&mut d.inner);
+        for name in ["ipxe", "pxe"] {
+            inner
+                .impls
+                .boot
+                .insert(name, Arc::new(PxeBoot::with_netboot(name, self.clone())));
+        }
+        inner.netboot = Some(self);
     }
 }
 
@@ -394,6 +410,7 @@ impl Drivers {
                 types: builtin_types(),
                 impls,
                 config: HardwareConfig::default(),
+                netboot: None,
             }),
         }
     }
@@ -417,8 +434,14 @@ impl Drivers {
                     enabled_hardware_types: Vec::new(),
                     ..HardwareConfig::default()
                 },
+                netboot: None,
             }),
         }
+    }
+
+    /// Network boot, when plugged in: the API serves its scripts and images.
+    pub fn netboot(&self) -> Option<&Arc<crate::netboot::NetBoot>> {
+        self.inner.netboot.as_ref()
     }
 
     /// Replace a BMC backend (`Arc<FakeHardware>`, `Arc<Redfish>`).
