@@ -243,6 +243,7 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 /// Paths served without credentials (version discovery, the API description).
 fn is_public(path: &str) -> bool {
     matches!(path.trim_end_matches('/'), "" | "/v1" | "/openapi.json")
+        || crate::boot::is_boot_path(path)
 }
 
 /// Middleware: refuse unauthenticated requests with 401 (and a
@@ -332,5 +333,13 @@ mod tests {
         assert!(is_public("/v1"));
         assert!(is_public("/v1/"));
         assert!(!is_public("/v1/nodes"));
+    }
+
+    #[test]
+    fn boot_files_are_public() {
+        assert!(is_public("/boot/boot.ipxe"));
+        assert!(is_public("/boot/nodes/n1/deploy_kernel"));
+        assert!(!is_public("/bootx"));
+        assert!(!is_public("/v1/boot/boot.ipxe"));
     }
 }

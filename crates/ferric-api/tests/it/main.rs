@@ -12,6 +12,7 @@ mod chassis;
 mod common;
 mod deploy_templates;
 mod inspection_rules;
+mod netboot;
 mod node_data;
 mod node_fields;
 mod node_states;
