@@ -228,6 +228,7 @@ wait_line() { # LOG PATTERN SECONDS → prints the milliseconds since $t0
 }
 
 t0=$(date +%s%3N)
+net_t0=${t0}
 boot_vm "${work}/vm-net.log" -boot n
 banner_ms="$(wait_line "${work}/vm-net.log" "Linux version" 150)"
 marker_ms="$(wait_line "${work}/vm-net.log" "FERRIC-NETBOOT-MARKER" 60)"
@@ -265,6 +266,23 @@ wait_state vm1 available 60
 grep -qx "${MAC},ignore" "${host_file}"
 [[ ! -e "${state}/dnsmasq/optsdir.d/ferric-${node}.conf" ]]
 
+# Where the network boot's time goes: ferric's log timestamps against power-on.
+since_t0() { # PATTERN → ms from the network VM's power-on to ferric's first log line matching
+  python3 - "${work}/ferric.log" "$1" "${net_t0}" <<'PY'
+import re, sys, datetime
+path, pat, t0 = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for line in open(path, errors="replace"):
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z", line)
+    if m and pat in line:
+        t = datetime.datetime.fromisoformat(m.group(1)[:26]).replace(tzinfo=datetime.timezone.utc)
+        print(int(t.timestamp() * 1000) - t0)
+        break
+else:
+    print("?")
+PY
+}
+echo "power-on → chain script: $(since_t0 'iPXE chain script served') ms, node script: $(since_t0 'iPXE script served') ms,"\
+  "kernel requested: $(since_t0 'file=deploy_kernel') ms, initrd requested: $(since_t0 'file=deploy_ramdisk') ms"
 echo "power-on → kernel banner: network ${banner_ms} ms, local ${local_banner_ms} ms"
 echo "power-on → ramdisk marker: network ${marker_ms} ms"
 echo "power-on → lookup answered: network ${lookup_ms} ms, local ${local_lookup_ms} ms"

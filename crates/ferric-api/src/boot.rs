@@ -81,7 +81,10 @@ fn request_id() -> String {
 
 async fn chain(State(st): State<ApiState>) -> Response {
     match netboot(&st) {
-        Some(nb) => text(StatusCode::OK, nb.chain_script()),
+        Some(nb) => {
+            tracing::info!("iPXE chain script served");
+            text(StatusCode::OK, nb.chain_script())
+        }
         None => not_configured(),
     }
 }
@@ -203,6 +206,7 @@ async fn image(
         Err(e) => return failure(e),
     };
     let size = cached.size;
+    tracing::info!(node = %node, file = %file, size, range = ?headers.get(header::RANGE), "boot image requested");
     let range = parse_range(
         headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
         size,
