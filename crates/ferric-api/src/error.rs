@@ -220,6 +220,13 @@ impl From<StoreError> for ApiError {
                 ApiError::not_found(format!("Conductor {h} could not be found."))
             }
             StoreError::Invalid(m) => ApiError::bad_request(m),
+            // The database is unreachable or busy: the client may retry.
+            other if other.is_unavailable() => {
+                tracing::warn!(error.message = %other, "the database is unavailable; answering 503");
+                ApiError::unavailable(
+                    "The database is unavailable right now; nothing was changed. Please retry.",
+                )
+            }
             // Corrupt rows, database and migration failures.
             other => ApiError::internal(&other),
         }

@@ -290,13 +290,21 @@ pub async fn changes(
     if since < 0 {
         return Err(ApiError::bad_request("since must not be negative."));
     }
-    let limit = q
-        .limit
-        .unwrap_or(MAX_CHANGES_LIMIT)
-        .clamp(1, MAX_CHANGES_LIMIT);
+    let limit = match q.limit {
+        None => MAX_CHANGES_LIMIT,
+        Some(l) if (1..=MAX_CHANGES_LIMIT).contains(&l) => l,
+        Some(l) => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid limit {l}: 1 to {MAX_CHANGES_LIMIT} expected."
+            )))
+        }
+    };
+    // Bounded before the conversion: from_secs_f64 panics past u64 seconds.
     let timeout = match q.timeout {
         None => Duration::ZERO,
-        Some(t) if t.is_finite() && t >= 0.0 => Duration::from_secs_f64(t).min(MAX_CHANGES_TIMEOUT),
+        Some(t) if t.is_finite() && (0.0..=MAX_CHANGES_TIMEOUT.as_secs_f64()).contains(&t) => {
+            Duration::from_secs_f64(t)
+        }
         Some(t) => {
             return Err(ApiError::bad_request(format!(
                 "Invalid timeout {t}: seconds, 0 to {}, expected.",
@@ -428,7 +436,7 @@ pub async fn openapi(base: BaseUrl) -> Json<Value> {
                 "parameters": [
                     {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                     {"name": "resource", "in": "query", "schema": {"type": "string"}, "description": "Kinds, comma-separated: node, port, portgroup, chassis or all (default node)"},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": format!("At most this many changes (clamped to 1..={MAX_CHANGES_LIMIT})")},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_CHANGES_LIMIT}, "description": format!("At most this many changes (1 to {MAX_CHANGES_LIMIT})")},
                     {"name": "timeout", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": MAX_CHANGES_TIMEOUT.as_secs()}},
                 ],
                 "responses": with(json!({"200": ok("{changes: [{revision, uuid, kind, at, node}], revision}")})),

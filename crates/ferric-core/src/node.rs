@@ -172,6 +172,10 @@ pub fn validate_name(name: &str) -> Result<(), DomainError> {
     if Uuid::parse_str(name).is_ok() {
         return Err(bad("must not be a UUID"));
     }
+    if name == "." || name == ".." {
+        // A path segment of its own: /v1/nodes/.. is not this node.
+        return Err(bad("must not be \".\" or \"..\""));
+    }
     Ok(())
 }
 
@@ -354,6 +358,9 @@ mod tests {
         assert!(validate_name("").is_err());
         assert!(validate_name("has space").is_err());
         assert!(validate_name("8a4b5c1e-2f3d-4e5f-9a8b-7c6d5e4f3a2b").is_err());
+        assert!(validate_name(".").is_err());
+        assert!(validate_name("..").is_err());
+        assert!(validate_name("...").is_ok());
     }
 
     #[test]

@@ -119,6 +119,35 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::NodeLocked { .. })
     }
+
+    /// The database cannot be reached or is not accepting work right now
+    /// (connection failures, an exhausted or closed pool, a server shutting
+    /// down or starting, SQLite busy past its timeout): the request may
+    /// succeed later, nothing was written.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Database(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                // PostgreSQL: class 08 (connection exception), 57P01-57P03
+                // (admin/crash shutdown, cannot connect now), 53300 (too many
+                // connections). SQLite: 5 (BUSY), 6 (LOCKED).
+                code.starts_with("08")
+                    || matches!(
+                        code.as_ref(),
+                        "57P01" | "57P02" | "57P03" | "53300" | "5" | "6"
+                    )
+            }
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]

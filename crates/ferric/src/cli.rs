@@ -63,10 +63,10 @@ pub enum Command {
     /// provision verbs (with --wait), power, maintenance.
     #[command(subcommand)]
     Node(crate::client::NodeCommand),
-    /// Node locks: list, release stale ones, audit trail (SPEC §7).
+    /// Node locks: list, release stale ones, audit trail.
     #[command(subcommand)]
     Lock(crate::lock::LockCommand),
-    /// Benchmarks; each prints one JSON object (SPEC §11).
+    /// Benchmarks; each prints one JSON object.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
 }

@@ -22,6 +22,7 @@
 //! `api.token` are masked in `Debug`, in logs and in `ferric config show`.
 
 use ferric_conductor::drivers::agent_client::AgentConfig;
+use ferric_conductor::drivers::ipmi::IpmiConfig;
 use ferric_conductor::drivers::{Drivers, HardwareConfig};
 use ferric_conductor::netboot::PxeConfig;
 use ferric_conductor::ConductorConfig;
@@ -51,12 +52,13 @@ pub mod defaults {
 }
 
 /// The sections of [`Config`], as written in TOML.
-pub const SECTIONS: [&str; 7] = [
+pub const SECTIONS: [&str; 8] = [
     "database",
     "conductor",
     "api",
     "notifications",
     "hardware",
+    "ipmi",
     "agent",
     "pxe",
 ];
@@ -76,6 +78,9 @@ pub struct Config {
     /// `[hardware]`: enabled hardware types and interfaces (Ironic's
     /// `enabled_*` / `default_*` options).
     pub hardware: HardwareConfig,
+    /// `[ipmi]`: the ipmi hardware type's ipmitool settings (Ironic's
+    /// `[ipmi]` options).
+    pub ipmi: IpmiConfig,
     /// `[agent]`: the ramdisk agent's client and its default steps
     /// (Ironic's `[agent]` and `[deploy]` options).
     pub agent: AgentConfig,
@@ -155,7 +160,7 @@ pub struct ApiConfig {
     pub host: String,
     /// TCP port; 0 picks a free port (tests).
     pub port: u16,
-    /// Serve without authentication on a non-loopback address (SPEC §8):
+    /// Serve without authentication on a non-loopback address:
     /// a non-loopback `host` with `auth = "none"` is refused unless this is set.
     pub insecure_no_auth: bool,
     /// `none`, `basic` or `token`.
@@ -420,6 +425,7 @@ impl Config {
             &mut problems,
         );
         let hardware = section::<HardwareConfig>(&merged, "hardware", &layers, &mut problems);
+        let ipmi = section::<IpmiConfig>(&merged, "ipmi", &layers, &mut problems);
         let agent = section::<AgentConfig>(&merged, "agent", &layers, &mut problems);
         let pxe = section::<PxeConfig>(&merged, "pxe", &layers, &mut problems);
         match (
@@ -428,6 +434,7 @@ impl Config {
             api,
             notifications,
             hardware,
+            ipmi,
             agent,
             pxe,
         ) {
@@ -437,6 +444,7 @@ impl Config {
                 Some(api),
                 Some(notifications),
                 Some(hardware),
+                Some(ipmi),
                 Some(agent),
                 Some(pxe),
             ) if problems.is_empty() => Ok(Config {
@@ -445,6 +453,7 @@ impl Config {
                 api,
                 notifications,
                 hardware,
+                ipmi,
                 agent,
                 pxe,
             }),
@@ -486,6 +495,7 @@ impl Config {
         p.extend(self.conductor.problems());
         p.extend(self.notifications.problems());
         p.extend(Drivers::new().problems(&self.hardware));
+        p.extend(self.ipmi.problems());
         p.extend(self.agent.problems());
         p.extend(self.pxe.problems());
         if self.api.host.parse::<IpAddr>().is_err() && !is_hostname(&self.api.host) {

@@ -75,6 +75,9 @@ pub fn pxe_config(config: &Config) -> PxeConfig {
 /// The hardware registry the config enables.
 pub fn drivers(config: &Config) -> anyhow::Result<Drivers> {
     Drivers::new()
+        .with(std::sync::Arc::new(
+            ferric_conductor::drivers::ipmi::Ipmi::new(config.ipmi.clone()),
+        ))
         .with(std::sync::Arc::new(AgentClient::new(config.agent.clone())))
         .with(Arc::new(NetBoot::new(pxe_config(config))))
         .with_config(config.hardware.clone())

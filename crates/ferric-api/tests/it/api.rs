@@ -885,6 +885,23 @@ async fn if_match_guards_patch_and_changes_feed_has_no_gaps() {
     let last = r.body["revision"].as_i64().unwrap();
     assert_eq!(last, *revs.last().unwrap());
 
+    // Out-of-range numbers are refused with Ironic's body, never a panic
+    // (timeout=1e308 once overflowed Duration::from_secs_f64).
+    for q in [
+        "timeout=1e308",
+        "timeout=61",
+        "timeout=-1",
+        "timeout=nan",
+        "limit=1001",
+        "limit=0",
+    ] {
+        let r = app
+            .get(&format!("/v1/nodes/changes?since={last}&{q}"))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}: {}", r.body);
+        let _ = r.fault();
+    }
+
     // Long poll: nothing yet, then a change arrives while waiting.
     let r = app
         .get(&format!("/v1/nodes/changes?since={last}&timeout=0"))

@@ -20,6 +20,7 @@ pub mod agent_client;
 pub mod direct;
 pub mod fake;
 pub mod generic;
+pub mod ipmi;
 pub mod redfish;
 pub mod registry;
 pub mod tls;
@@ -70,6 +71,8 @@ pub enum BootDevice {
     /// UEFI HTTP boot (`uefihttp`).
     #[serde(rename = "uefihttp")]
     UefiHttp,
+    /// Hard disk in safe mode (`safe`; IPMI only, not in [`BootDevice::ALL`]).
+    Safe,
 }
 
 impl BootDevice {
@@ -90,12 +93,16 @@ impl BootDevice {
             BootDevice::Cdrom => "cdrom",
             BootDevice::Bios => "bios",
             BootDevice::UefiHttp => "uefihttp",
+            BootDevice::Safe => "safe",
         }
     }
 
     /// The device named `name` (Ironic's names).
     pub fn parse(name: &str) -> Option<BootDevice> {
-        Self::ALL.into_iter().find(|d| d.as_str() == name)
+        Self::ALL
+            .into_iter()
+            .chain([BootDevice::Safe])
+            .find(|d| d.as_str() == name)
     }
 }
 

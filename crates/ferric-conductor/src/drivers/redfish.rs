@@ -206,6 +206,8 @@ fn boot_target(device: BootDevice) -> &'static str {
         BootDevice::Cdrom => "Cd",
         BootDevice::Bios => "BiosSetup",
         BootDevice::UefiHttp => "UefiHttp",
+        // Not offered (supported_boot_devices is BootDevice::ALL).
+        BootDevice::Safe => "None",
     }
 }
 

@@ -16,6 +16,7 @@ use super::agent_client::AgentClient;
 use super::direct::DirectDeploy;
 use super::fake::{FakeDeploy, FakeHardware, FakeOptional};
 use super::generic::{FlatNetwork, NoInterface, NoopInterface, PxeBoot, RamdiskDeploy};
+use super::ipmi::Ipmi;
 use super::redfish::Redfish;
 use super::{
     BootInterface, DeployInterface, Interface, InterfaceKind, ManagementInterface, PowerInterface,
@@ -160,10 +161,36 @@ fn builtin_types() -> BTreeMap<&'static str, HardwareType> {
             supported: redfish,
             any: false,
         },
+        ipmi_type(),
     ]
     .into_iter()
     .map(|t| (t.name, t))
     .collect()
+}
+
+/// Ironic's `ipmi` hardware type: the ipmitool power and management
+/// interfaces, the generic boot and deploy ones, `no-*` for the rest (its
+/// ipmitool console and vendor interfaces are not implemented). Known but
+/// not enabled by default: see `[hardware]` in README.md.
+fn ipmi_type() -> HardwareType {
+    use InterfaceKind as K;
+    let mut supported = BTreeMap::new();
+    for kind in K::ALL {
+        let names: Vec<&'static str> = match kind {
+            K::Network => vec!["noop", "flat"],
+            K::Storage => vec!["noop"],
+            K::Power | K::Management => vec!["ipmitool"],
+            K::Boot => vec!["ipxe", "pxe"],
+            K::Deploy => vec!["direct", "ramdisk"],
+            other => vec![no_name(other).unwrap_or("noop")],
+        };
+        supported.insert(kind, names);
+    }
+    HardwareType {
+        name: "ipmi",
+        supported,
+        any: false,
+    }
 }
 
 /// Every implementation this build has, by interface.
@@ -201,6 +228,11 @@ impl Impls {
     fn insert_redfish(&mut self, redfish: Arc<Redfish>) {
         self.power.insert("redfish", redfish.clone());
         self.management.insert("redfish", redfish);
+    }
+
+    fn insert_ipmi(&mut self, ipmi: Arc<Ipmi>) {
+        self.power.insert("ipmitool", ipmi.clone());
+        self.management.insert("ipmitool", ipmi);
     }
 }
 
@@ -340,6 +372,12 @@ impl Plug for Arc<Redfish> {
     }
 }
 
+impl Plug for Arc<Ipmi> {
+    fn plug(self, d: &mut Drivers) {
+        Arc::make_mut(&mut d.inner).impls.insert_ipmi(self);
+    }
+}
+
 /// Network boot: `ipxe` and `pxe` serve the ramdisk through it.
 impl Plug for Arc<crate::netboot::NetBoot> {
     fn plug(self, d: &mut Drivers) {
@@ -370,6 +408,7 @@ impl Drivers {
         let mut impls = Impls::default();
         impls.insert_fake(Arc::new(FakeHardware::new()));
         impls.insert_redfish(Arc::new(Redfish::default()));
+        impls.insert_ipmi(Arc::new(Ipmi::default()));
         for name in ["ipxe", "pxe"] {
             impls.boot.insert(name, Arc::new(PxeBoot::new(name)));
         }
@@ -444,7 +483,7 @@ impl Drivers {
         self.inner.netboot.as_ref()
     }
 
-    /// Replace a BMC backend (`Arc<FakeHardware>`, `Arc<Redfish>`).
+    /// Replace a BMC backend (`Arc<FakeHardware>`, `Arc<Redfish>`, `Arc<Ipmi>`).
     pub fn with(mut self, plug: impl Plug) -> Self {
         plug.plug(&mut self);
         self
@@ -842,6 +881,40 @@ mod tests {
             "{p:?}"
         );
         assert!(Drivers::new().with_config(config).is_err());
+    }
+
+    #[test]
+    fn ipmi_is_known_but_enabled_only_by_config() {
+        let d = Drivers::new();
+        assert!(!d.has("ipmi"));
+        let config = HardwareConfig {
+            enabled_hardware_types: vec!["ipmi".into()],
+            enabled_power_interfaces: vec!["ipmitool".into()],
+            enabled_management_interfaces: vec!["ipmitool".into()],
+            ..HardwareConfig::default()
+        };
+        let d = Drivers::new().with_config(config).unwrap();
+        assert_eq!(d.names(), vec!["ipmi"]);
+        let mut i = BTreeMap::new();
+        d.check_and_fill("ipmi", &mut i).unwrap();
+        assert_eq!(i["power_interface"], "ipmitool");
+        assert_eq!(i["management_interface"], "ipmitool");
+        assert_eq!(i["boot_interface"], "ipxe");
+        assert_eq!(i["deploy_interface"], "direct");
+        assert_eq!(i["console_interface"], "no-console");
+        let mut i = ifaces(&[("power_interface", "fake")]);
+        let e = d.check_and_fill("ipmi", &mut i).unwrap_err();
+        assert_eq!(e.field(), "power_interface");
+        // Enabling the type without its interfaces names what is missing.
+        let p = Drivers::new().problems(&HardwareConfig {
+            enabled_hardware_types: vec!["redfish".into(), "ipmi".into()],
+            ..HardwareConfig::default()
+        });
+        assert!(
+            p.iter().any(|p| p.contains("enabled_power_interfaces")
+                && p.contains("hardware type ipmi supports (ipmitool)")),
+            "{p:?}"
+        );
     }
 
     #[test]

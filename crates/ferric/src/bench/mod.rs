@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
+pub mod ipmi;
 pub mod locks;
 pub mod ports;
 pub mod raw;
@@ -99,6 +100,31 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 4)]
         writers: usize,
     },
+    /// Power-sync cycle time over real BMCs through the ipmi hardware type
+    /// (ipmitool, per-BMC discipline). The password comes from the
+    /// IPMI_PASSWORD environment variable, never from the command line.
+    Ipmi {
+        /// BMCs: `host:port`, `host:first-last`, comma-separated.
+        #[arg(long)]
+        bmcs: String,
+        #[arg(long, default_value = "admin")]
+        username: String,
+        /// Power-sync cycles (the first records every state).
+        #[arg(long, default_value_t = 3)]
+        cycles: usize,
+        /// `sync_power_state_workers` (Ironic's default 8).
+        #[arg(long, default_value_t = 8)]
+        workers: u32,
+        /// `[ipmi] min_command_interval` (also the pause between cycles).
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        min_command_interval: Duration,
+        /// `[ipmi] command_retry_timeout`.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        command_retry_timeout: Duration,
+        /// The ipmitool program.
+        #[arg(long, default_value = "ipmitool")]
+        ipmitool: String,
+    },
 }
 
 /// A fresh private directory under the system's temporary directory for a
@@ -156,6 +182,48 @@ async fn open_bench_store(
 /// Run a benchmark and print its JSON.
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
+        BenchCommand::Ipmi {
+            bmcs,
+            username,
+            cycles,
+            workers,
+            min_command_interval,
+            command_retry_timeout,
+            ipmitool,
+        } => {
+            let bmcs = ipmi::parse_bmcs(&bmcs).map_err(|e| anyhow::anyhow!("--bmcs: {e}"))?;
+            if cycles == 0 || cycles > 1_000 || workers == 0 || workers > 256 {
+                anyhow::bail!("--cycles must be 1..=1000 and --workers 1..=256");
+            }
+            let mut config = ipmi::default_ipmi_config(min_command_interval);
+            config.command_retry_timeout = command_retry_timeout;
+            config.ipmitool_path = ipmitool;
+            let problems = config.problems();
+            if !problems.is_empty() {
+                anyhow::bail!(problems.join("; "));
+            }
+            let dir = ScratchDir::new().context("creating a temporary directory")?;
+            let (store, _) = open_bench_store(BenchBackend::Sqlite, None, &dir, 8).await?;
+            let report = ipmi::run_ipmi_bench(
+                store.clone(),
+                ipmi::IpmiBenchParams {
+                    bmcs,
+                    username,
+                    password: std::env::var("IPMI_PASSWORD").unwrap_or_default(),
+                    cycles,
+                    workers,
+                    ipmi: config,
+                },
+            )
+            .await;
+            store.close().await;
+            let report = report.context("running the ipmi benchmark")?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).context("rendering the report")?
+            );
+            Ok(())
+        }
         BenchCommand::Ports {
             backend,
             url,

@@ -363,7 +363,7 @@ fn hardware_section_is_checked_against_the_registry() {
     let file = write(
         &dir,
         "hw.toml",
-        "[hardware]\nenabled_hardware_types = [\"redfish\", \"ipmi\"]\n\
+        "[hardware]\nenabled_hardware_types = [\"redfish\", \"idrac\"]\n\
          enabled_boot_interfaces = [\"fake\", \"ipxe\", \"pxe\", \"http\"]\n\
          default_deploy_interface = \"ansible\"\n",
     );
@@ -372,7 +372,7 @@ fn hardware_section_is_checked_against_the_registry() {
         ..Sources::default()
     });
     for needle in [
-        "hardware.enabled_hardware_types: unknown hardware type \"ipmi\"",
+        "hardware.enabled_hardware_types: unknown hardware type \"idrac\"",
         "hardware.enabled_boot_interfaces: unknown boot interface \"http\"",
         "hardware.default_deploy_interface: \"ansible\" is not in enabled_deploy_interfaces",
     ] {
@@ -393,6 +393,72 @@ fn hardware_section_is_checked_against_the_registry() {
     })
     .unwrap();
     assert_eq!(c.hardware.default_boot_interface, "pxe");
+}
+
+#[test]
+fn ipmi_section_has_ironics_defaults_and_is_checked() {
+    let c = Config::load(&Sources::default()).unwrap();
+    assert_eq!(
+        c.ipmi.min_command_interval,
+        std::time::Duration::from_secs(5)
+    );
+    assert_eq!(
+        c.ipmi.command_retry_timeout,
+        std::time::Duration::from_secs(60)
+    );
+    assert!(c.ipmi.kill_on_timeout && c.ipmi.disable_boot_timeout);
+    assert!(!c.ipmi.use_ipmitool_retries && !c.ipmi.store_cred_in_env);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "ipmi.toml",
+        "[hardware]\nenabled_hardware_types = [\"ipmi\"]\n\
+         enabled_power_interfaces = [\"ipmitool\"]\n\
+         enabled_management_interfaces = [\"ipmitool\"]\n\
+         [ipmi]\nmin_command_interval = \"250ms\"\ncommand_retry_timeout = \"10s\"\n",
+    );
+    let c = Config::load(&Sources {
+        file: Some(file),
+        ..Sources::default()
+    })
+    .unwrap();
+    assert_eq!(
+        c.ipmi.min_command_interval,
+        std::time::Duration::from_millis(250)
+    );
+    assert_eq!(c.hardware.enabled_hardware_types, ["ipmi"]);
+
+    let file = write(
+        &dir,
+        "bad.toml",
+        "[ipmi]\ncommand_retry_timeout = \"0s\"\ncipher_suite_versions = [\"x\"]\n",
+    );
+    let p = problems(&Sources {
+        file: Some(file),
+        ..Sources::default()
+    });
+    assert!(
+        p.iter().any(|x| x.contains("ipmi.command_retry_timeout")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|x| x.contains("ipmi.cipher_suite_versions")),
+        "{p:?}"
+    );
+    let file = write(
+        &dir,
+        "typo.toml",
+        "[ipmi]\nmin_command_intervall = \"1s\"\n",
+    );
+    let p = problems(&Sources {
+        file: Some(file),
+        ..Sources::default()
+    });
+    assert!(
+        p.iter().any(|x| x.contains("min_command_intervall")),
+        "{p:?}"
+    );
 }
 
 /// A ferric built without the `amqp` feature refuses the AMQP sink as a
