@@ -235,6 +235,52 @@ async fn deploy_boots_the_ramdisk_from_ferric() {
         .unwrap();
     assert_eq!(r.bytes().await.unwrap().len(), 100_000);
 
+    // Another ferric process over the same database, with its own empty
+    // cache, serves the same node: no affinity to the conductor that
+    // prepared the boot.
+    let other_cache = tempfile::tempdir().unwrap();
+    let other = Options::new()
+        .drivers(Some(
+            Drivers::new()
+                .with(Arc::new(FakeHardware::new()))
+                .with(Arc::new(NetBoot::new(PxeConfig {
+                    http_url: "http://10.9.8.7:6385".into(),
+                    state_dir: other_cache.path().into(),
+                    ..PxeConfig::default()
+                }))),
+        ))
+        .serve(e.app.store.store.clone())
+        .await;
+    let r = other
+        .http
+        .get(format!("{}/boot/ipxe/mac/52-54-00-aa-bb-01", other.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains(&format!("/boot/nodes/{id}/deploy_kernel")));
+    let r = other
+        .http
+        .get(format!("{}/boot/nodes/{id}/deploy_kernel", other.base))
+        .header("range", "bytes=0-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"0123");
+    assert_eq!(
+        std::fs::read_dir(other_cache.path().join("netboot/cache/blobs"))
+            .unwrap()
+            .count(),
+        1,
+        "fetched into its own cache on the miss"
+    );
+    other.tm.shutdown();
+
     // Tear down: the MAC is ignored (dnsmasq keeps deleted files' hosts
     // until SIGHUP), the options are gone, the script boots the disk.
     let (s, b) = e.provision("n1", "deleted").await;
