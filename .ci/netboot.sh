@@ -18,7 +18,8 @@
 #
 # Then the same kernel and initramfs boot with QEMU's -kernel/-initrd (no
 # firmware network boot): the power-on → lookup time of both is printed
-# (BENCHMARKS.md). All traffic stays in the namespace; every process is
+# (BENCHMARKS.md). Last, the boot ISO (crates/ferric-conductor/tests/iso.rs)
+# boots the same kernel with BIOS and UEFI. All traffic stays in the namespace; every process is
 # stopped by PID; every wait is bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -286,4 +287,8 @@ echo "power-on → chain script: $(since_t0 'iPXE chain script served') ms, node
 echo "power-on → kernel banner: network ${banner_ms} ms, local ${local_banner_ms} ms"
 echo "power-on → ramdisk marker: network ${marker_ms} ms"
 echo "power-on → lookup answered: network ${lookup_ms} ms, local ${local_lookup_ms} ms"
+# ---- the boot ISO (for virtual media) boots the same kernel with BIOS and UEFI
+FERRIC_TEST_KERNEL="${kdir}/vmlinuz" cargo test --quiet -p ferric-conductor --test iso 2>&1 | tail -n 3
+echo "boot ISO: BIOS and UEFI boots checked (+$(($(date +%s) - started))s)"
+
 echo "netboot: OK ($(($(date +%s) - started))s)"

@@ -17,6 +17,7 @@
 pub mod cache;
 pub mod dnsmasq;
 pub mod ipxe;
+pub mod iso;
 
 use cache::{CachedFile, ImageCache};
 use ferric_core::{Node, ProvisionState};
