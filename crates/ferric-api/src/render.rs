@@ -190,7 +190,9 @@ pub fn node(n: &Node, base: &str, v: Version, conductor: Option<&str>) -> Map<St
     );
     put(
         "driver_internal_info",
-        Value::Object(n.driver_internal_info.clone()),
+        Value::Object(ferric_core::mask::driver_internal_info(
+            &n.driver_internal_info,
+        )),
     );
     put("extra", Value::Object(n.extra.clone()));
     put("fault", json!(a.fault));
@@ -203,7 +205,10 @@ pub fn node(n: &Node, base: &str, v: Version, conductor: Option<&str>) -> Map<St
         "inspection_started_at",
         opt_timestamp(a.inspection_started_at),
     );
-    put("instance_info", Value::Object(n.instance_info.clone()));
+    put(
+        "instance_info",
+        Value::Object(ferric_core::mask::instance_info(&n.instance_info)),
+    );
     put("instance_name", json!(a.instance_name));
     put(
         "instance_uuid",

@@ -18,3 +18,4 @@ pub use fsm::Machine;
 pub use interface::InterfaceKind;
 pub use node::{DbTime, NewNode, Node, NodeAttrs, Reservation};
 pub use state::{Event, PowerState, ProvisionState, StateClass};
+pub mod mask;

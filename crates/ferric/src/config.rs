@@ -172,6 +172,10 @@ pub struct ApiConfig {
     /// An accepted bearer token (`auth = "token"`); a secret, masked in
     /// output. Prefer `FERRIC_API__TOKEN` or `token_file` to a config file.
     pub token: String,
+    /// The `heartbeat_timeout` told to ramdisk agents at lookup (Ironic's
+    /// option of the same name; agents heartbeat every 30-60 % of it).
+    #[serde(with = "humantime_serde")]
+    pub ramdisk_heartbeat_timeout: std::time::Duration,
 }
 
 impl Default for ApiConfig {
@@ -184,6 +188,7 @@ impl Default for ApiConfig {
             htpasswd_file: String::new(),
             token_file: String::new(),
             token: String::new(),
+            ramdisk_heartbeat_timeout: ferric_api::DEFAULT_RAMDISK_HEARTBEAT_TIMEOUT,
         }
     }
 }
@@ -198,6 +203,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("htpasswd_file", &self.htpasswd_file)
             .field("token_file", &self.token_file)
             .field("token", &mask_secret(&self.token))
+            .field("ramdisk_heartbeat_timeout", &self.ramdisk_heartbeat_timeout)
             .finish()
     }
 }
@@ -515,6 +521,12 @@ impl Config {
                 self.api.host
             ));
         }
+        if self.api.ramdisk_heartbeat_timeout.as_secs() < 1 {
+            p.push(format!(
+                "api.ramdisk_heartbeat_timeout ({}) must be at least 1s (agents are told whole seconds)",
+                humantime::format_duration(self.api.ramdisk_heartbeat_timeout)
+            ));
+        }
         match self.api.auth {
             AuthMode::Basic if self.api.htpasswd_file.is_empty() => p.push(
                 "api.auth = \"basic\" needs api.htpasswd_file (user:bcrypt-hash lines, htpasswd -B)"
@@ -824,6 +836,25 @@ mod tests {
         );
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("root:****@h/db"), "{shown}");
+    }
+
+    #[test]
+    fn ramdisk_heartbeat_timeout_is_ironics_and_whole_seconds() {
+        let mut c = Config::default();
+        assert_eq!(
+            c.api.ramdisk_heartbeat_timeout,
+            std::time::Duration::from_secs(300)
+        );
+        c.api.ramdisk_heartbeat_timeout = std::time::Duration::from_millis(500);
+        let problems = c.problems();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("api.ramdisk_heartbeat_timeout")),
+            "{problems:?}"
+        );
+        c.api.ramdisk_heartbeat_timeout = std::time::Duration::from_secs(10);
+        assert_eq!(c.problems(), Vec::<String>::new());
     }
 
     #[test]
