@@ -11,8 +11,9 @@
 # boot file is ferric's chain script URL), chains to the node's script by MAC,
 # downloads kernel and initrd from ferric over HTTP and boots. The initramfs
 # prints a marker on the serial console, takes an address with udhcpc, calls
-# `GET /v1/lookup?addresses=MAC` with busybox wget and prints the answer (or
-# the HTTP status while lookup is not on this branch), then powers off.
+# `GET /v1/lookup?addresses=MAC` with busybox wget and prints the answer (the
+# test requires an HTTP answer, and the node's UUID in it when it is a 200),
+# then powers off.
 # Also checked: the first stage over dnsmasq's TFTP (`undionly.kpxe` read back
 # with busybox tftp) and tear-down turning the MAC's entry to `ignore`.
 #
