@@ -249,8 +249,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 }
 
 /// With `pxe.manage_dhcp`, write dnsmasq's configuration and host
-/// directories; with `pxe.dnsmasq_spawn`, run dnsmasq on it as a child
-/// (stopped by [`stop_dnsmasq`], and killed if ferric dies first).
+/// directories (into an existing `pxe.state_dir`, or any with
+/// `pxe.dnsmasq_spawn`); with `pxe.dnsmasq_spawn`, run dnsmasq on it as a
+/// child (stopped by [`stop_dnsmasq`], and killed if ferric dies first).
 async fn start_dnsmasq(drivers: &Drivers) -> anyhow::Result<Option<tokio::process::Child>> {
     let Some(nb) = drivers.netboot() else {
         return Ok(None);
@@ -259,14 +260,27 @@ async fn start_dnsmasq(drivers: &Drivers) -> anyhow::Result<Option<tokio::proces
     if !pxe.manage_dhcp {
         return Ok(None);
     }
+    if !pxe.dnsmasq_spawn {
+        // Not spawning: write the configuration for the operator's dnsmasq
+        // only into a state directory that exists (ferric does not create
+        // it at start, so a serve that never network-boots writes nothing).
+        if tokio::fs::metadata(&pxe.state_dir)
+            .await
+            .is_ok_and(|m| m.is_dir())
+        {
+            match nb.write_dnsmasq_conf().await {
+                Ok(conf) => {
+                    info!(conf = %conf.display(), "dnsmasq configuration written; run dnsmasq with it")
+                }
+                Err(e) => warn!(error.message = %e, "cannot write dnsmasq's configuration"),
+            }
+        }
+        return Ok(None);
+    }
     let conf = nb
         .write_dnsmasq_conf()
         .await
         .context("writing dnsmasq's configuration (pxe.state_dir)")?;
-    if !pxe.dnsmasq_spawn {
-        info!(conf = %conf.display(), "dnsmasq configuration written; run dnsmasq with it");
-        return Ok(None);
-    }
     let child = tokio::process::Command::new(&pxe.dnsmasq_binary)
         .arg("--keep-in-foreground")
         .arg(format!("--conf-file={}", conf.display()))
