@@ -246,7 +246,9 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 /// Paths served without credentials (version discovery, the API description).
 fn is_public(path: &str) -> bool {
     let path = path.trim_end_matches('/');
-    matches!(path, "" | "/v1" | "/openapi.json" | "/v1/lookup") || is_heartbeat(path)
+    matches!(path, "" | "/v1" | "/openapi.json" | "/v1/lookup")
+        || is_heartbeat(path)
+        || crate::boot::is_boot_path(path)
 }
 
 /// Ironic's public route `/v1/heartbeat/[a-z0-9\-]+`: the ramdisk agent
@@ -348,6 +350,14 @@ mod tests {
         assert!(is_public("/v1"));
         assert!(is_public("/v1/"));
         assert!(!is_public("/v1/nodes"));
+    }
+
+    #[test]
+    fn boot_files_are_public() {
+        assert!(is_public("/boot/boot.ipxe"));
+        assert!(is_public("/boot/nodes/n1/deploy_kernel"));
+        assert!(!is_public("/bootx"));
+        assert!(!is_public("/v1/boot/boot.ipxe"));
     }
 
     #[test]

@@ -20,6 +20,7 @@
 pub mod agent;
 pub mod allocations;
 pub mod auth;
+pub mod boot;
 pub mod chassis;
 pub mod deploy_templates;
 pub mod error;
@@ -294,7 +295,12 @@ fn normalize(uri: &Uri) -> Option<Uri> {
     if p.is_empty() {
         return None;
     }
-    if p != "/v1" && !p.starts_with("/v1/") && p != "/openapi.json" && p != "/metrics" {
+    if p != "/v1"
+        && !p.starts_with("/v1/")
+        && p != "/openapi.json"
+        && p != "/metrics"
+        && !boot::is_boot_path(&p)
+    {
         p = format!("/v1{p}");
     }
     if p == path {
@@ -320,6 +326,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/", get(misc::root))
         .route("/openapi.json", get(misc::openapi))
         .route("/metrics", get(serve_metrics))
+        .merge(boot::routes())
         .route_layer(axum::middleware::from_fn(record_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -457,5 +464,6 @@ mod tests {
         assert_eq!(n("/"), None);
         assert_eq!(n("/openapi.json"), None);
         assert_eq!(n("/metrics"), None);
+        assert_eq!(n("/boot/boot.ipxe"), None);
     }
 }

@@ -12,6 +12,7 @@ pub mod drivers;
 pub mod error;
 pub mod management;
 pub mod metrics;
+pub mod netboot;
 pub mod notify;
 pub mod power;
 pub mod provision;

@@ -24,6 +24,7 @@
 use ferric_conductor::drivers::agent_client::AgentConfig;
 use ferric_conductor::drivers::ipmi::IpmiConfig;
 use ferric_conductor::drivers::{Drivers, HardwareConfig};
+use ferric_conductor::netboot::PxeConfig;
 use ferric_conductor::ConductorConfig;
 use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Value};
@@ -51,7 +52,7 @@ pub mod defaults {
 }
 
 /// The sections of [`Config`], as written in TOML.
-pub const SECTIONS: [&str; 7] = [
+pub const SECTIONS: [&str; 8] = [
     "database",
     "conductor",
     "api",
@@ -59,6 +60,7 @@ pub const SECTIONS: [&str; 7] = [
     "hardware",
     "ipmi",
     "agent",
+    "pxe",
 ];
 
 /// Everything `ferric` can be configured with.
@@ -82,6 +84,8 @@ pub struct Config {
     /// `[agent]`: the ramdisk agent's client and its default steps
     /// (Ironic's `[agent]` and `[deploy]` options).
     pub agent: AgentConfig,
+    /// `[pxe]`: network boot of the ramdisk (scripts, image cache, dnsmasq).
+    pub pxe: PxeConfig,
 }
 
 /// `[database]`.
@@ -429,6 +433,7 @@ impl Config {
         let hardware = section::<HardwareConfig>(&merged, "hardware", &layers, &mut problems);
         let ipmi = section::<IpmiConfig>(&merged, "ipmi", &layers, &mut problems);
         let agent = section::<AgentConfig>(&merged, "agent", &layers, &mut problems);
+        let pxe = section::<PxeConfig>(&merged, "pxe", &layers, &mut problems);
         match (
             database,
             conductor,
@@ -437,6 +442,7 @@ impl Config {
             hardware,
             ipmi,
             agent,
+            pxe,
         ) {
             (
                 Some(database),
@@ -446,6 +452,7 @@ impl Config {
                 Some(hardware),
                 Some(ipmi),
                 Some(agent),
+                Some(pxe),
             ) if problems.is_empty() => Ok(Config {
                 database,
                 conductor,
@@ -454,6 +461,7 @@ impl Config {
                 hardware,
                 ipmi,
                 agent,
+                pxe,
             }),
             _ => Err(ConfigError { problems }),
         }
@@ -495,6 +503,7 @@ impl Config {
         p.extend(Drivers::new().problems(&self.hardware));
         p.extend(self.ipmi.problems());
         p.extend(self.agent.problems());
+        p.extend(self.pxe.problems());
         if self.api.host.parse::<IpAddr>().is_err() && !is_hostname(&self.api.host) {
             p.push(format!(
                 "api.host {:?} must be an IP address or a host name",
@@ -958,6 +967,34 @@ mod tests {
         let e = Config::load(&env(&[("FERRIC_AGENT__MAX_COMMAND_ATTEMPTS", "0")])).unwrap_err();
         assert!(e.to_string().contains("agent.max_command_attempts"), "{e}");
         let e = Config::load(&env(&[("FERRIC_AGENT__BOGUS", "1")])).unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn the_pxe_section_is_read_and_checked() {
+        let env = |pairs: &[(&str, &str)]| Sources {
+            file: None,
+            env: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            flags: Vec::new(),
+        };
+        let c = Config::load(&env(&[
+            ("FERRIC_PXE__HTTP_URL", "http://10.0.0.1:6385"),
+            ("FERRIC_PXE__MANAGE_DHCP", "false"),
+            ("FERRIC_PXE__STATE_DIR", "/srv/ferric"),
+        ]))
+        .unwrap();
+        assert_eq!(c.pxe.http_url, "http://10.0.0.1:6385");
+        assert!(!c.pxe.manage_dhcp);
+        assert_eq!(
+            c.pxe.cache_dir(),
+            std::path::PathBuf::from("/srv/ferric/netboot/cache")
+        );
+        let e = Config::load(&env(&[("FERRIC_PXE__HTTP_URL", "tftp://x")])).unwrap_err();
+        assert!(e.to_string().contains("pxe.http_url"), "{e}");
+        let e = Config::load(&env(&[("FERRIC_PXE__BOGUS", "1")])).unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
     }
 

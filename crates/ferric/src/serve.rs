@@ -24,6 +24,7 @@ use ferric_api::ApiState;
 use ferric_conductor::cluster::{Conductor, StartOptions};
 use ferric_conductor::drivers::agent_client::AgentClient;
 use ferric_conductor::drivers::Drivers;
+use ferric_conductor::netboot::{NetBoot, PxeConfig};
 use ferric_conductor::TaskManager;
 use ferric_store::{ConductorInfo, SqlStore, Store, StoreError, StoreOptions};
 use prometheus_client::registry::Registry;
@@ -45,6 +46,32 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
         .with_context(|| format!("opening database {}", config.database.masked_url()))
 }
 
+/// `[pxe]` with `http_url` filled in from the API listener when unset.
+pub fn pxe_config(config: &Config) -> PxeConfig {
+    let mut pxe = config.pxe.clone();
+    if pxe.http_url.is_empty() {
+        let mut host = config.api.host.as_str();
+        if host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_unspecified())
+        {
+            // Listening everywhere gives no address to hand a machine.
+            warn!(
+                api_host = host,
+                "pxe.http_url is not set and api.host is a wildcard: booting machines are \
+                 told to reach ferric at conductor.host; set pxe.http_url"
+            );
+            host = config.conductor.host.as_str();
+        }
+        pxe.http_url = if host.contains(':') {
+            format!("http://[{host}]:{}", config.api.port)
+        } else {
+            format!("http://{host}:{}", config.api.port)
+        };
+    }
+    pxe
+}
+
 /// The hardware registry the config enables.
 pub fn drivers(config: &Config) -> anyhow::Result<Drivers> {
     Drivers::new()
@@ -52,6 +79,7 @@ pub fn drivers(config: &Config) -> anyhow::Result<Drivers> {
             ferric_conductor::drivers::ipmi::Ipmi::new(config.ipmi.clone()),
         ))
         .with(std::sync::Arc::new(AgentClient::new(config.agent.clone())))
+        .with(Arc::new(NetBoot::new(pxe_config(config))))
         .with_config(config.hardware.clone())
         .map_err(|problems| anyhow::anyhow!(problems.join("; ")))
 }
@@ -77,6 +105,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let store = Arc::new(open_store(&config).await?);
     let drivers = drivers(&config)?;
     let info = conductor_info(&config, &drivers);
+    let mut dnsmasq = start_dnsmasq(&drivers).await?;
 
     warn_if_already_alive(&*store, &info.hostname).await;
     store
@@ -201,6 +230,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             warn!(error.message = %e, "heartbeat worker failed while stopping");
         }
     }
+    if let Some(child) = dnsmasq.as_mut() {
+        stop_dnsmasq(child).await;
+    }
     let unregistered = store
         .unregister_conductor(&info.hostname)
         .await
@@ -213,6 +245,63 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             info!(hostname = %info.hostname, "ferric stopped");
             Ok(())
         }
+    }
+}
+
+/// With `pxe.manage_dhcp`, write dnsmasq's configuration and host
+/// directories (into an existing `pxe.state_dir`, or any with
+/// `pxe.dnsmasq_spawn`); with `pxe.dnsmasq_spawn`, run dnsmasq on it as a
+/// child (stopped by [`stop_dnsmasq`], and killed if ferric dies first).
+async fn start_dnsmasq(drivers: &Drivers) -> anyhow::Result<Option<tokio::process::Child>> {
+    let Some(nb) = drivers.netboot() else {
+        return Ok(None);
+    };
+    let pxe = nb.config();
+    if !pxe.manage_dhcp {
+        return Ok(None);
+    }
+    if !pxe.dnsmasq_spawn {
+        // Not spawning: write the configuration for the operator's dnsmasq
+        // only into a state directory that exists (ferric does not create
+        // it at start, so a serve that never network-boots writes nothing).
+        if tokio::fs::metadata(&pxe.state_dir)
+            .await
+            .is_ok_and(|m| m.is_dir())
+        {
+            match nb.write_dnsmasq_conf().await {
+                Ok(conf) => {
+                    info!(conf = %conf.display(), "dnsmasq configuration written; run dnsmasq with it")
+                }
+                Err(e) => warn!(error.message = %e, "cannot write dnsmasq's configuration"),
+            }
+        }
+        return Ok(None);
+    }
+    let conf = nb
+        .write_dnsmasq_conf()
+        .await
+        .context("writing dnsmasq's configuration (pxe.state_dir)")?;
+    let child = tokio::process::Command::new(&pxe.dnsmasq_binary)
+        .arg("--keep-in-foreground")
+        .arg(format!("--conf-file={}", conf.display()))
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {} (pxe.dnsmasq_binary)", pxe.dnsmasq_binary))?;
+    info!(pid = ?child.id(), conf = %conf.display(), "dnsmasq started");
+    Ok(Some(child))
+}
+
+/// Stop the dnsmasq [`start_dnsmasq`] started: SIGKILL by its PID (it holds
+/// no state ferric needs; leases are in its lease file), then reap it.
+async fn stop_dnsmasq(child: &mut tokio::process::Child) {
+    if let Ok(Some(status)) = child.try_wait() {
+        warn!(%status, "dnsmasq had already exited");
+        return;
+    }
+    if let Err(e) = child.kill().await {
+        warn!(error.message = %e, "cannot stop dnsmasq");
+    } else {
+        info!("dnsmasq stopped");
     }
 }
 

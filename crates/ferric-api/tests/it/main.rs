@@ -14,6 +14,7 @@ mod deploy_templates;
 mod inspection_rules;
 mod ipmi;
 mod lookup;
+mod netboot;
 mod node_data;
 mod node_fields;
 mod node_states;

@@ -899,11 +899,16 @@ async fn vendor_passthru_and_driver_properties() {
         keys(&r.body),
         [
             "agent_verify_ca",
+            "deploy_kernel",
+            "deploy_ramdisk",
+            "kernel_append_params",
             "redfish_address",
             "redfish_password",
             "redfish_system_id",
             "redfish_username",
-            "redfish_verify_ca"
+            "redfish_verify_ca",
+            "rescue_kernel",
+            "rescue_ramdisk"
         ]
     );
     assert!(r.body["redfish_address"]

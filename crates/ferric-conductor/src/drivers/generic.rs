@@ -2,31 +2,70 @@
 //! node's power and management interfaces.
 //!
 //! * `ipxe` / `pxe` boot: the ramdisk boots from the network (one-time PXE
-//!   boot device), the instance from its disk (persistent). Serving the
-//!   ramdisk (TFTP, iPXE scripts, DHCP) is not built yet: the deployment
-//!   network must provide it.
+//!   boot device), the instance from its disk (persistent). With
+//!   [`NetBoot`] plugged in (`ferric serve` always does), ferric serves the
+//!   ramdisk itself: the images are cached and the node's DHCP entries
+//!   written when the ramdisk is prepared, the entries dropped on clean-up
+//!   and when the instance boots from disk (`crate::netboot`). Without it
+//!   (`Drivers::new()` in tests) only the boot device is set.
 //! * (`direct`, the agent deploy, is in `super::direct`.)
 //! * `ramdisk` deploy: the instance *is* a ramdisk booted from the network.
 //! * `no-*` and `noop`: the optional interfaces that do nothing.
 
 use super::{
     BootDevice, BootInterface, Composed, DeployInterface, DriverError, Interface, InterfaceKind,
-    Invalid, Step, StepOutcome,
+    Invalid, Property, Step, StepOutcome,
 };
+use crate::netboot::{NetBoot, NetbootError, Ramdisk};
 use crate::task::ExclusiveTask;
 use async_trait::async_trait;
 use ferric_core::{Node, PowerState};
+use std::sync::Arc;
 
 /// `ipxe` and `pxe`: network boot for the ramdisk, disk for the instance.
 #[derive(Debug)]
 pub struct PxeBoot {
     name: &'static str,
+    netboot: Option<Arc<NetBoot>>,
 }
 
 impl PxeBoot {
-    /// The boot interface called `name` (`ipxe` or `pxe`).
+    /// The boot interface called `name` (`ipxe` or `pxe`) that only sets
+    /// the boot device (the network serves the ramdisk).
     pub fn new(name: &'static str) -> Self {
-        PxeBoot { name }
+        PxeBoot {
+            name,
+            netboot: None,
+        }
+    }
+
+    /// The boot interface called `name`, serving the ramdisk with `netboot`.
+    pub fn with_netboot(name: &'static str, netboot: Arc<NetBoot>) -> Self {
+        PxeBoot {
+            name,
+            netboot: Some(netboot),
+        }
+    }
+
+    /// Drop the node's DHCP entries (PXE-enabled ports).
+    async fn clean_dhcp(&self, task: &ExclusiveTask) -> Result<(), DriverError> {
+        let Some(nb) = &self.netboot else {
+            return Ok(());
+        };
+        let node = task.node().uuid;
+        let macs = NetBoot::pxe_macs(task.manager().store().as_ref(), node)
+            .await
+            .map_err(netboot_error)?;
+        nb.clean_dhcp(node, &macs).await.map_err(netboot_error)
+    }
+}
+
+/// A network boot failure as a driver error: bad settings are permanent,
+/// an unreachable image or database may pass.
+fn netboot_error(e: NetbootError) -> DriverError {
+    match e {
+        NetbootError::Unavailable(m) => DriverError::transient(m),
+        NetbootError::Invalid(m) | NetbootError::NotFound(m) => DriverError::permanent(m),
     }
 }
 
@@ -34,6 +73,38 @@ impl PxeBoot {
 impl Interface for PxeBoot {
     fn name(&self) -> &'static str {
         self.name
+    }
+
+    async fn validate(&self, node: &Node) -> Result<(), Invalid> {
+        if self.netboot.is_some() {
+            NetBoot::check(node, Ramdisk::Deploy).map_err(|e| Invalid::Config(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn properties(&self) -> Vec<Property> {
+        vec![
+            Property {
+                name: "deploy_kernel",
+                description: "UUID (from Glance) of the deployment kernel. Required.",
+            },
+            Property {
+                name: "deploy_ramdisk",
+                description: "UUID (from Glance) of the ramdisk that is mounted at boot time. Required.",
+            },
+            Property {
+                name: "rescue_kernel",
+                description: "UUID (from Glance) of the rescue kernel. This value is required for rescue mode.",
+            },
+            Property {
+                name: "rescue_ramdisk",
+                description: "UUID (from Glance) of the rescue ramdisk with agent that is used at node rescue time. This value is required for rescue mode.",
+            },
+            Property {
+                name: "kernel_append_params",
+                description: "Additional kernel parameters to pass down to instance kernel. These parameters can be consumed by the kernel or by the applications by reading /proc/cmdline. Mind severe cmdline size limit. Overrides the [pxe]/kernel_append_params configuration option, use %default% to insert its value.",
+            },
+        ]
     }
 }
 
@@ -44,10 +115,36 @@ impl BootInterface for PxeBoot {
         driver: &Composed,
         task: &ExclusiveTask,
     ) -> Result<(), DriverError> {
+        if let Some(nb) = &self.netboot {
+            let node = task.node();
+            let ramdisk = Ramdisk::for_state(node.provision_state).unwrap_or(Ramdisk::Deploy);
+            NetBoot::check(node, ramdisk).map_err(netboot_error)?;
+            nb.warm(node, ramdisk).await.map_err(netboot_error)?;
+            let macs = NetBoot::pxe_macs(task.manager().store().as_ref(), node.uuid)
+                .await
+                .map_err(netboot_error)?;
+            if macs.is_empty() && nb.config().manage_dhcp {
+                return Err(DriverError::permanent(format!(
+                    "node {} has no PXE-enabled port: it cannot boot from the network",
+                    node.uuid
+                )));
+            }
+            nb.write_dhcp(node.uuid, &macs)
+                .await
+                .map_err(netboot_error)?;
+        }
         driver
             .management
             .set_boot_device(task, BootDevice::Pxe, false)
             .await
+    }
+
+    async fn clean_up_ramdisk(
+        &self,
+        _driver: &Composed,
+        task: &ExclusiveTask,
+    ) -> Result<(), DriverError> {
+        self.clean_dhcp(task).await
     }
 
     async fn prepare_instance(
@@ -55,10 +152,19 @@ impl BootInterface for PxeBoot {
         driver: &Composed,
         task: &ExclusiveTask,
     ) -> Result<(), DriverError> {
+        self.clean_dhcp(task).await?;
         driver
             .management
             .set_boot_device(task, BootDevice::Disk, true)
             .await
+    }
+
+    async fn clean_up_instance(
+        &self,
+        _driver: &Composed,
+        task: &ExclusiveTask,
+    ) -> Result<(), DriverError> {
+        self.clean_dhcp(task).await
     }
 }
 

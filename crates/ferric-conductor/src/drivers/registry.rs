@@ -328,6 +328,8 @@ struct Inner {
     types: BTreeMap<&'static str, HardwareType>,
     impls: Impls,
     config: HardwareConfig,
+    /// Network boot, when plugged in (`Drivers::with(Arc<NetBoot>)`).
+    netboot: Option<Arc<crate::netboot::NetBoot>>,
 }
 
 /// The registry of hardware types and interface implementations. Cheap to
@@ -373,6 +375,20 @@ impl Plug for Arc<Redfish> {
 impl Plug for Arc<Ipmi> {
     fn plug(self, d: &mut Drivers) {
         Arc::make_mut(&mut d.inner).impls.insert_ipmi(self);
+    }
+}
+
+/// Network boot: `ipxe` and `pxe` serve the ramdisk through it.
+impl Plug for Arc<crate::netboot::NetBoot> {
+    fn plug(self, d: &mut Drivers) {
+        let inner = Arc::make_mut(&mut d.inner);
+        for name in ["ipxe", "pxe"] {
+            inner
+                .impls
+                .boot
+                .insert(name, Arc::new(PxeBoot::with_netboot(name, self.clone())));
+        }
+        inner.netboot = Some(self);
     }
 }
 
@@ -433,6 +449,7 @@ impl Drivers {
                 types: builtin_types(),
                 impls,
                 config: HardwareConfig::default(),
+                netboot: None,
             }),
         }
     }
@@ -456,8 +473,14 @@ impl Drivers {
                     enabled_hardware_types: Vec::new(),
                     ..HardwareConfig::default()
                 },
+                netboot: None,
             }),
         }
+    }
+
+    /// Network boot, when plugged in: the API serves its scripts and images.
+    pub fn netboot(&self) -> Option<&Arc<crate::netboot::NetBoot>> {
+        self.inner.netboot.as_ref()
     }
 
     /// Replace a BMC backend (`Arc<FakeHardware>`, `Arc<Redfish>`, `Arc<Ipmi>`).
