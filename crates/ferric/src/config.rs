@@ -168,6 +168,19 @@ pub struct ApiConfig {
     /// An accepted bearer token (`auth = "token"`); a secret, masked in
     /// output. Prefer `FERRIC_API__TOKEN` or `token_file` to a config file.
     pub token: String,
+    /// Time a client has to send a complete request head, from the
+    /// connection's start or the end of the previous response: also the idle
+    /// keep-alive timeout. Like `"20s"`.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: std::time::Duration,
+    /// Time a client has to send a whole request body, from its head (408
+    /// after it). Like `"30s"`.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: std::time::Duration,
+    /// Connections served at once. `ferric serve` lowers it below the
+    /// process's open-file limit (raised to the hard limit at start), keeping
+    /// room for the database pool and outgoing connections.
+    pub max_connections: usize,
 }
 
 impl Default for ApiConfig {
@@ -180,6 +193,9 @@ impl Default for ApiConfig {
             htpasswd_file: String::new(),
             token_file: String::new(),
             token: String::new(),
+            header_timeout: ferric_api::server::DEFAULT_HEADER_TIMEOUT,
+            body_timeout: ferric_api::server::DEFAULT_BODY_TIMEOUT,
+            max_connections: ferric_api::server::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -194,6 +210,9 @@ impl std::fmt::Debug for ApiConfig {
             .field("htpasswd_file", &self.htpasswd_file)
             .field("token_file", &self.token_file)
             .field("token", &mask_secret(&self.token))
+            .field("header_timeout", &self.header_timeout)
+            .field("body_timeout", &self.body_timeout)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -518,6 +537,17 @@ impl Config {
                 )
             }
             _ => {}
+        }
+        for (key, value) in [
+            ("api.header_timeout", self.api.header_timeout),
+            ("api.body_timeout", self.api.body_timeout),
+        ] {
+            if value.is_zero() {
+                p.push(format!("{key} must be greater than 0 (like \"20s\")"));
+            }
+        }
+        if self.api.max_connections == 0 {
+            p.push("api.max_connections must be at least 1".to_string());
         }
         p
     }

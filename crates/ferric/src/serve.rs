@@ -74,6 +74,16 @@ pub fn conductor_info(config: &Config, drivers: &Drivers) -> ConductorInfo {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     config.validate()?;
     let auth = config.api.build_auth()?;
+    let nofile = crate::fdlimit::raise_nofile_limit();
+    let serve_options = ferric_api::server::ServeOptions {
+        header_timeout: config.api.header_timeout,
+        body_timeout: config.api.body_timeout,
+        max_connections: crate::fdlimit::max_connections(
+            config.api.max_connections,
+            nofile,
+            config.database.max_connections,
+        ),
+    };
     let store = Arc::new(open_store(&config).await?);
     let drivers = drivers(&config)?;
     let info = conductor_info(&config, &drivers);
@@ -117,7 +127,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     .context("starting the conductor")?;
 
     // The API, stopped before the conductor so no new work arrives while it drains.
-    let listener = tokio::net::TcpListener::bind((config.api.host.as_str(), config.api.port))
+    let listener = bind_api(&config.api.host, config.api.port)
         .await
         .with_context(|| format!("binding the API to {}:{}", config.api.host, config.api.port))?;
     let api_addr = listener
@@ -132,12 +142,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         queued.register_metrics(&mut registry);
     }
     let mut api_task = tokio::spawn(
-        ferric_api::serve(
+        ferric_api::serve_with(
             listener,
             ApiState::new(tm.clone())
                 .with_registry(registry)
                 .with_drivers(drivers)
                 .with_auth(auth),
+            serve_options,
             stopped(api_stop_rx),
         )
         .instrument(info_span!("api")),
@@ -152,6 +163,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         heartbeat_interval = ?config.conductor.heartbeat_interval,
         api = %format!("http://{api_addr}"),
         api_auth = ?config.api.auth,
+        api_max_connections = serve_options.max_connections,
+        open_file_limit = nofile,
         "ferric serving"
     );
 
@@ -213,6 +226,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             Ok(())
         }
     }
+}
+
+/// Connections the kernel queues for the API while it is at its connection
+/// limit (std and tokio listen with 128): with 1,100 idle sockets against a
+/// limit of 888, a new client still completes its handshake and is served
+/// when idle ones time out, instead of retrying SYNs for tens of seconds.
+pub const API_LISTEN_BACKLOG: u32 = 1024;
+
+/// Listen on `host:port` (the first address it resolves to) with
+/// [`API_LISTEN_BACKLOG`].
+async fn bind_api(host: &str, port: u16) -> std::io::Result<tokio::net::TcpListener> {
+    let addr = tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{host} resolves to no address")))?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(API_LISTEN_BACKLOG)
 }
 
 /// A future that resolves once `stop` turns true (or its sender is gone).

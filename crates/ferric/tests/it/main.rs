@@ -11,6 +11,7 @@ mod cli;
 mod client;
 mod config;
 mod config_props;
+mod connections;
 mod existing_db;
 mod helpers;
 mod lock;
