@@ -94,6 +94,21 @@ pub struct DatabaseConfig {
     pub url: String,
     /// Connection pool size (1 to 1000).
     pub max_connections: u32,
+    /// PostgreSQL: the server ends a session idle inside a transaction this
+    /// long (a frozen conductor), releasing its row locks ("0s": off).
+    #[serde(with = "humantime_serde")]
+    pub idle_in_transaction_timeout: std::time::Duration,
+    /// PostgreSQL: the longest a statement waits for a row lock ("0s": off).
+    #[serde(with = "humantime_serde")]
+    pub lock_timeout: std::time::Duration,
+    /// PostgreSQL: the longest a statement runs ("0s": off).
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: std::time::Duration,
+    /// PostgreSQL: TCP keepalive idle time and user timeout of the server's
+    /// side of each connection, so it ends the session of a vanished
+    /// conductor ("0s": the server's defaults).
+    #[serde(with = "humantime_serde")]
+    pub tcp_keepalive: std::time::Duration,
 }
 
 impl Default for DatabaseConfig {
@@ -101,6 +116,11 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             url: defaults::DATABASE_URL.to_string(),
             max_connections: defaults::DATABASE_MAX_CONNECTIONS,
+            idle_in_transaction_timeout: ferric_store::PgSession::default()
+                .idle_in_transaction_timeout,
+            lock_timeout: ferric_store::PgSession::default().lock_timeout,
+            statement_timeout: ferric_store::PgSession::default().statement_timeout,
+            tcp_keepalive: ferric_store::PgSession::default().tcp_keepalive,
         }
     }
 }
@@ -110,11 +130,28 @@ impl std::fmt::Debug for DatabaseConfig {
         f.debug_struct("DatabaseConfig")
             .field("url", &mask_url(&self.url))
             .field("max_connections", &self.max_connections)
+            .field(
+                "idle_in_transaction_timeout",
+                &self.idle_in_transaction_timeout,
+            )
+            .field("lock_timeout", &self.lock_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("tcp_keepalive", &self.tcp_keepalive)
             .finish()
     }
 }
 
 impl DatabaseConfig {
+    /// The PostgreSQL session bounds these keys set.
+    pub fn pg_session(&self) -> ferric_store::PgSession {
+        ferric_store::PgSession {
+            idle_in_transaction_timeout: self.idle_in_transaction_timeout,
+            lock_timeout: self.lock_timeout,
+            statement_timeout: self.statement_timeout,
+            tcp_keepalive: self.tcp_keepalive,
+        }
+    }
+
     /// The URL with its password masked, for display.
     pub fn masked_url(&self) -> String {
         mask_url(&self.url)
@@ -835,6 +872,7 @@ mod tests {
         let db = DatabaseConfig {
             url: "postgres://root:hunter2@h/db".into(),
             max_connections: 4,
+            ..DatabaseConfig::default()
         };
         let shown = format!(
             "{:?}",
@@ -974,6 +1012,7 @@ mod tests {
         let db = |url: &str| DatabaseConfig {
             url: url.into(),
             max_connections: 1,
+            ..DatabaseConfig::default()
         };
         assert_eq!(
             db("sqlite://./f.db").sqlite_path(),

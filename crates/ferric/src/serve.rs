@@ -40,6 +40,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
     let mut options = StoreOptions::new(config.database.url.clone());
     options.max_connections = config.database.max_connections;
     options.heartbeat_timeout = config.conductor.heartbeat_timeout;
+    options.pg_session = config.database.pg_session();
     SqlStore::open(options)
         .await
         .with_context(|| format!("opening database {}", config.database.masked_url()))

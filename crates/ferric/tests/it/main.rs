@@ -13,6 +13,7 @@ mod config;
 mod config_props;
 mod connections;
 mod existing_db;
+mod frozen;
 mod helpers;
 mod lock;
 mod observability;
