@@ -90,17 +90,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let info = conductor_info(&config, &drivers);
 
     warn_if_already_alive(&*store, &info.hostname).await;
+    let registered_at = std::time::Instant::now();
     store
         .register_conductor(&info)
         .await
         .with_context(|| format!("registering conductor {}", info.hostname))?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let notifications = config.notifications.build()?;
+    let tm = TaskManager::new(
+        store.clone(),
+        config.conductor.clone(),
+        notifications.sink.clone(),
+    );
     let heartbeat = Heartbeat::new(
         store.clone(),
         info.clone(),
         config.conductor.heartbeat_interval,
         config.conductor.heartbeat_timeout,
-    );
+    )
+    .with_liveness(tm.liveness().clone());
+    // Registering wrote the first heartbeat: fencing is armed from here.
+    tm.liveness().beat_ok(registered_at);
     let mut heartbeat_task = tokio::spawn(
         heartbeat
             .run(stopped(stop_rx.clone()))
@@ -111,12 +121,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // life (before any task starts), then runs lock wakeups, stale-lock
     // recovery, wait timeouts, takeover and power sync. Heartbeats stay with
     // the worker above.
-    let notifications = config.notifications.build()?;
-    let tm = TaskManager::new(
-        store.clone(),
-        config.conductor.clone(),
-        notifications.sink.clone(),
-    );
     let conductor = Conductor::start_with(
         tm.clone(),
         StartOptions {
@@ -303,6 +307,9 @@ pub struct Heartbeat {
     interval: Duration,
     timeout: Duration,
     stats: Arc<HeartbeatStats>,
+    /// Told of every beat: the conductor fences itself when beats stop
+    /// (ferric_conductor::liveness).
+    liveness: Option<Arc<ferric_conductor::liveness::Liveness>>,
 }
 
 impl Heartbeat {
@@ -320,7 +327,14 @@ impl Heartbeat {
             interval,
             timeout,
             stats: Arc::default(),
+            liveness: None,
         }
+    }
+
+    /// Report every beat to `liveness` (self-fencing).
+    pub fn with_liveness(mut self, liveness: Arc<ferric_conductor::liveness::Liveness>) -> Self {
+        self.liveness = Some(liveness);
+        self
     }
 
     /// The worker's counters.
@@ -362,7 +376,15 @@ impl Heartbeat {
                 () = &mut stop => break,
                 _ = ticker.tick() => {}
             }
-            match self.run_once().await {
+            let sent = std::time::Instant::now();
+            let beat = self.run_once().await;
+            if let Some(l) = &self.liveness {
+                match &beat {
+                    Ok(()) => l.beat_ok(sent),
+                    Err(_) => l.beat_failed(),
+                }
+            }
+            match beat {
                 Ok(()) => {
                     self.stats.beats.fetch_add(1, Ordering::Relaxed);
                     if failed_in_a_row > 0 {

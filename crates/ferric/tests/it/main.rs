@@ -17,4 +17,5 @@ mod frozen;
 mod helpers;
 mod lock;
 mod observability;
+mod outage;
 mod serve;
