@@ -8,6 +8,14 @@
 //! `ferric_conductor::provision::agent` for the protocol and where the
 //! continuation runs). It answers 202 at once, as Ironic does; heartbeats in
 //! a state where no call-back is expected are accepted and ignored.
+//!
+//! The endpoint is public (no API credentials, as in Ironic); the agent
+//! token protects it instead (Ironic 39's checks, in its order): a
+//! callback URL that is not http(s), or differs from the `agent_url` the
+//! node recorded, is a 400; so is a heartbeat without `agent_token`, without
+//! `agent_version` (and `agent_status`), or whose token is not the node's
+//! (compared in constant time, `ferric_conductor::provision::token`; a node
+//! without a token accepts none). A refused heartbeat changes nothing.
 
 use crate::error::ApiError;
 use crate::extract::{ApiPath, JsonBody};
@@ -18,8 +26,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use ferric_conductor::provision::agent::{AgentCallback, Heartbeat};
+use ferric_conductor::provision::token;
 use serde::Deserialize;
-use tracing::info;
+use tracing::{error, info};
+
+/// `agent_status` values (anaconda's one-way heartbeat; Ironic's
+/// `AGENT_VALID_STATES`).
+const AGENT_VALID_STATES: &[&str] = &["start", "end", "error"];
 
 /// `POST /v1/heartbeat/{node}` body (ironic-python-agent's fields).
 #[derive(Debug, Deserialize)]
@@ -29,7 +42,8 @@ pub struct HeartbeatBody {
     /// API 1.36+.
     #[serde(default)]
     pub agent_version: Option<String>,
-    /// API 1.62+; not checked yet (no agent tokens).
+    /// The token the agent got at lookup; required (Ironic accepts the
+    /// field at any version and requires it at every one).
     #[serde(default)]
     pub agent_token: Option<String>,
     /// API 1.68+.
@@ -55,7 +69,6 @@ pub async fn heartbeat(
     }
     for (given, min, field) in [
         (body.agent_version.is_some(), 36, "agent_version"),
-        (body.agent_token.is_some(), 62, "agent_token"),
         (body.agent_verify_ca.is_some(), 68, "agent_verify_ca"),
         (
             body.agent_status.is_some() || body.agent_status_message.is_some(),
@@ -74,7 +87,47 @@ pub async fn heartbeat(
             "Invalid input for field/attribute callback_url: a URL is required.",
         ));
     }
+    let scheme = body.callback_url.split_once("://").map(|(s, _)| s);
+    if !scheme.is_some_and(|s| s.contains("http")) {
+        return Err(ApiError::bad_request(
+            "An issue with the supplied \"callback_url\" has been detected.",
+        ));
+    }
     let node = st.tm.store().get_node(&node_ident(&id, v)?).await?;
+    if let Some(known) = node.driver_internal_info.get("agent_url") {
+        if known.as_str() != Some(body.callback_url.as_str()) && !known.is_null() {
+            error!(node_uuid = %node.uuid, callback_url = %body.callback_url, "heartbeat with a callback URL other than the recorded agent_url; not processed");
+            return Err(ApiError::bad_request(
+                "Detected change in ramdisk provided \"callback_url\"",
+            ));
+        }
+    }
+    if body.agent_token.is_none() {
+        error!(node_uuid = %node.uuid, "agent heartbeat received without an agent token");
+        return Err(ApiError::bad_request(
+            "Agent token is required for heartbeat processing.",
+        ));
+    }
+    if let Some(status) = &body.agent_status {
+        if !AGENT_VALID_STATES.contains(&status.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "Agent status is invalid. Valid states are {}.",
+                AGENT_VALID_STATES.join(",")
+            )));
+        }
+    }
+    if body.agent_version.is_none() && body.agent_status.is_none() {
+        error!(node_uuid = %node.uuid, "agent transmitted no version information");
+        return Err(ApiError::bad_request(
+            "Agent did not transmit a version, and a version is required. Please update the agent being used.",
+        ));
+    }
+    if !token::is_valid(&node, body.agent_token.as_deref()) {
+        error!(node_uuid = %node.uuid, "invalid or missing agent_token received");
+        return Err(ApiError::bad_request(
+            "Invalid or missing agent token received.",
+        ));
+    }
     let agent_version = body.agent_version.as_deref().unwrap_or("unknown");
     let callback = AgentCallback {
         callback_url: body.callback_url.clone(),

@@ -4,7 +4,10 @@
 //! Which mode a deployment may use (no auth only on loopback, refusing to
 //! start otherwise unless told `--insecure-no-auth`) is the binary's decision;
 //! this module only checks requests. The version documents (`GET /`,
-//! `GET /v1`) stay public, as in Ironic, so clients can negotiate first.
+//! `GET /v1`) stay public, as in Ironic, so clients can negotiate first, and
+//! so do the ramdisk agent's endpoints (`/v1/lookup`,
+//! `/v1/heartbeat/<lower-case uuid or name>`: Ironic's `acl_public_routes`),
+//! which the agent token protects instead.
 
 use crate::error::ApiError;
 use axum::extract::{Request, State};
@@ -242,7 +245,20 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 
 /// Paths served without credentials (version discovery, the API description).
 fn is_public(path: &str) -> bool {
-    matches!(path.trim_end_matches('/'), "" | "/v1" | "/openapi.json")
+    let path = path.trim_end_matches('/');
+    matches!(path, "" | "/v1" | "/openapi.json" | "/v1/lookup") || is_heartbeat(path)
+}
+
+/// Ironic's public route `/v1/heartbeat/[a-z0-9\-]+`: the ramdisk agent
+/// has no API credentials; its heartbeat is checked by the agent token
+/// instead (`crate::agent`), and the lookup hands the token out only once.
+fn is_heartbeat(path: &str) -> bool {
+    path.strip_prefix("/v1/heartbeat/").is_some_and(|node| {
+        !node.is_empty()
+            && node
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    })
 }
 
 /// Middleware: refuse unauthenticated requests with 401 (and a
@@ -332,5 +348,23 @@ mod tests {
         assert!(is_public("/v1"));
         assert!(is_public("/v1/"));
         assert!(!is_public("/v1/nodes"));
+    }
+
+    #[test]
+    fn agent_endpoints_are_public_as_in_ironic() {
+        assert!(is_public("/v1/lookup"));
+        assert!(is_public("/v1/lookup/"));
+        assert!(is_public(
+            "/v1/heartbeat/1be26c0b-03f2-4d2e-ae87-c02d7f33c123"
+        ));
+        assert!(is_public("/v1/heartbeat/node-1"));
+        assert!(!is_public("/v1/heartbeat/"));
+        assert!(
+            !is_public("/v1/heartbeat/Node1"),
+            "Ironic's pattern is lower case"
+        );
+        assert!(!is_public("/v1/heartbeat/n1/x"));
+        assert!(!is_public("/v1/lookupx"));
+        assert!(!is_public("/lookup"), "only the /v1 paths, as Ironic");
     }
 }

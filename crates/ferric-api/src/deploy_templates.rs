@@ -120,40 +120,9 @@ impl DeployTemplate {
     }
 }
 
-/// Keys whose values oslo's `mask_dict_password` hides (a substring match,
-/// case-insensitive, at any depth).
-const SECRET_KEYS: [&str; 14] = [
-    "password",
-    "admin_pass",
-    "adminpass",
-    "auth_token",
-    "new_pass",
-    "secret",
-    "token",
-    "configdrive",
-    "chappassword",
-    "encrypted_key",
-    "private_key",
-    "passphrase",
-    "auth_key",
-    "authkey",
-];
-
-/// `strutils.mask_dict_password(args, "******")`.
+/// `strutils.mask_dict_password(args, "******")` (`ferric_core::mask`).
 pub fn mask_secrets(args: &Map<String, Value>) -> Map<String, Value> {
-    args.iter()
-        .map(|(k, v)| {
-            let lower = k.to_ascii_lowercase();
-            let masked = if let Value::Object(inner) = v {
-                Value::Object(mask_secrets(inner))
-            } else if SECRET_KEYS.iter().any(|s| lower.contains(s)) {
-                json!("******")
-            } else {
-                v.clone()
-            };
-            (k.clone(), masked)
-        })
-        .collect()
+    ferric_core::mask::mask_dict(args)
 }
 
 /// Steps as Ironic shows them (`convert_steps`, then `step_sanitize`):

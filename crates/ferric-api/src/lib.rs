@@ -26,6 +26,7 @@ pub mod error;
 pub mod extract;
 pub(crate) mod fields;
 pub mod inspection_rules;
+pub mod lookup;
 pub mod metrics;
 pub mod misc;
 pub mod node_states;
@@ -63,6 +64,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
 
+/// Ironic's default `[api] ramdisk_heartbeat_timeout`.
+pub const DEFAULT_RAMDISK_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Default pause before each step of the provision and power flows.
 pub const DEFAULT_FAKE_STEP_DELAY: Duration = ferric_conductor::provision::DEFAULT_STEP_DELAY;
 
@@ -90,6 +94,9 @@ pub struct ApiState {
     /// The conductor's provisioning flow: every verb, power action and
     /// agent heartbeat goes through it.
     pub(crate) prov: Provisioner,
+    /// `heartbeat_timeout` told to ramdisk agents at lookup (Ironic's
+    /// `[api] ramdisk_heartbeat_timeout`; agents heartbeat every 30-60 % of it).
+    pub ramdisk_heartbeat_timeout: Duration,
 }
 
 /// A ring and when it was read.
@@ -142,6 +149,7 @@ impl ApiState {
             stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
             ring: Arc::new(Mutex::new(None)),
             prov: Provisioner::new(tm, Drivers::new(), DEFAULT_FAKE_STEP_DELAY),
+            ramdisk_heartbeat_timeout: DEFAULT_RAMDISK_HEARTBEAT_TIMEOUT,
         }
     }
 
@@ -216,6 +224,12 @@ impl ApiState {
         self.retry = retry;
         self
     }
+
+    /// Set the `heartbeat_timeout` told to ramdisk agents at lookup.
+    pub fn with_ramdisk_heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.ramdisk_heartbeat_timeout = timeout;
+        self
+    }
 }
 
 fn v1_routes() -> Router<ApiState> {
@@ -260,6 +274,7 @@ fn v1_routes() -> Router<ApiState> {
         .merge(inspection_rules::routes())
         .merge(node_sub::routes())
         .merge(allocations::routes())
+        .route("/v1/lookup", get(lookup::lookup))
 }
 
 async fn not_found() -> ApiError {

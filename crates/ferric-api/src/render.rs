@@ -21,11 +21,8 @@ pub const LIST_FIELDS: &[&str] = &[
     "links",
 ];
 
-/// Marker substrings of secret `driver_info` keys (Ironic masks these by policy).
-const SECRET_MARKERS: &[&str] = &["password", "secret", "token", "key"];
-
 /// The masked value shown for a secret.
-pub const MASK: &str = "******";
+pub const MASK: &str = ferric_core::mask::MASK;
 
 /// ISO 8601 with microseconds and `+00:00`, as Ironic prints datetimes.
 pub fn timestamp(t: DbTime) -> Value {
@@ -47,24 +44,10 @@ pub fn links(base: &str, path: &str) -> Value {
     ])
 }
 
-/// Whether a `driver_info` key holds a secret.
-pub fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    SECRET_MARKERS.iter().any(|m| k.contains(m))
-}
-
-/// `driver_info` with secret values replaced by [`MASK`].
+/// `driver_info` with secrets replaced by [`MASK`] at any depth
+/// (`ferric_core::mask`, Ironic's `mask_dict_password`).
 pub fn mask_driver_info(info: &Map<String, Value>) -> Map<String, Value> {
-    info.iter()
-        .map(|(k, v)| {
-            let v = if is_secret_key(k) && !v.is_null() {
-                Value::String(MASK.to_string())
-            } else {
-                v.clone()
-            };
-            (k.clone(), v)
-        })
-        .collect()
+    ferric_core::mask::mask_dict(info)
 }
 
 /// A provision state as shown at version `v` (`available` is null below 1.2,
@@ -190,7 +173,9 @@ pub fn node(n: &Node, base: &str, v: Version, conductor: Option<&str>) -> Map<St
     );
     put(
         "driver_internal_info",
-        Value::Object(n.driver_internal_info.clone()),
+        Value::Object(ferric_core::mask::driver_internal_info(
+            &n.driver_internal_info,
+        )),
     );
     put("extra", Value::Object(n.extra.clone()));
     put("fault", json!(a.fault));
@@ -203,7 +188,10 @@ pub fn node(n: &Node, base: &str, v: Version, conductor: Option<&str>) -> Map<St
         "inspection_started_at",
         opt_timestamp(a.inspection_started_at),
     );
-    put("instance_info", Value::Object(n.instance_info.clone()));
+    put(
+        "instance_info",
+        Value::Object(ferric_core::mask::instance_info(&n.instance_info)),
+    );
     put("instance_name", json!(a.instance_name));
     put(
         "instance_uuid",

@@ -126,7 +126,8 @@ pub fn ironic_message(n: &ProvisionNotification, node: Option<&Node>) -> Value {
         data.insert("fault".into(), opt_str(node.attrs.fault.as_ref()));
         data.insert(
             "instance_info".into(),
-            Value::Object(node.instance_info.clone()),
+            // Secrets masked as Ironic's mask_secrets does.
+            Value::Object(ferric_core::mask::instance_info(&node.instance_info)),
         );
         data.insert("instance_uuid".into(), opt_str(node.instance_uuid));
         data.insert("last_error".into(), opt_str(node.last_error.as_ref()));
@@ -663,6 +664,55 @@ mod tests {
         assert_eq!(d["target_provision_state"], "active");
         assert_eq!(d["event"], "deploy");
         assert_eq!(d["name"], "n1");
+    }
+
+    #[test]
+    fn payload_masks_instance_info_secrets() {
+        let mut info = serde_json::Map::new();
+        info.insert("image_source".into(), json!("http://img/x.qcow2"));
+        info.insert("image_password".into(), json!("hunter2"));
+        info.insert(
+            "configdrive".into(),
+            json!({"user_data": "s3cr3t-user-data"}),
+        );
+        let node = Node {
+            uuid: uuid::Uuid::new_v4(),
+            name: None,
+            driver: "fake-hardware".into(),
+            driver_info: Default::default(),
+            properties: Default::default(),
+            extra: Default::default(),
+            instance_info: info,
+            instance_uuid: None,
+            interfaces: Default::default(),
+            driver_internal_info: Default::default(),
+            clean_step: Default::default(),
+            deploy_step: Default::default(),
+            provision_state: ProvisionState::Deploying,
+            target_provision_state: None,
+            power_state: None,
+            target_power_state: None,
+            maintenance: false,
+            maintenance_reason: None,
+            last_error: None,
+            conductor_group: String::new(),
+            conductor_affinity: None,
+            reservation: None,
+            lock_epoch: 0,
+            lock_waiters: 0,
+            revision: 0,
+            created_at: DbTime(0),
+            updated_at: None,
+            provision_updated_at: None,
+            attrs: Default::default(),
+        };
+        let m = ironic_message(&sample(), Some(&node));
+        let ii = &m["payload"]["ironic_object.data"]["instance_info"];
+        assert_eq!(ii["image_source"], "http://img/x.qcow2");
+        assert_eq!(ii["image_password"], "******");
+        assert_eq!(ii["configdrive"], "******");
+        assert!(!m.to_string().contains("hunter2"));
+        assert!(!m.to_string().contains("s3cr3t-user-data"));
     }
 
     /// Fails `fail_first` times, then blocks until released.

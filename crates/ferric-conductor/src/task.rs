@@ -738,7 +738,7 @@ impl ExclusiveTask {
         if !new.agent_may_run() {
             // The agent's session ends with the agent states: a token or
             // URL left behind would let a stale agent act on the node.
-            for key in ferric_core::secrets::AGENT_SESSION_KEYS {
+            for key in ferric_core::mask::AGENT_SESSION_KEYS {
                 node.driver_internal_info.remove(key);
             }
         }

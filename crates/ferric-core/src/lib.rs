@@ -9,7 +9,6 @@ pub mod fsm;
 pub mod interface;
 pub mod node;
 pub mod notify;
-pub mod secrets;
 pub mod state;
 pub mod traits;
 
@@ -18,3 +17,4 @@ pub use fsm::Machine;
 pub use interface::InterfaceKind;
 pub use node::{DbTime, NewNode, Node, NodeAttrs, Reservation};
 pub use state::{Event, PowerState, ProvisionState, StateClass};
+pub mod mask;

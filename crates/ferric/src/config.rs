@@ -218,6 +218,10 @@ pub struct ApiConfig {
     /// process's open-file limit (raised to the hard limit at start), keeping
     /// room for the database pool and outgoing connections.
     pub max_connections: usize,
+    /// The `heartbeat_timeout` told to ramdisk agents at lookup (Ironic's
+    /// option of the same name; agents heartbeat every 30-60 % of it).
+    #[serde(with = "humantime_serde")]
+    pub ramdisk_heartbeat_timeout: std::time::Duration,
 }
 
 impl Default for ApiConfig {
@@ -233,6 +237,7 @@ impl Default for ApiConfig {
             header_timeout: ferric_api::server::DEFAULT_HEADER_TIMEOUT,
             body_timeout: ferric_api::server::DEFAULT_BODY_TIMEOUT,
             max_connections: ferric_api::server::DEFAULT_MAX_CONNECTIONS,
+            ramdisk_heartbeat_timeout: ferric_api::DEFAULT_RAMDISK_HEARTBEAT_TIMEOUT,
         }
     }
 }
@@ -250,6 +255,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("header_timeout", &self.header_timeout)
             .field("body_timeout", &self.body_timeout)
             .field("max_connections", &self.max_connections)
+            .field("ramdisk_heartbeat_timeout", &self.ramdisk_heartbeat_timeout)
             .finish()
     }
 }
@@ -560,6 +566,12 @@ impl Config {
                  api.htpasswd_file) or \"token\" (with api.token or api.token_file), or set \
                  api.insecure_no_auth = true (--insecure-no-auth) to serve unauthenticated",
                 self.api.host
+            ));
+        }
+        if self.api.ramdisk_heartbeat_timeout.as_secs() < 1 {
+            p.push(format!(
+                "api.ramdisk_heartbeat_timeout ({}) must be at least 1s (agents are told whole seconds)",
+                humantime::format_duration(self.api.ramdisk_heartbeat_timeout)
             ));
         }
         match self.api.auth {
@@ -883,6 +895,25 @@ mod tests {
         );
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("root:****@h/db"), "{shown}");
+    }
+
+    #[test]
+    fn ramdisk_heartbeat_timeout_is_ironics_and_whole_seconds() {
+        let mut c = Config::default();
+        assert_eq!(
+            c.api.ramdisk_heartbeat_timeout,
+            std::time::Duration::from_secs(300)
+        );
+        c.api.ramdisk_heartbeat_timeout = std::time::Duration::from_millis(500);
+        let problems = c.problems();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("api.ramdisk_heartbeat_timeout")),
+            "{problems:?}"
+        );
+        c.api.ramdisk_heartbeat_timeout = std::time::Duration::from_secs(10);
+        assert_eq!(c.problems(), Vec::<String>::new());
     }
 
     #[test]

@@ -152,7 +152,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             ApiState::new(tm.clone())
                 .with_registry(registry)
                 .with_drivers(drivers)
-                .with_auth(auth),
+                .with_auth(auth)
+                .with_ramdisk_heartbeat_timeout(config.api.ramdisk_heartbeat_timeout),
             serve_options,
             stopped(api_stop_rx),
         )

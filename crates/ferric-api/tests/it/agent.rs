@@ -127,7 +127,13 @@ impl Env {
         // Automated cleaning waits for the agent too: provide, then call back.
         self.provision(name, json!({"target": "provide"})).await;
         self.wait_for(name, "clean wait", true).await;
-        let agent = simulated_agent(&self.http, &self.a.base, name, Duration::from_millis(200));
+        let agent = simulated_agent(
+            &self.http,
+            &self.a.base,
+            &self.a,
+            name,
+            Duration::from_millis(200),
+        );
         tokio::time::timeout(BOUND, agent)
             .await
             .expect("agent ran too long");
@@ -137,9 +143,16 @@ impl Env {
 }
 
 /// A simulated ironic-python-agent: heartbeats every `every` (as IPA does,
-/// with its callback URL and version) until the node has left the states
-/// in which a call-back is expected. Returns how many heartbeats it sent.
-async fn simulated_agent(http: &reqwest::Client, api: &str, node: &str, every: Duration) -> u32 {
+/// with its callback URL, version and agent token, which `tokens` looks up)
+/// until the node has left the states in which a call-back is expected.
+/// Returns how many heartbeats it sent.
+async fn simulated_agent(
+    http: &reqwest::Client,
+    api: &str,
+    tokens: &Api,
+    node: &str,
+    every: Duration,
+) -> u32 {
     let mut sent = 0;
     loop {
         let r = http
@@ -156,10 +169,11 @@ async fn simulated_agent(http: &reqwest::Client, api: &str, node: &str, every: D
         ) {
             return sent;
         }
+        let token = tokens.agent_token(node).await;
         let r = http
             .post(format!("{api}/v1/heartbeat/{node}"))
             .header(V, "1.68")
-            .json(&json!({"callback_url": "http://192.0.2.10:9999", "agent_version": "9.10.0"}))
+            .json(&json!({"callback_url": "http://192.0.2.10:9999", "agent_version": "9.10.0", "agent_token": token}))
             .send()
             .await
             .unwrap();
@@ -249,7 +263,7 @@ async fn deploy_waits_with_the_lock_released_and_the_heartbeat_on_another_api_fi
     let started = Instant::now();
     let sent = tokio::time::timeout(
         BOUND,
-        simulated_agent(&e.http, &b.base, "n1", Duration::from_millis(100)),
+        simulated_agent(&e.http, &b.base, &e.a, "n1", Duration::from_millis(100)),
     )
     .await
     .expect("agent ran too long");
@@ -263,17 +277,23 @@ async fn deploy_waits_with_the_lock_released_and_the_heartbeat_on_another_api_fi
         started.elapsed()
     );
 
-    // A late heartbeat on an active node is accepted and changes nothing.
+    // A late heartbeat on an active node changes nothing: accepted and
+    // ignored while the node still holds the token, refused (400) once the
+    // token is wiped.
     let before = e.node("n1").await;
-    let (s, _) = e
+    let token = e.a.agent_token("n1").await;
+    let (s, body) = e
         .call(
             &e.a.base,
             reqwest::Method::POST,
             "/v1/heartbeat/n1",
-            json!({"callback_url": "http://192.0.2.10:9999"}),
+            json!({"callback_url": "http://192.0.2.10:9999", "agent_version": "9.10.0", "agent_token": token}),
         )
         .await;
-    assert_eq!(s, StatusCode::ACCEPTED);
+    assert!(
+        s == StatusCode::ACCEPTED || s == StatusCode::BAD_REQUEST,
+        "{s} {body}"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let after = e.node("n1").await;
     assert_eq!(before["provision_state"], after["provision_state"]);
@@ -300,7 +320,7 @@ async fn manual_cleaning_waits_for_the_agent_and_returns_to_manageable(engine: E
     );
     tokio::time::timeout(
         BOUND,
-        simulated_agent(&e.http, &e.a.base, "c1", Duration::from_millis(100)),
+        simulated_agent(&e.http, &e.a.base, &e.a, "c1", Duration::from_millis(100)),
     )
     .await
     .expect("agent ran too long");
@@ -343,16 +363,17 @@ async fn an_agent_that_never_calls_back_fails_the_deploy_after_the_timeout(engin
         "{n}"
     );
     eprintln!("deploy failed {waited:?} after entering wait call-back (timeout {timeout:?})");
-    // A heartbeat that comes too late does nothing.
+    // A heartbeat that comes too late (here without a token) is refused
+    // and does nothing.
     let (s, _) = e
         .call(
             &e.a.base,
             reqwest::Method::POST,
             "/v1/heartbeat/t1",
-            json!({"callback_url": "http://192.0.2.10:9999"}),
+            json!({"callback_url": "http://192.0.2.10:9999", "agent_version": "9.10.0"}),
         )
         .await;
-    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(s, StatusCode::BAD_REQUEST);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(e.node("t1").await["provision_state"], "deploy failed");
     conductor.stop().await;
@@ -369,6 +390,10 @@ async fn seed_000_console_loop_cannot_starve_the_deploy_continuation(engine: Eng
     let node: uuid::Uuid = uuid.parse().unwrap();
     e.provision("s1", json!({"target": "active"})).await;
     e.wait_for("s1", "wait call-back", true).await;
+    // The agent looked up before the console loop starts (the lookup takes
+    // the lock briefly to mint its token).
+    let token = e.a.agent_token("s1").await;
+    assert!(token.is_some(), "a node in wait call-back has a token");
 
     let console = e.second_api().await.tm;
     let stop = Arc::new(AtomicBool::new(false));
@@ -408,7 +433,7 @@ async fn seed_000_console_loop_cannot_starve_the_deploy_continuation(engine: Eng
             &e.a.base,
             reqwest::Method::POST,
             "/v1/heartbeat/s1",
-            json!({"callback_url": "http://192.0.2.10:9999", "agent_version": "9.10.0"}),
+            json!({"callback_url": "http://192.0.2.10:9999", "agent_version": "9.10.0", "agent_token": token}),
         )
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");

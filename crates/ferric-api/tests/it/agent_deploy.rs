@@ -193,7 +193,8 @@ async fn cleaning_and_deploy_run_through_the_agent(engine: Engine) {
     });
     let (s, b) = e.provision("n1", json!({"target": "provide"})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-    e.wait_for("n1", "clean wait").await;
+    let n = e.wait_for("n1", "clean wait").await;
+    assert_eq!(n["power_state"], "power on", "the ramdisk runs: {n}");
     let token = e.issue_token(id).await;
     let n = e.agent_until("n1", &token, "available").await;
     assert!(n["last_error"].is_null(), "{n}");
@@ -241,7 +242,8 @@ async fn cleaning_and_deploy_run_through_the_agent(engine: Engine) {
         .provision("n1", json!({"target": "active", "configdrive": {"user_data": "#cloud-config\nhostname: n1\n"}}))
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-    e.wait_for("n1", "wait call-back").await;
+    let n = e.wait_for("n1", "wait call-back").await;
+    assert_eq!(n["power_state"], "power on", "the ramdisk runs: {n}");
     let token = e.issue_token(id).await;
 
     // While the image is written the node keeps waiting, and each
@@ -587,9 +589,24 @@ async fn an_agent_that_stops_calling_back_mid_step_fails_cleaning_after_the_time
             .is_none(),
         "{n}"
     );
-    e.heartbeat("w1", &token).await;
+    // A late heartbeat with the wiped token is refused and changes nothing.
+    let before = e.app.node("w1").await;
+    let r = e
+        .app
+        .http
+        .post(format!("{}/v1/heartbeat/w1", e.app.base))
+        .header(crate::common::V, "1.68")
+        .json(
+            &json!({"callback_url": e.agent_url, "agent_version": "13.0.0", "agent_token": token}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(e.app.node("w1").await["provision_state"], "clean failed");
+    let after = e.app.node("w1").await;
+    assert_eq!(after["provision_state"], "clean failed");
+    assert_eq!(before, after);
     conductor.stop().await;
     e.app.store.cleanup().await;
 }

@@ -30,6 +30,7 @@ pub struct Options {
     auth: Auth,
     registry: Option<Registry>,
     wake_listener: bool,
+    ramdisk_heartbeat_timeout: Option<Duration>,
 }
 
 impl Options {
@@ -46,6 +47,7 @@ impl Options {
             auth: Auth::none(),
             registry: None,
             wake_listener: false,
+            ramdisk_heartbeat_timeout: None,
         }
     }
 
@@ -107,6 +109,12 @@ impl Options {
         self
     }
 
+    /// The `heartbeat_timeout` the lookup tells agents.
+    pub fn ramdisk_heartbeat_timeout(mut self, timeout: Duration) -> Options {
+        self.ramdisk_heartbeat_timeout = Some(timeout);
+        self
+    }
+
     /// The conductor's TaskManager and the API state over `store`, not served.
     pub async fn state(self, store: Arc<dyn Store>) -> (ApiState, TaskManager) {
         let tm = TaskManager::new(store, self.config, Arc::new(MemorySink::default()));
@@ -121,6 +129,9 @@ impl Options {
         }
         if let Some(d) = self.drivers {
             state = state.with_drivers(d);
+        }
+        if let Some(t) = self.ramdisk_heartbeat_timeout {
+            state = state.with_ramdisk_heartbeat_timeout(t);
         }
         (state, tm)
     }
@@ -321,5 +332,34 @@ impl Api {
         let r = self.get(&format!("/v1/nodes/{ident}")).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         r.body
+    }
+
+    /// The node's agent token, as an agent gets it: a lookup by UUID (which
+    /// mints it); when an earlier lookup took it (the answer is masked), the
+    /// harness reads it from the store. `None` when the node may not look up.
+    pub async fn agent_token(&self, ident: &str) -> Option<String> {
+        let ident = ferric_store::NodeIdent::parse(ident);
+        let node = self.tm.store().get_node(&ident).await.ok()?;
+        let r = self
+            .http
+            .get(format!("{}/v1/lookup?node_uuid={}", self.base, node.uuid))
+            .header(V, "1.68")
+            .send()
+            .await
+            .unwrap();
+        if r.status() != StatusCode::OK {
+            return None;
+        }
+        let body: Value = r.json().await.unwrap();
+        match body["config"]["agent_token"].as_str() {
+            Some(t) if t != "******" => Some(t.to_string()),
+            _ => {
+                let node = self.tm.store().get_node(&node.uuid.into()).await.ok()?;
+                node.driver_internal_info
+                    .get("agent_secret_token")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            }
+        }
     }
 }

@@ -13,6 +13,7 @@ mod common;
 mod deploy_templates;
 mod inspection_rules;
 mod ipmi;
+mod lookup;
 mod node_data;
 mod node_fields;
 mod node_states;

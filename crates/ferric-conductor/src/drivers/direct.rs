@@ -256,20 +256,18 @@ pub fn agent_node(node: &Node, with_configdrive: bool) -> Value {
     let mut dii = node.driver_internal_info.clone();
     dii.remove(TOKEN_KEY);
     dii.remove("agent_secret_token_pregenerated");
-    let mut ii = node.instance_info.clone();
-    if !with_configdrive && ii.contains_key("configdrive") {
-        ii.insert(
-            "configdrive".into(),
-            Value::String(ferric_core::secrets::MASK.into()),
-        );
-    }
+    let ii = if with_configdrive {
+        ferric_core::mask::mask_dict_keeping(&node.instance_info, &["configdrive"])
+    } else {
+        ferric_core::mask::instance_info(&node.instance_info)
+    };
     json!({
         "uuid": node.uuid,
         "name": node.name,
         "driver": node.driver,
-        "driver_info": ferric_core::secrets::mask(&node.driver_info),
+        "driver_info": ferric_core::mask::mask_dict(&node.driver_info),
         "driver_internal_info": dii,
-        "instance_info": ferric_core::secrets::mask_except(&ii, &["configdrive"]),
+        "instance_info": ii,
         "instance_uuid": node.instance_uuid,
         "properties": node.properties,
         "extra": node.extra,
@@ -311,13 +309,34 @@ async fn ports_of(task: &ExclusiveTask) -> Result<Value, DriverError> {
 /// on when off).
 pub(crate) async fn boot_ramdisk(
     driver: &Composed,
-    task: &ExclusiveTask,
+    task: &mut ExclusiveTask,
 ) -> Result<(), DriverError> {
     driver.boot.prepare_ramdisk(driver, task).await?;
-    driver
-        .power
-        .set_power_state(task, PowerState::Rebooting)
-        .await
+    power(driver, task, PowerState::Rebooting).await
+}
+
+/// A power action inside a flow (Ironic's `node_power_action`): the node
+/// shows the power state it was put in (saved with the flow's next save),
+/// and a power-off or reboot ends the agent's session — the next ramdisk
+/// agent looks up and gets a new token.
+pub(crate) async fn power(
+    driver: &Composed,
+    task: &mut ExclusiveTask,
+    target: PowerState,
+) -> Result<(), DriverError> {
+    driver.power.set_power_state(task, target).await?;
+    let n = task.node_mut();
+    n.power_state = Some(match target {
+        PowerState::Off | PowerState::SoftPowerOff => PowerState::Off,
+        _ => PowerState::On,
+    });
+    n.target_power_state = None;
+    if target != PowerState::On {
+        for key in ferric_core::mask::AGENT_SESSION_KEYS {
+            n.driver_internal_info.remove(key);
+        }
+    }
+    Ok(())
 }
 
 /// Ironic's `AgentDeploy.validate` of `instance_info`; `Err` is the message.
@@ -490,11 +509,11 @@ impl Interface for DirectDeploy {
                 {
                     warn!(node_uuid = %task.node().uuid, error.message = %e, "the agent could not flush the disks before power off");
                 }
-                driver.power.set_power_state(task, PowerState::Off).await?;
+                power(driver, task, PowerState::Off).await?;
                 Ok(StepOutcome::Done)
             }
             "boot_instance" => {
-                driver.power.set_power_state(task, PowerState::On).await?;
+                power(driver, task, PowerState::On).await?;
                 Ok(StepOutcome::Done)
             }
             _ if self.cached(task.node(), Phase::Deploy).is_some_and(|c| c.iter().any(|s| s.step == step.step)) => {
@@ -545,7 +564,7 @@ impl DeployInterface for DirectDeploy {
         task: &mut ExclusiveTask,
     ) -> Result<(), DriverError> {
         driver.boot.clean_up_ramdisk(driver, task).await?;
-        driver.power.set_power_state(task, PowerState::Off).await
+        power(driver, task, PowerState::Off).await
     }
 
     async fn refresh_steps(

@@ -252,7 +252,9 @@ impl Provisioner {
                         if let Err(e) = d.deploy.tear_down_cleaning(d, &mut task).await {
                             warn!(node_uuid = %node, error.message = %e, "tear down of cleaning after a failure failed");
                         }
-                    } else if let Err(e) = d.power.set_power_state(&task, PowerState::Off).await {
+                    } else if let Err(e) =
+                        crate::drivers::direct::power(d, &mut task, PowerState::Off).await
+                    {
                         // Ironic powers a node off after a failed deploy.
                         warn!(node_uuid = %node, error.message = %e, "power off after a failed deploy failed");
                     }

@@ -20,6 +20,7 @@
 pub mod agent;
 pub mod steps;
 pub mod templates;
+pub mod token;
 
 use crate::drivers::{Composed, Drivers, InterfaceKind, Invalid};
 use crate::power::power_action;

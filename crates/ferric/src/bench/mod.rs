@@ -57,7 +57,7 @@ pub enum BenchCommand {
         hold_ms: f64,
     },
     /// Enrol many nodes, list them all, read and write the change feed, run
-    /// a power-sync cycle over fake nodes, report RSS (SPEC §11 targets).
+    /// a power-sync cycle over fake nodes, report RSS beside the targets.
     Scale {
         #[arg(long, value_enum, default_value_t = BenchBackend::Sqlite)]
         backend: BenchBackend,

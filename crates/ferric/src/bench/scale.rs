@@ -16,7 +16,7 @@ use uuid::Uuid;
 /// What `ferric bench scale` runs.
 #[derive(Debug, Clone)]
 pub struct ScaleBenchParams {
-    /// Nodes enrolled (SPEC §11: 100,000).
+    /// Nodes enrolled (the target scale: 100,000).
     pub nodes: usize,
     /// Nodes per `create_nodes` batch.
     pub enroll_batch: usize,
