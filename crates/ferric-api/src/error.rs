@@ -270,6 +270,9 @@ impl From<TaskError> for ApiError {
             TaskError::ShuttingDown => {
                 ApiError::unavailable("The conductor is shutting down; please retry.")
             }
+            TaskError::Fenced => ApiError::unavailable(
+                "The conductor cannot reach its database to heartbeat; please retry.",
+            ),
             // Released tasks, driver failures: a bug or a broken BMC, not the client's fault.
             other => ApiError::internal(&other),
         }

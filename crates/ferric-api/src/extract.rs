@@ -23,8 +23,14 @@ pub struct JsonBody<T>(pub T);
 pub struct OptionalJsonBody<T>(pub Option<T>);
 
 async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    let timed_out = req
+        .extensions()
+        .get::<crate::server::BodyTimedOut>()
+        .cloned();
     Bytes::from_request(req, state).await.map_err(|rej| {
-        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        if timed_out.is_some_and(|t| t.is_set()) {
+            crate::server::body_timeout_error()
+        } else if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::payload_too_large(MAX_BODY_BYTES)
         } else {
             ApiError::bad_request(format!(

@@ -39,6 +39,7 @@ pub mod ports;
 pub mod render;
 pub mod resource;
 pub mod runbooks;
+pub mod server;
 pub mod states;
 pub(crate) mod traits;
 pub mod version;
@@ -429,11 +430,22 @@ async fn trace(
 }
 
 /// Serve the API on `listener` until `shutdown` completes; in-flight
-/// requests finish first (axum's graceful shutdown), and long polls of the
+/// requests finish first (graceful shutdown), and long polls of the
 /// change feed answer at once when it starts.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with(listener, state, server::ServeOptions::default(), shutdown).await
+}
+
+/// [`serve`] with the connection bounds of `options` (timeouts, connection
+/// limit: [`server`]).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    options: server::ServeOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let stopping = state.stopping.clone();
@@ -441,9 +453,7 @@ pub async fn serve(
         shutdown.await;
         stopping.send_replace(true);
     };
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::serve_app(listener, router(state), options, shutdown).await
 }
 
 #[cfg(test)]

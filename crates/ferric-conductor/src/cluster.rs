@@ -223,6 +223,12 @@ async fn settle_recovered_node(
 pub async fn recover_stale_locks_once(tm: &TaskManager) -> Result<RecoveryReport, TaskError> {
     let _timer = tm.metrics().time_job(PeriodicJob::Recovery);
     let mut report = RecoveryReport::default();
+    // Fenced, or just back from an outage: the others may not have had
+    // time to beat again (crate::liveness).
+    if !tm.liveness().may_judge_others() {
+        tracing::debug!("stale lock recovery skipped: own heartbeat fenced or in its grace");
+        return Ok(report);
+    }
     let views = tm.store().list_locks().await?;
     tm.metrics().sample_locks(
         views.iter().filter(|v| v.holder.is_some()).count(),
@@ -361,6 +367,10 @@ pub async fn fail_timed_out_waits_once(tm: &TaskManager) -> Result<Vec<Uuid>, Ta
 /// Locked nodes are skipped this round. Returns the nodes taken over.
 pub async fn take_over_once(tm: &TaskManager) -> Result<Vec<Uuid>, TaskError> {
     let _timer = tm.metrics().time_job(PeriodicJob::Takeover);
+    // The ring's membership is judged by heartbeats too (crate::liveness).
+    if !tm.liveness().may_judge_others() {
+        return Ok(Vec::new());
+    }
     let ring = current_ring(tm).await?;
     let page = tm
         .store()

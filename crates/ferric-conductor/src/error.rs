@@ -24,6 +24,10 @@ pub enum TaskError {
     /// The conductor is shutting down and stopped waiting.
     #[error("conductor is shutting down")]
     ShuttingDown,
+    /// This conductor could not write its heartbeat for too long: it takes
+    /// no lock and writes nothing under one until it can (crate::liveness).
+    #[error("conductor cannot reach the database to heartbeat; refusing to act until it can")]
+    Fenced,
 }
 
 impl TaskError {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod configdrive;
 pub mod drivers;
 pub mod error;
+pub mod liveness;
 pub mod management;
 pub mod metrics;
 pub mod netboot;

@@ -78,6 +78,9 @@ pub(crate) struct Inner {
     pub(crate) remote_wake: std::sync::RwLock<Option<Arc<dyn RemoteWake>>>,
     /// This conductor's metrics (crate::metrics).
     pub(crate) metrics: Arc<crate::metrics::ConductorMetrics>,
+    /// This conductor's own heartbeat: fenced, may judge others
+    /// (crate::liveness).
+    pub(crate) liveness: Arc<crate::liveness::Liveness>,
 }
 
 /// Tells a waiter in another process that it was granted a lock.
@@ -112,14 +115,23 @@ impl TaskManager {
             inner: Arc::new(Inner {
                 store,
                 workers: Arc::new(Semaphore::new(config.workers_pool_size as usize)),
-                config,
                 waiters: WaiterRegistry::default(),
                 sink,
                 shutdown,
                 remote_wake: std::sync::RwLock::new(None),
                 metrics: Arc::default(),
+                liveness: Arc::new(crate::liveness::Liveness::new(
+                    config.heartbeat_interval,
+                    config.heartbeat_timeout,
+                )),
+                config,
             }),
         }
+    }
+
+    /// This conductor's view of its own heartbeat (self-fencing).
+    pub fn liveness(&self) -> &Arc<crate::liveness::Liveness> {
+        &self.inner.liveness
     }
 
     /// This conductor's name (the lock holder tag).
@@ -519,6 +531,9 @@ async fn lock(
     purpose: String,
     retry: Retry,
 ) -> Result<ExclusiveTask, TaskError> {
+    if tm.inner.liveness.is_fenced() {
+        return Err(TaskError::Fenced);
+    }
     let claim = Claim {
         holder: tm.host().to_string(),
         task_id: Uuid::new_v4(),
@@ -692,6 +707,9 @@ impl ExclusiveTask {
     /// Write `node` under the token; a refusal because the lock is gone is
     /// logged at error level (an operator must know a holder was fenced out).
     async fn fenced_save(&self, node: &Node) -> Result<Node, TaskError> {
+        if self.tm.inner.liveness.is_fenced() {
+            return Err(TaskError::Fenced);
+        }
         self.tm.inner.store.save_node(&self.token, node).await.map_err(|e| {
             if matches!(e, StoreError::LockLost { .. }) {
                 self.tm.inner.metrics.lock_lost(crate::metrics::LockOp::Write);

@@ -139,10 +139,20 @@ impl StoreError {
                 // PostgreSQL: class 08 (connection exception), 57P01-57P03
                 // (admin/crash shutdown, cannot connect now), 53300 (too many
                 // connections). SQLite: 5 (BUSY), 6 (LOCKED).
+                // Also the session bounds (PgSession): 55P03 (lock_timeout),
+                // 57014 (statement_timeout), 25P03 (idle in transaction).
                 code.starts_with("08")
                     || matches!(
                         code.as_ref(),
-                        "57P01" | "57P02" | "57P03" | "53300" | "5" | "6"
+                        "57P01"
+                            | "57P02"
+                            | "57P03"
+                            | "53300"
+                            | "5"
+                            | "6"
+                            | "55P03"
+                            | "57014"
+                            | "25P03"
                     )
             }
             _ => false,

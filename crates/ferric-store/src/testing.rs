@@ -140,3 +140,26 @@ pub async fn fake_node(store: &dyn Store, name: &str, state: ProvisionState) -> 
         Err(e) => panic!("create node {name}: {e}"),
     }
 }
+
+/// Test hook (issue 17, item 1): names a trigger file. When it exists at the
+/// moment a write takes the one-row revision counter, that write removes it,
+/// logs `test hook: holding the revision counter` and waits
+/// [`HOLD_REVISION_FOR`] inside its transaction, counter held, so that a test
+/// can freeze the process (SIGSTOP) exactly there. Only in builds with the
+/// `testing` feature, which production builds never enable (`.ci/run`
+/// checks the binary's dependency tree).
+pub const HOLD_REVISION_TRIGGER_VAR: &str = "FERRIC_TEST_HOLD_REVISION_TRIGGER";
+
+/// How long [`hold_revision_if_triggered`] holds.
+pub const HOLD_REVISION_FOR: Duration = Duration::from_secs(10);
+
+/// See [`HOLD_REVISION_TRIGGER_VAR`].
+pub async fn hold_revision_if_triggered() {
+    let Some(path) = std::env::var_os(HOLD_REVISION_TRIGGER_VAR) else {
+        return;
+    };
+    if std::fs::remove_file(&path).is_ok() {
+        tracing::warn!("test hook: holding the revision counter");
+        tokio::time::sleep(HOLD_REVISION_FOR).await;
+    }
+}

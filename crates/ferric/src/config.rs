@@ -98,6 +98,21 @@ pub struct DatabaseConfig {
     pub url: String,
     /// Connection pool size (1 to 1000).
     pub max_connections: u32,
+    /// PostgreSQL: the server ends a session idle inside a transaction this
+    /// long (a frozen conductor), releasing its row locks ("0s": off).
+    #[serde(with = "humantime_serde")]
+    pub idle_in_transaction_timeout: std::time::Duration,
+    /// PostgreSQL: the longest a statement waits for a row lock ("0s": off).
+    #[serde(with = "humantime_serde")]
+    pub lock_timeout: std::time::Duration,
+    /// PostgreSQL: the longest a statement runs ("0s": off).
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: std::time::Duration,
+    /// PostgreSQL: TCP keepalive idle time and user timeout of the server's
+    /// side of each connection, so it ends the session of a vanished
+    /// conductor ("0s": the server's defaults).
+    #[serde(with = "humantime_serde")]
+    pub tcp_keepalive: std::time::Duration,
 }
 
 impl Default for DatabaseConfig {
@@ -105,6 +120,11 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             url: defaults::DATABASE_URL.to_string(),
             max_connections: defaults::DATABASE_MAX_CONNECTIONS,
+            idle_in_transaction_timeout: ferric_store::PgSession::default()
+                .idle_in_transaction_timeout,
+            lock_timeout: ferric_store::PgSession::default().lock_timeout,
+            statement_timeout: ferric_store::PgSession::default().statement_timeout,
+            tcp_keepalive: ferric_store::PgSession::default().tcp_keepalive,
         }
     }
 }
@@ -114,11 +134,28 @@ impl std::fmt::Debug for DatabaseConfig {
         f.debug_struct("DatabaseConfig")
             .field("url", &mask_url(&self.url))
             .field("max_connections", &self.max_connections)
+            .field(
+                "idle_in_transaction_timeout",
+                &self.idle_in_transaction_timeout,
+            )
+            .field("lock_timeout", &self.lock_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("tcp_keepalive", &self.tcp_keepalive)
             .finish()
     }
 }
 
 impl DatabaseConfig {
+    /// The PostgreSQL session bounds these keys set.
+    pub fn pg_session(&self) -> ferric_store::PgSession {
+        ferric_store::PgSession {
+            idle_in_transaction_timeout: self.idle_in_transaction_timeout,
+            lock_timeout: self.lock_timeout,
+            statement_timeout: self.statement_timeout,
+            tcp_keepalive: self.tcp_keepalive,
+        }
+    }
+
     /// The URL with its password masked, for display.
     pub fn masked_url(&self) -> String {
         mask_url(&self.url)
@@ -172,6 +209,19 @@ pub struct ApiConfig {
     /// An accepted bearer token (`auth = "token"`); a secret, masked in
     /// output. Prefer `FERRIC_API__TOKEN` or `token_file` to a config file.
     pub token: String,
+    /// Time a client has to send a complete request head, from the
+    /// connection's start or the end of the previous response: also the idle
+    /// keep-alive timeout. Like `"20s"`.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: std::time::Duration,
+    /// Time a client has to send a whole request body, from its head (408
+    /// after it). Like `"30s"`.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: std::time::Duration,
+    /// Connections served at once. `ferric serve` lowers it below the
+    /// process's open-file limit (raised to the hard limit at start), keeping
+    /// room for the database pool and outgoing connections.
+    pub max_connections: usize,
     /// The `heartbeat_timeout` told to ramdisk agents at lookup (Ironic's
     /// option of the same name; agents heartbeat every 30-60 % of it).
     #[serde(with = "humantime_serde")]
@@ -188,6 +238,9 @@ impl Default for ApiConfig {
             htpasswd_file: String::new(),
             token_file: String::new(),
             token: String::new(),
+            header_timeout: ferric_api::server::DEFAULT_HEADER_TIMEOUT,
+            body_timeout: ferric_api::server::DEFAULT_BODY_TIMEOUT,
+            max_connections: ferric_api::server::DEFAULT_MAX_CONNECTIONS,
             ramdisk_heartbeat_timeout: ferric_api::DEFAULT_RAMDISK_HEARTBEAT_TIMEOUT,
         }
     }
@@ -203,6 +256,9 @@ impl std::fmt::Debug for ApiConfig {
             .field("htpasswd_file", &self.htpasswd_file)
             .field("token_file", &self.token_file)
             .field("token", &mask_secret(&self.token))
+            .field("header_timeout", &self.header_timeout)
+            .field("body_timeout", &self.body_timeout)
+            .field("max_connections", &self.max_connections)
             .field("ramdisk_heartbeat_timeout", &self.ramdisk_heartbeat_timeout)
             .finish()
     }
@@ -540,6 +596,17 @@ impl Config {
             }
             _ => {}
         }
+        for (key, value) in [
+            ("api.header_timeout", self.api.header_timeout),
+            ("api.body_timeout", self.api.body_timeout),
+        ] {
+            if value.is_zero() {
+                p.push(format!("{key} must be greater than 0 (like \"20s\")"));
+            }
+        }
+        if self.api.max_connections == 0 {
+            p.push("api.max_connections must be at least 1".to_string());
+        }
         p
     }
 
@@ -826,6 +893,7 @@ mod tests {
         let db = DatabaseConfig {
             url: "postgres://root:hunter2@h/db".into(),
             max_connections: 4,
+            ..DatabaseConfig::default()
         };
         let shown = format!(
             "{:?}",
@@ -1012,6 +1080,7 @@ mod tests {
         let db = |url: &str| DatabaseConfig {
             url: url.into(),
             max_connections: 1,
+            ..DatabaseConfig::default()
         };
         assert_eq!(
             db("sqlite://./f.db").sqlite_path(),

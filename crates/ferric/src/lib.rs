@@ -14,6 +14,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod fdlimit;
 pub mod lock;
 pub mod notifications;
 pub mod serve;

@@ -114,6 +114,7 @@ pub async fn open_existing_store(config: &Config, read_only: bool) -> anyhow::Re
     let mut options = StoreOptions::new(config.database.url.clone());
     options.max_connections = config.database.max_connections;
     options.heartbeat_timeout = config.conductor.heartbeat_timeout;
+    options.pg_session = config.database.pg_session();
     match SqlStore::open_existing(options, read_only).await {
         Ok(store) => Ok(store),
         Err(StoreError::NotReady(what)) => Err(anyhow!(

@@ -41,6 +41,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
     let mut options = StoreOptions::new(config.database.url.clone());
     options.max_connections = config.database.max_connections;
     options.heartbeat_timeout = config.conductor.heartbeat_timeout;
+    options.pg_session = config.database.pg_session();
     SqlStore::open(options)
         .await
         .with_context(|| format!("opening database {}", config.database.masked_url()))
@@ -102,23 +103,43 @@ pub fn conductor_info(config: &Config, drivers: &Drivers) -> ConductorInfo {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     config.validate()?;
     let auth = config.api.build_auth()?;
+    let nofile = crate::fdlimit::raise_nofile_limit();
+    let serve_options = ferric_api::server::ServeOptions {
+        header_timeout: config.api.header_timeout,
+        body_timeout: config.api.body_timeout,
+        max_connections: crate::fdlimit::max_connections(
+            config.api.max_connections,
+            nofile,
+            config.database.max_connections,
+        ),
+    };
     let store = Arc::new(open_store(&config).await?);
     let drivers = drivers(&config)?;
     let info = conductor_info(&config, &drivers);
     let mut dnsmasq = start_dnsmasq(&drivers).await?;
 
     warn_if_already_alive(&*store, &info.hostname).await;
+    let registered_at = std::time::Instant::now();
     store
         .register_conductor(&info)
         .await
         .with_context(|| format!("registering conductor {}", info.hostname))?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let notifications = config.notifications.build()?;
+    let tm = TaskManager::new(
+        store.clone(),
+        config.conductor.clone(),
+        notifications.sink.clone(),
+    );
     let heartbeat = Heartbeat::new(
         store.clone(),
         info.clone(),
         config.conductor.heartbeat_interval,
         config.conductor.heartbeat_timeout,
-    );
+    )
+    .with_liveness(tm.liveness().clone());
+    // Registering wrote the first heartbeat: fencing is armed from here.
+    tm.liveness().beat_ok(registered_at);
     let mut heartbeat_task = tokio::spawn(
         heartbeat
             .run(stopped(stop_rx.clone()))
@@ -129,12 +150,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // life (before any task starts), then runs lock wakeups, stale-lock
     // recovery, wait timeouts, takeover and power sync. Heartbeats stay with
     // the worker above.
-    let notifications = config.notifications.build()?;
-    let tm = TaskManager::new(
-        store.clone(),
-        config.conductor.clone(),
-        notifications.sink.clone(),
-    );
     let conductor = Conductor::start_with(
         tm.clone(),
         StartOptions {
@@ -146,7 +161,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     .context("starting the conductor")?;
 
     // The API, stopped before the conductor so no new work arrives while it drains.
-    let listener = tokio::net::TcpListener::bind((config.api.host.as_str(), config.api.port))
+    let listener = bind_api(&config.api.host, config.api.port)
         .await
         .with_context(|| format!("binding the API to {}:{}", config.api.host, config.api.port))?;
     let api_addr = listener
@@ -161,13 +176,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         queued.register_metrics(&mut registry);
     }
     let mut api_task = tokio::spawn(
-        ferric_api::serve(
+        ferric_api::serve_with(
             listener,
             ApiState::new(tm.clone())
                 .with_registry(registry)
                 .with_drivers(drivers)
                 .with_auth(auth)
                 .with_ramdisk_heartbeat_timeout(config.api.ramdisk_heartbeat_timeout),
+            serve_options,
             stopped(api_stop_rx),
         )
         .instrument(info_span!("api")),
@@ -182,6 +198,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         heartbeat_interval = ?config.conductor.heartbeat_interval,
         api = %format!("http://{api_addr}"),
         api_auth = ?config.api.auth,
+        api_max_connections = serve_options.max_connections,
+        open_file_limit = nofile,
         "ferric serving"
     );
 
@@ -305,6 +323,29 @@ async fn stop_dnsmasq(child: &mut tokio::process::Child) {
     }
 }
 
+/// Connections the kernel queues for the API while it is at its connection
+/// limit (std and tokio listen with 128): with 1,100 idle sockets against a
+/// limit of 888, a new client still completes its handshake and is served
+/// when idle ones time out, instead of retrying SYNs for tens of seconds.
+pub const API_LISTEN_BACKLOG: u32 = 1024;
+
+/// Listen on `host:port` (the first address it resolves to) with
+/// [`API_LISTEN_BACKLOG`].
+async fn bind_api(host: &str, port: u16) -> std::io::Result<tokio::net::TcpListener> {
+    let addr = tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{host} resolves to no address")))?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(API_LISTEN_BACKLOG)
+}
+
 /// A future that resolves once `stop` turns true (or its sender is gone).
 pub async fn stopped(mut stop: watch::Receiver<bool>) {
     let _sender_gone_means_stop = stop.wait_for(|s| *s).await;
@@ -356,6 +397,9 @@ pub struct Heartbeat {
     interval: Duration,
     timeout: Duration,
     stats: Arc<HeartbeatStats>,
+    /// Told of every beat: the conductor fences itself when beats stop
+    /// (ferric_conductor::liveness).
+    liveness: Option<Arc<ferric_conductor::liveness::Liveness>>,
 }
 
 impl Heartbeat {
@@ -373,7 +417,14 @@ impl Heartbeat {
             interval,
             timeout,
             stats: Arc::default(),
+            liveness: None,
         }
+    }
+
+    /// Report every beat to `liveness` (self-fencing).
+    pub fn with_liveness(mut self, liveness: Arc<ferric_conductor::liveness::Liveness>) -> Self {
+        self.liveness = Some(liveness);
+        self
     }
 
     /// The worker's counters.
@@ -415,7 +466,15 @@ impl Heartbeat {
                 () = &mut stop => break,
                 _ = ticker.tick() => {}
             }
-            match self.run_once().await {
+            let sent = std::time::Instant::now();
+            let beat = self.run_once().await;
+            if let Some(l) = &self.liveness {
+                match &beat {
+                    Ok(()) => l.beat_ok(sent),
+                    Err(_) => l.beat_failed(),
+                }
+            }
+            match beat {
                 Ok(()) => {
                     self.stats.beats.fetch_add(1, Ordering::Relaxed);
                     if failed_in_a_row > 0 {

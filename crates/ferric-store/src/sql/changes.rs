@@ -110,6 +110,8 @@ impl SqlStore {
         .fetch_one(&mut *conn)
         .await?
         .try_get("value")?;
+        #[cfg(feature = "testing")]
+        crate::testing::hold_revision_if_triggered().await;
         Ok(rev)
     }
 
@@ -132,6 +134,8 @@ impl SqlStore {
             .fetch_one(&mut *conn)
             .await?
             .try_get("revision")?;
+            #[cfg(feature = "testing")]
+            crate::testing::hold_revision_if_triggered().await;
             return Ok(rev);
         }
         let rev = self.bump_revision(conn).await?;

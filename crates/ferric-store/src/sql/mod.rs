@@ -57,6 +57,69 @@ pub struct StoreOptions {
     pub pg_schema: Option<String>,
     /// How long a SQLite connection waits for another process's write lock.
     pub sqlite_busy_timeout: Duration,
+    /// PostgreSQL session bounds set on every connection ([`PgSession`]).
+    pub pg_session: PgSession,
+}
+
+/// Server-side bounds on every PostgreSQL connection (issue 17: a frozen
+/// conductor must not freeze the cluster). Zero leaves a setting at the
+/// server's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PgSession {
+    /// `idle_in_transaction_session_timeout`: the server ends a session
+    /// idle inside a transaction this long (a frozen or partitioned
+    /// conductor), releasing its row locks. ferric's transactions await
+    /// nothing but the database, so a healthy one is never idle long.
+    pub idle_in_transaction_timeout: Duration,
+    /// `lock_timeout`: the longest one statement waits for a row lock.
+    pub lock_timeout: Duration,
+    /// `statement_timeout`: the longest one statement runs.
+    pub statement_timeout: Duration,
+    /// `tcp_keepalives_idle` (interval: a third of it, count 3) and
+    /// `tcp_user_timeout` (the same): the server notices a vanished client
+    /// and ends its session.
+    pub tcp_keepalive: Duration,
+}
+
+impl Default for PgSession {
+    fn default() -> Self {
+        PgSession {
+            idle_in_transaction_timeout: Duration::from_secs(1),
+            lock_timeout: Duration::from_secs(10),
+            statement_timeout: Duration::from_secs(60),
+            tcp_keepalive: Duration::from_secs(10),
+        }
+    }
+}
+
+impl PgSession {
+    /// The `SET` statements, one string.
+    pub fn setup_sql(&self) -> String {
+        let ms = |d: Duration| d.as_millis();
+        let mut sql = String::new();
+        for (name, d) in [
+            (
+                "idle_in_transaction_session_timeout",
+                self.idle_in_transaction_timeout,
+            ),
+            ("lock_timeout", self.lock_timeout),
+            ("statement_timeout", self.statement_timeout),
+        ] {
+            if !d.is_zero() {
+                sql.push_str(&format!("SET {name} = {}; ", ms(d)));
+            }
+        }
+        if !self.tcp_keepalive.is_zero() {
+            let secs = self.tcp_keepalive.as_secs().max(1);
+            sql.push_str(&format!(
+                "SET tcp_keepalives_idle = {secs}; SET tcp_keepalives_interval = {}; \
+                 SET tcp_keepalives_count = 3; SET tcp_user_timeout = {}; ",
+                (secs / 3).max(1),
+                ms(self.tcp_keepalive)
+            ));
+        }
+        sql
+    }
 }
 
 impl StoreOptions {
@@ -68,6 +131,7 @@ impl StoreOptions {
             heartbeat_timeout: Duration::from_secs(60),
             pg_schema: None,
             sqlite_busy_timeout: Duration::from_secs(10),
+            pg_session: PgSession::default(),
         }
     }
 }
@@ -182,6 +246,7 @@ impl SqlStore {
         }
         let busy_ms = options.sqlite_busy_timeout.as_millis();
         let schema = options.pg_schema.clone();
+        let pg_session = options.pg_session.setup_sql();
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(Duration::from_secs(30))
@@ -201,15 +266,18 @@ impl SqlStore {
                             "PRAGMA synchronous = NORMAL; "
                         }
                     ),
-                    (Backend::Postgres, _) => match (&schema, mode) {
-                        (Some(s), OpenMode::CreateAndMigrate) => format!(
-                            "CREATE SCHEMA IF NOT EXISTS \"{s}\"; SET search_path TO \"{s}\";"
-                        ),
-                        (Some(s), OpenMode::Existing { .. }) => {
-                            format!("SET search_path TO \"{s}\";")
-                        }
-                        (None, _) => String::new(),
-                    },
+                    (Backend::Postgres, _) => {
+                        let path = match (&schema, mode) {
+                            (Some(s), OpenMode::CreateAndMigrate) => format!(
+                                "CREATE SCHEMA IF NOT EXISTS \"{s}\"; SET search_path TO \"{s}\";"
+                            ),
+                            (Some(s), OpenMode::Existing { .. }) => {
+                                format!("SET search_path TO \"{s}\";")
+                            }
+                            (None, _) => String::new(),
+                        };
+                        format!("{pg_session}{path}")
+                    }
                 };
                 Box::pin(async move {
                     if !setup.is_empty() {

@@ -1,0 +1,199 @@
+//! A conductor frozen (SIGSTOP) inside the transaction that holds the
+//! one-row revision counter must not freeze the cluster (issue 17, item 1):
+//! the other conductor's writes wait at most 2 s, and the frozen one's
+//! locks are recovered within heartbeat_timeout + recovery_interval + 1 s.
+//! PostgreSQL only: the server ends the frozen session
+//! (`idle_in_transaction_session_timeout`, set on every connection by
+//! `PgSession`) and its row locks go with it. SQLite has no server; a frozen
+//! SQLite writer blocks the file's other writers until it resumes (they
+//! fail with 503 after the busy timeout).
+//!
+//! The window is widened by ferric-store's test hook
+//! (`testing::HOLD_REVISION_TRIGGER_VAR`, built only with the `testing`
+//! feature, which `cargo test` enables and production builds do not).
+
+use crate::helpers::{
+    api_addr_in_log, ferric, http_at, signal, success, url_for, wait_until, ChildGuard,
+};
+use ferric_core::ProvisionState;
+use ferric_store::testing::{Engine, TestStore, HOLD_REVISION_TRIGGER_VAR};
+use ferric_store::{NodeIdent, Store};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
+const RECOVERY_INTERVAL: Duration = Duration::from_millis(200);
+
+struct Serve {
+    child: ChildGuard,
+    log: PathBuf,
+}
+
+impl Serve {
+    fn start(url: &str, host: &str, dir: &Path, trigger: &Path) -> Serve {
+        let log = dir.join(format!("{host}.log"));
+        let child = ferric()
+            .args(["serve", "--host", host])
+            .env("FERRIC_DATABASE__URL", url)
+            .env("FERRIC_API__PORT", "0")
+            .env("FERRIC_CONDUCTOR__HEARTBEAT_INTERVAL", "200ms")
+            .env("FERRIC_CONDUCTOR__HEARTBEAT_TIMEOUT", "1s")
+            .env("FERRIC_CONDUCTOR__RECOVERY_INTERVAL", "200ms")
+            .env("FERRIC_CONDUCTOR__CHECK_PROVISION_STATE_INTERVAL", "300ms")
+            .env("FERRIC_LOG", "info")
+            .env(HOLD_REVISION_TRIGGER_VAR, trigger)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Serve {
+            child: ChildGuard(Some(child)),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn api(&mut self) -> String {
+        let mut addr = None;
+        wait_until("the API address in the log", || {
+            if let Some(status) = self.child.try_wait() {
+                panic!("serve exited early with {status}:\n{}", self.log());
+            }
+            addr = api_addr_in_log(&self.log());
+            addr.is_some()
+        });
+        addr.unwrap()
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn node(store: &dyn Store, name: &str) -> ferric_core::Node {
+    rt().block_on(store.get_node(&NodeIdent::Name(name.into())))
+        .unwrap()
+}
+
+fn create(api: &str, name: &str, driver_info: &str) {
+    let body =
+        format!(r#"{{"name": "{name}", "driver": "fake-hardware", "driver_info": {driver_info}}}"#);
+    let created = http_at(api, "POST", "/v1/nodes", Some(&body), Some("1.10"));
+    assert!(created.starts_with("HTTP/1.1 201"), "{created}");
+}
+
+fn patch(api: &str, name: &str, value: &str) -> String {
+    let body = format!(r#"[{{"op": "add", "path": "/extra/mark", "value": "{value}"}}]"#);
+    http_at(
+        api,
+        "PATCH",
+        &format!("/v1/nodes/{name}"),
+        Some(&body),
+        Some("1.10"),
+    )
+}
+
+#[test]
+fn conductor_frozen_holding_the_revision_counter_does_not_stall_the_cluster_postgres() {
+    let Some(ts) = rt().block_on(TestStore::open(Engine::Postgres)) else {
+        return;
+    };
+    let url = url_for(&ts);
+    let store = ts.store.clone();
+    let dir = tempfile::tempdir().unwrap();
+    success(
+        ferric()
+            .args(["db", "migrate"])
+            .env("FERRIC_DATABASE__URL", &url),
+    );
+    let trigger_a = dir.path().join("hold-a");
+    let mut a = Serve::start(&url, "frozen-a", dir.path(), &trigger_a);
+    let mut b = Serve::start(&url, "frozen-b", dir.path(), &dir.path().join("hold-b"));
+    let (api_a, api_b) = (a.api(), b.api());
+
+    // frozen-a holds "held" in a long deploy step.
+    create(&api_a, "held", r#"{"fake_deploy_delay_ms": 120000}"#);
+    let deploy = http_at(
+        &api_a,
+        "PUT",
+        "/v1/nodes/held/states/provision",
+        Some(r#"{"target": "active"}"#),
+        Some("1.10"),
+    );
+    assert!(deploy.starts_with("HTTP/1.1 202"), "{deploy}");
+    wait_until("frozen-a to hold held's lock mid-deploy", || {
+        let n = node(&*store, "held");
+        n.provision_state == ProvisionState::Deploying
+            && n.reservation.is_some_and(|r| r.holder == "frozen-a")
+    });
+    create(&api_a, "poked", "{}");
+    create(&api_b, "busy", "{}");
+
+    // frozen-a writes "poked" and stops inside the transaction, counter held.
+    std::fs::write(&trigger_a, b"").unwrap();
+    let poke = {
+        let api_a = api_a.clone();
+        std::thread::spawn(move || {
+            let _ = std::panic::catch_unwind(|| patch(&api_a, "poked", "from-a"));
+        })
+    };
+    wait_until("frozen-a to hold the revision counter", || {
+        a.log().contains("test hook: holding the revision counter")
+    });
+    signal(a.child.id(), "STOP");
+    let frozen = Instant::now();
+
+    // The other conductor's writes go on.
+    let mut waits = Vec::new();
+    for i in 0..3 {
+        let started = Instant::now();
+        let reply = patch(&api_b, "busy", &format!("b-{i}"));
+        let took = started.elapsed();
+        waits.push(took);
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}\n{}", b.log());
+        assert!(
+            took <= Duration::from_secs(2),
+            "a write on frozen-b waited {took:?} while frozen-a was frozen"
+        );
+    }
+
+    // frozen-a's locks are recovered within the bound.
+    wait_until("frozen-b to recover held's lock and fail it", || {
+        let n = node(&*store, "held");
+        n.reservation.is_none() && n.provision_state == ProvisionState::DeployFailed
+    });
+    let recovered = frozen.elapsed();
+    let bound = HEARTBEAT_TIMEOUT + RECOVERY_INTERVAL + Duration::from_secs(1);
+    eprintln!(
+        "writes on frozen-b waited {waits:?}; held recovered after {recovered:?} (bound {bound:?})"
+    );
+    assert!(
+        recovered <= bound,
+        "recovered after {recovered:?}, bound {bound:?}\n{}",
+        b.log()
+    );
+    wait_until("poked's lock to be recovered", || {
+        node(&*store, "poked").reservation.is_none()
+    });
+
+    // Resumed, frozen-a's write did not land (its session was ended).
+    signal(a.child.id(), "CONT");
+    let _ = poke.join();
+    let poked = node(&*store, "poked");
+    assert_ne!(
+        poked.extra.get("mark").and_then(|v| v.as_str()),
+        Some("from-a"),
+        "the frozen conductor's write landed after its session was ended"
+    );
+    drop(a);
+    drop(b);
+    rt().block_on(ts.cleanup());
+}
