@@ -4,63 +4,24 @@
 //! heartbeat_timeout + recovery_interval + 1 s, fails the node and takes it
 //! over; the frozen one, resumed, cannot write anything (fencing).
 
-use crate::helpers::{
-    api_addr_in_log, ferric, http_at, signal, success, url_for, wait_until, ChildGuard,
-};
+use crate::helpers::{ferric, http_at, signal, success, url_for, wait_until, Serve};
 use ferric_core::ProvisionState;
 use ferric_store::testing::{Engine, TestStore};
 use ferric_store::{NodeIdent, Store};
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
 const RECOVERY_INTERVAL: Duration = Duration::from_millis(200);
 
-struct Serve {
-    child: ChildGuard,
-    log: PathBuf,
-}
-
-impl Serve {
-    fn start(url: &str, host: &str, dir: &std::path::Path) -> Serve {
-        let log = dir.join(format!("{host}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = ferric()
-            .args(["serve", "--host", host])
-            .env("FERRIC_DATABASE__URL", url)
-            .env("FERRIC_API__PORT", "0")
-            .env("FERRIC_CONDUCTOR__HEARTBEAT_INTERVAL", "200ms")
-            .env("FERRIC_CONDUCTOR__HEARTBEAT_TIMEOUT", "1s")
-            .env("FERRIC_CONDUCTOR__RECOVERY_INTERVAL", "200ms")
-            .env("FERRIC_CONDUCTOR__CHECK_PROVISION_STATE_INTERVAL", "300ms")
-            .env("FERRIC_LOG", "info,ferric_conductor=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        Serve {
-            child: ChildGuard(Some(child)),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn api(&mut self) -> String {
-        let mut addr = None;
-        wait_until("the API address in the log", || {
-            if let Some(status) = self.child.try_wait() {
-                panic!("serve exited early with {status}:\n{}", self.log());
-            }
-            addr = api_addr_in_log(&self.log());
-            addr.is_some()
-        });
-        addr.unwrap()
-    }
+fn start(url: &str, host: &str, dir: &std::path::Path) -> Serve {
+    Serve::conductor(
+        url,
+        host,
+        dir,
+        "200ms",
+        "1s",
+        &[("FERRIC_LOG", "info,ferric_conductor=debug")],
+    )
 }
 
 /// Create a fake-hardware node whose deploy step takes `deploy_ms`, deploy it
@@ -124,8 +85,8 @@ fn two_conductors_mid_deploy(
             .env("FERRIC_DATABASE__URL", &url),
     );
     let holder = format!("{prefix}-a");
-    let mut a = Serve::start(&url, &holder, dir.path());
-    let mut b = Serve::start(&url, &format!("{prefix}-b"), dir.path());
+    let mut a = start(&url, &holder, dir.path());
+    let mut b = start(&url, &format!("{prefix}-b"), dir.path());
     let api_a = a.api();
     let _ = b.api();
     deploy_slow_node(&api_a, name, deploy_ms);

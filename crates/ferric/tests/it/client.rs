@@ -1,56 +1,25 @@
 //! The real binary: API authentication (SPEC §8) and the `ferric node`
 //! client commands (SPEC §9) against a spawned `ferric serve`.
 
-use crate::helpers::{api_addr_in_log, ferric, http, output, success, wait_until, ChildGuard};
-use std::path::{Path, PathBuf};
+use crate::helpers::{ferric, http, output, success, Serve};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 const TOKEN: &str = "t0ken-for-tests";
 
-struct Serve {
-    child: ChildGuard,
-    log: PathBuf,
-}
-
-impl Serve {
-    /// `ferric serve` on a fresh SQLite file in `dir`, with extra env.
-    fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Serve {
-        let log = dir.join("serve.log");
-        let mut cmd = ferric();
-        cmd.args(["serve", "--host", "client-test", "--api-port", "0"])
-            .args(args)
-            .env(
-                "FERRIC_DATABASE__URL",
-                format!("sqlite://{}", dir.join("ferric.db").display()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Serve {
-            child: ChildGuard(Some(cmd.spawn().unwrap())),
-            log,
-        }
+/// `ferric serve` on a fresh SQLite file in `dir`, with extra args and env.
+fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Serve {
+    let mut cmd = ferric();
+    cmd.args(["serve", "--host", "client-test", "--api-port", "0"])
+        .args(args)
+        .env(
+            "FERRIC_DATABASE__URL",
+            format!("sqlite://{}", dir.join("ferric.db").display()),
+        );
+    for (k, v) in env {
+        cmd.env(k, v);
     }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The API address to connect to (0.0.0.0 → 127.0.0.1).
-    fn api(&mut self) -> String {
-        let mut addr = None;
-        wait_until("the API address in the log", || {
-            if let Some(status) = self.child.try_wait() {
-                panic!("serve exited early with {status}:\n{}", self.log());
-            }
-            addr = api_addr_in_log(&self.log());
-            addr.is_some()
-        });
-        addr.unwrap().replace("0.0.0.0", "127.0.0.1")
-    }
+    Serve::spawn(cmd, dir.join("serve.log"))
 }
 
 /// `ferric node ARGS` against `api`, with `token` if any.
@@ -132,7 +101,7 @@ fn basic_auth_reads_the_htpasswd_file() {
     let htpasswd = dir.path().join("htpasswd");
     let hash = bcrypt::hash("secret", 4).unwrap();
     std::fs::write(&htpasswd, format!("# users\nadmin:{hash}\n")).unwrap();
-    let mut serve = Serve::start(
+    let mut serve = start(
         dir.path(),
         &[],
         &[
@@ -190,7 +159,7 @@ fn get_with(addr: &str, path: &str, header: &str) -> String {
 fn token_auth_and_the_node_commands() {
     let dir = tempfile::tempdir().unwrap();
     // A configured auth lifts the loopback-only rule.
-    let mut serve = Serve::start(
+    let mut serve = start(
         dir.path(),
         &["--api-host", "0.0.0.0"],
         &[("FERRIC_API__AUTH", "token"), ("FERRIC_API__TOKEN", TOKEN)],

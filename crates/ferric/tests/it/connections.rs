@@ -3,82 +3,56 @@
 //! down, a body that stops arriving is cut off, idle keep-alive connections
 //! and connections that never send a request are closed.
 
-use crate::helpers::{api_addr_in_log, wait_until, ChildGuard};
+use crate::helpers::Serve;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Serve {
-    child: ChildGuard,
-    log: PathBuf,
+/// `ferric serve` on a fresh SQLite file, under `prlimit --nofile=N:N`
+/// when `nofile` is given (soft and hard: it cannot raise it back).
+fn start(dir: &Path, nofile: Option<u64>, env: &[(&str, &str)]) -> Serve {
+    let log = dir.join("serve.log");
+    let mut cmd = match nofile {
+        Some(n) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={n}:{n}"))
+                .arg("--")
+                .arg(env!("CARGO_BIN_EXE_ferric"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_ferric")),
+    };
+    for (name, _) in std::env::vars_os() {
+        let n = name.to_string_lossy();
+        if n.starts_with("FERRIC_") || n == "RUST_LOG" {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd.args(["serve", "--host", "conn-test"])
+        .env(
+            "FERRIC_DATABASE__URL",
+            format!("sqlite://{}", dir.join("ferric.db").display()),
+        )
+        .env("FERRIC_API__PORT", "0")
+        .env("FERRIC_LOG", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Serve::spawn(cmd, log)
 }
 
-impl Serve {
-    /// `ferric serve` on a fresh SQLite file, under `prlimit --nofile=N:N`
-    /// when `nofile` is given (soft and hard: it cannot raise it back).
-    fn start(dir: &Path, nofile: Option<u64>, env: &[(&str, &str)]) -> Serve {
-        let log = dir.join("serve.log");
-        let mut cmd = match nofile {
-            Some(n) => {
-                let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={n}:{n}"))
-                    .arg("--")
-                    .arg(env!("CARGO_BIN_EXE_ferric"));
-                c
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_ferric")),
-        };
-        for (name, _) in std::env::vars_os() {
-            let n = name.to_string_lossy();
-            if n.starts_with("FERRIC_") || n == "RUST_LOG" {
-                cmd.env_remove(&name);
-            }
-        }
-        cmd.args(["serve", "--host", "conn-test"])
-            .env(
-                "FERRIC_DATABASE__URL",
-                format!("sqlite://{}", dir.join("ferric.db").display()),
-            )
-            .env("FERRIC_API__PORT", "0")
-            .env("FERRIC_LOG", "info");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Serve {
-            child: ChildGuard(Some(child)),
-            log,
-        }
-    }
+/// The API's socket address, once logged.
+fn addr(serve: &mut Serve) -> SocketAddr {
+    serve.api().parse().unwrap()
+}
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn addr(&mut self) -> SocketAddr {
-        let mut addr = None;
-        wait_until("the API address in the log", || {
-            if let Some(status) = self.child.try_wait() {
-                panic!("serve exited early with {status}:\n{}", self.log());
-            }
-            addr = api_addr_in_log(&self.log());
-            addr.is_some()
-        });
-        addr.unwrap().parse().unwrap()
-    }
-
-    fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
+/// How many files the server has open.
+fn open_fds(serve: &Serve) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", serve.child.id()))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// `GET /v1` on a fresh connection: the status line and how long it took
@@ -144,11 +118,11 @@ fn idle_connections_do_not_take_the_api_down() {
         "the test needs ~1,300 open files, has {ours}"
     );
     let dir = tempfile::tempdir().unwrap();
-    let mut serve = Serve::start(dir.path(), Some(1024), &[]);
-    let addr = serve.addr();
+    let mut serve = start(dir.path(), Some(1024), &[]);
+    let addr = addr(&mut serve);
     let (status, _) = get_v1(addr, Duration::from_secs(10));
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
-    let fds_before = serve.open_fds();
+    let fds_before = open_fds(&serve);
 
     let mut idle = Vec::new();
     let opened = Instant::now();
@@ -167,7 +141,7 @@ fn idle_connections_do_not_take_the_api_down() {
     );
     // Let the server accept what it will.
     std::thread::sleep(Duration::from_secs(2));
-    let fds_full = serve.open_fds();
+    let fds_full = open_fds(&serve);
 
     let (status, took) = get_v1(addr, Duration::from_secs(45));
     let log = serve.log();
@@ -197,7 +171,7 @@ fn idle_connections_do_not_take_the_api_down() {
 #[test]
 fn slow_and_idle_clients_are_cut_off() {
     let dir = tempfile::tempdir().unwrap();
-    let mut serve = Serve::start(
+    let mut serve = start(
         dir.path(),
         None,
         &[
@@ -205,7 +179,7 @@ fn slow_and_idle_clients_are_cut_off() {
             ("FERRIC_API__BODY_TIMEOUT", "2s"),
         ],
     );
-    let addr = serve.addr();
+    let addr = addr(&mut serve);
     let bound = Duration::from_secs(10);
 
     // The slow body: 2 of 100 bytes.

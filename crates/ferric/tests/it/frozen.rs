@@ -12,63 +12,26 @@
 //! (`testing::HOLD_REVISION_TRIGGER_VAR`, built only with the `testing`
 //! feature, which `cargo test` enables and production builds do not).
 
-use crate::helpers::{
-    api_addr_in_log, ferric, http_at, signal, success, url_for, wait_until, ChildGuard,
-};
+use crate::helpers::{ferric, http_at, signal, success, url_for, wait_until, Serve};
 use ferric_core::ProvisionState;
 use ferric_store::testing::{Engine, TestStore, HOLD_REVISION_TRIGGER_VAR};
 use ferric_store::{NodeIdent, Store};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
 const RECOVERY_INTERVAL: Duration = Duration::from_millis(200);
 
-struct Serve {
-    child: ChildGuard,
-    log: PathBuf,
-}
-
-impl Serve {
-    fn start(url: &str, host: &str, dir: &Path, trigger: &Path) -> Serve {
-        let log = dir.join(format!("{host}.log"));
-        let child = ferric()
-            .args(["serve", "--host", host])
-            .env("FERRIC_DATABASE__URL", url)
-            .env("FERRIC_API__PORT", "0")
-            .env("FERRIC_CONDUCTOR__HEARTBEAT_INTERVAL", "200ms")
-            .env("FERRIC_CONDUCTOR__HEARTBEAT_TIMEOUT", "1s")
-            .env("FERRIC_CONDUCTOR__RECOVERY_INTERVAL", "200ms")
-            .env("FERRIC_CONDUCTOR__CHECK_PROVISION_STATE_INTERVAL", "300ms")
-            .env("FERRIC_LOG", "info")
-            .env(HOLD_REVISION_TRIGGER_VAR, trigger)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Serve {
-            child: ChildGuard(Some(child)),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn api(&mut self) -> String {
-        let mut addr = None;
-        wait_until("the API address in the log", || {
-            if let Some(status) = self.child.try_wait() {
-                panic!("serve exited early with {status}:\n{}", self.log());
-            }
-            addr = api_addr_in_log(&self.log());
-            addr.is_some()
-        });
-        addr.unwrap()
-    }
+fn start(url: &str, host: &str, dir: &Path, trigger: &Path) -> Serve {
+    let trigger = trigger.display().to_string();
+    Serve::conductor(
+        url,
+        host,
+        dir,
+        "200ms",
+        "1s",
+        &[(HOLD_REVISION_TRIGGER_VAR, trigger.as_str())],
+    )
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -115,8 +78,8 @@ fn conductor_frozen_holding_the_revision_counter_does_not_stall_the_cluster_post
             .env("FERRIC_DATABASE__URL", &url),
     );
     let trigger_a = dir.path().join("hold-a");
-    let mut a = Serve::start(&url, "frozen-a", dir.path(), &trigger_a);
-    let mut b = Serve::start(&url, "frozen-b", dir.path(), &dir.path().join("hold-b"));
+    let mut a = start(&url, "frozen-a", dir.path(), &trigger_a);
+    let mut b = start(&url, "frozen-b", dir.path(), &dir.path().join("hold-b"));
     let (api_a, api_b) = (a.api(), b.api());
 
     // frozen-a holds "held" in a long deploy step.

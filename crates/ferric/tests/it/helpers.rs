@@ -186,3 +186,74 @@ pub fn api_addr_in_log(log: &str) -> Option<String> {
         .and_then(|rest| rest.split_whitespace().next())
         .map(|a| a.trim_matches('"').to_string())
 }
+
+/// A `ferric serve` child process whose stderr goes to `log`; killed if the
+/// test ends without reaping it.
+pub struct Serve {
+    pub child: ChildGuard,
+    pub log: std::path::PathBuf,
+}
+
+impl Serve {
+    /// Spawn `cmd` (a `ferric serve ...` command the caller set up) with no
+    /// stdin and stdout, its stderr into `log`.
+    pub fn spawn(mut cmd: std::process::Command, log: std::path::PathBuf) -> Serve {
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Serve {
+            child: ChildGuard(Some(child)),
+            log,
+        }
+    }
+
+    /// `ferric serve --host HOST` on `url`, the API on a free port, with the
+    /// fast cluster timings of the multi-process tests (heartbeat every
+    /// `beat`, dead after `dead`, recovery every 200 ms, wait states checked
+    /// every 300 ms) and `env` on top; its log is `dir/HOST.log`.
+    pub fn conductor(
+        url: &str,
+        host: &str,
+        dir: &std::path::Path,
+        beat: &str,
+        dead: &str,
+        env: &[(&str, &str)],
+    ) -> Serve {
+        let mut cmd = ferric();
+        cmd.args(["serve", "--host", host])
+            .env("FERRIC_DATABASE__URL", url)
+            .env("FERRIC_API__PORT", "0")
+            .env("FERRIC_CONDUCTOR__HEARTBEAT_INTERVAL", beat)
+            .env("FERRIC_CONDUCTOR__HEARTBEAT_TIMEOUT", dead)
+            .env("FERRIC_CONDUCTOR__RECOVERY_INTERVAL", "200ms")
+            .env("FERRIC_CONDUCTOR__CHECK_PROVISION_STATE_INTERVAL", "300ms")
+            .env("FERRIC_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Serve::spawn(cmd, dir.join(format!("{host}.log")))
+    }
+
+    /// What the process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The API address to connect to (0.0.0.0 → 127.0.0.1), once logged.
+    pub fn api(&mut self) -> String {
+        let mut addr = None;
+        wait_until("the API address in the log", || {
+            if let Some(status) = self.child.try_wait() {
+                panic!("serve exited early with {status}:\n{}", self.log());
+            }
+            addr = api_addr_in_log(&self.log());
+            addr.is_some()
+        });
+        addr.unwrap().replace("0.0.0.0", "127.0.0.1")
+    }
+}

@@ -5,14 +5,12 @@
 //! proxy between the conductors and PostgreSQL that the test cuts: the
 //! machine's PostgreSQL server is never stopped.
 
-use crate::helpers::{api_addr_in_log, ferric, http_at, success, url_for, wait_until, ChildGuard};
+use crate::helpers::{ferric, http_at, success, url_for, wait_until, Serve};
 use ferric_core::ProvisionState;
 use ferric_store::testing::{Engine, TestStore};
 use ferric_store::{NodeIdent, Store};
-use std::io::Read as _;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -102,55 +100,10 @@ impl Drop for Proxy {
     }
 }
 
-struct Serve {
-    child: ChildGuard,
-    log: PathBuf,
-}
-
-impl Serve {
-    fn start(url: &str, host: &str, dir: &Path) -> Serve {
-        let log = dir.join(format!("{host}.log"));
-        let child = ferric()
-            .args(["serve", "--host", host])
-            .env("FERRIC_DATABASE__URL", url)
-            .env("FERRIC_API__PORT", "0")
-            // A beat every 700 ms against recovery passes every 200 ms: after
-            // the outage a peer's recovery runs before this one beats again.
-            .env("FERRIC_CONDUCTOR__HEARTBEAT_INTERVAL", "700ms")
-            .env("FERRIC_CONDUCTOR__HEARTBEAT_TIMEOUT", "2s")
-            .env("FERRIC_CONDUCTOR__RECOVERY_INTERVAL", "200ms")
-            .env("FERRIC_CONDUCTOR__CHECK_PROVISION_STATE_INTERVAL", "300ms")
-            .env("FERRIC_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Serve {
-            child: ChildGuard(Some(child)),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.log) {
-            let _ = f.read_to_string(&mut s);
-        }
-        s
-    }
-
-    fn api(&mut self) -> String {
-        let mut addr = None;
-        wait_until("the API address in the log", || {
-            if let Some(status) = self.child.try_wait() {
-                panic!("serve exited early with {status}:\n{}", self.log());
-            }
-            addr = api_addr_in_log(&self.log());
-            addr.is_some()
-        });
-        addr.unwrap()
-    }
+// A beat every 700 ms against recovery passes every 200 ms: after the
+// outage a peer's recovery runs before this one beats again.
+fn start(url: &str, host: &str, dir: &Path) -> Serve {
+    Serve::conductor(url, host, dir, "700ms", "2s", &[])
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -203,8 +156,8 @@ fn database_outage_longer_than_heartbeat_timeout_fails_no_healthy_deploy_postgre
     let url = direct.replacen(hostport, &proxy.addr.to_string(), 1);
     let store = ts.store.clone();
     let dir = tempfile::tempdir().unwrap();
-    let mut c1 = Serve::start(&url, "outage-c1", dir.path());
-    let mut c2 = Serve::start(&url, "outage-c2", dir.path());
+    let mut c1 = start(&url, "outage-c1", dir.path());
+    let mut c2 = start(&url, "outage-c2", dir.path());
     let (api1, api2) = (c1.api(), c2.api());
     let nodes = [
         ("n1", "outage-c1", &api1),
