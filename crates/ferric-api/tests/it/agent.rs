@@ -188,27 +188,6 @@ async fn simulated_agent(
     }
 }
 
-macro_rules! both_engines {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(ferric_store::testing::Engine::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(ferric_store::testing::Engine::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
 both_engines!(
     deploy_waits_with_the_lock_released_and_the_heartbeat_on_another_api_finishes_it,
     manual_cleaning_waits_for_the_agent_and_returns_to_manageable,

@@ -148,27 +148,6 @@ async fn uuid(e: &Env, name: &str) -> Uuid {
     Uuid::parse_str(e.app.node(name).await["uuid"].as_str().unwrap()).unwrap()
 }
 
-macro_rules! both_engines {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(ferric_store::testing::Engine::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(ferric_store::testing::Engine::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
 both_engines!(
     cleaning_and_deploy_run_through_the_agent,
     a_failed_image_write_fails_the_deploy_with_the_agents_message,

@@ -19,27 +19,6 @@ use uuid::Uuid;
 const MAC: &str = "52:54:00:12:34:56";
 const MASK: &str = "******";
 
-macro_rules! both_engines {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(ferric_store::testing::Engine::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(ferric_store::testing::Engine::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
 both_engines!(
     lookup_finds_the_node_by_mac_only_in_agent_states,
     the_token_is_minted_once_and_masked_afterwards,

@@ -4,6 +4,30 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// `both_engines!(test_a, test_b)`: each `async fn test_x(engine: Engine)`
+/// of the module runs as `sqlite::test_x` and `postgres::test_x` (the
+/// PostgreSQL one skips only when FERRIC_TEST_PG_URL is unset).
+macro_rules! both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(ferric_store::testing::Engine::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(ferric_store::testing::Engine::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
 mod agent;
 mod agent_deploy;
 mod allocations;
