@@ -16,8 +16,14 @@
 # 3. Starts 50 BMCs on distinct loopback ports and runs `ferric bench ipmi`
 #    (power-sync cycles) beside the same reads with ipmitool in a shell loop,
 #    sequential and 8 at a time (the limit). Numbers: BENCHMARKS.md.
+# 4. "sim": OpenIPMI's ipmi_sim (Debian package openipmi, installed by
+#    .ci/run) on loopback, RMCP+ cipher suite 3, its chassis power and boot
+#    device kept by .ci/ipmi/sim-chassis.sh; checked with plain ipmitool,
+#    then driven through `ferric serve` with the real `baremetal` CLI
+#    (.ci/ipmi/sim.py).
 #
-# IPMI_PARTS (default "rust cli bench") picks the parts to run.
+# IPMI_PARTS (default "rust cli bench sim") picks the parts to run.
+# FERRIC_BIN, when set, is the ferric binary to use instead of building one.
 # Every process started here is stopped by PID on exit. Unattended.
 set -euo pipefail
 exec </dev/null
@@ -26,7 +32,7 @@ root="$(pwd)"
 
 PYGHMI_VERSION="${PYGHMI_VERSION:-1.6.19}"
 BENCH_BMCS="${BENCH_BMCS:-50}"
-IPMI_PARTS="${IPMI_PARTS:-rust cli bench}"
+IPMI_PARTS="${IPMI_PARTS:-rust cli bench sim}"
 dir="${root}/target/ipmi"
 venv="${dir}/venv"
 compat="${root}/target/compat-venv"
@@ -105,19 +111,22 @@ wait_bmcs() {
 password="pw-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
 export IPMI_PASSWORD="${password}"
 
-cargo build --quiet -p ferric
-ferric="${CARGO_TARGET_DIR:-${root}/target}/debug/ferric"
+if [[ -n "${FERRIC_BIN:-}" ]]; then
+  ferric="${FERRIC_BIN}"
+else
+  cargo build --quiet -p ferric
+  ferric="${CARGO_TARGET_DIR:-${root}/target}/debug/ferric"
+fi
 
-if [[ " ${IPMI_PARTS} " == *" cli "* ]]; then
-echo "---- 2. baremetal CLI against ferric serve"
+# `ferric serve` with the ipmi type enabled (once, for the cli and sim
+# parts), the real `baremetal` CLI's venv, and its clouds.yaml; sets url.
+url=""
+start_ferric() {
+[[ -n "${url}" ]] && return 0
 if [[ ! -x "${compat}/bin/baremetal" ]]; then
   python3 -m venv "${compat}"
   "${compat}/bin/pip" install --quiet --disable-pip-version-check python-ironicclient openstacksdk
 fi
-read -r port1 port2 <<<"$(free_ports 2)"
-start_bmc "${port1}" "${password}" 1
-start_bmc "${port2}" "${password}" 0
-wait_bmcs "${port1}" "${port2}"
 cat >"${work}/ferric.toml" <<TOML
 [hardware]
 enabled_hardware_types = ["fake-hardware", "redfish", "ipmi"]
@@ -137,7 +146,6 @@ TOML
 ) >"${work}/ferric.log" 2>&1 &
 pids+=($!)
 ferric_pid=$!
-url=""
 for _ in $(seq 1 300); do
   url="$(grep -oE 'api=http://[0-9.]+:[0-9]+' "${work}/ferric.log" | head -n 1 | cut -d= -f2 || true)"
   [[ -n "${url}" ]] && break
@@ -151,15 +159,32 @@ clouds:
     auth_type: none
     baremetal_endpoint_override: ${url}
 YAML
-HOME="${work}/home" OS_CLIENT_CONFIG_FILE="${work}/clouds.yaml" OS_CLOUD=ferric FERRIC_URL="${url}" \
-  PYTHONPATH="${root}/.ci/clients" BAREMETAL="${compat}/bin/baremetal" \
-  IPMI_PORT="${port1}" IPMI_PORT2="${port2}" \
-  "${compat}/bin/python" .ci/ipmi/cli.py
-if grep -q -- "${password}" "${work}/ferric.log"; then
-  echo "the BMC password appears in ferric's log" >&2
-  exit 1
-fi
-echo "ok: the BMC password never appears in ferric's log"
+}
+
+# Run a .ci/ipmi/*.py script with the real CLI against `ferric serve`.
+run_cli() {
+  HOME="${work}/home" OS_CLIENT_CONFIG_FILE="${work}/clouds.yaml" OS_CLOUD=ferric \
+    FERRIC_URL="${url}" PYTHONPATH="${root}/.ci/clients" BAREMETAL="${compat}/bin/baremetal" \
+    "${compat}/bin/python" "$@"
+}
+
+no_password_in_log() {
+  if grep -q -- "${password}" "${work}/ferric.log"; then
+    echo "the BMC password appears in ferric's log" >&2
+    exit 1
+  fi
+  echo "ok: the BMC password never appears in ferric's log"
+}
+
+if [[ " ${IPMI_PARTS} " == *" cli "* ]]; then
+echo "---- 2. baremetal CLI against ferric serve"
+read -r port1 port2 <<<"$(free_ports 2)"
+start_bmc "${port1}" "${password}" 1
+start_bmc "${port2}" "${password}" 0
+wait_bmcs "${port1}" "${port2}"
+start_ferric
+IPMI_PORT="${port1}" IPMI_PORT2="${port2}" run_cli .ci/ipmi/cli.py
+no_password_in_log
 fi
 
 if [[ " ${IPMI_PARTS} " == *" bench "* ]]; then
@@ -184,5 +209,57 @@ printf '%s\n' "${ports[@]}" | xargs -P 8 -I{} bash -c 'read_one {}'
 end=$(date +%s.%N)
 par_s=$(python3 -c "print(round(${end} - ${start}, 3))")
 echo "{\"bmcs\": ${#ports[@]}, \"shell_loop_sequential_s\": ${seq_s}, \"shell_loop_8_parallel_s\": ${par_s}}"
+fi
+if [[ " ${IPMI_PARTS} " == *" sim "* ]]; then
+echo "---- 4. ipmi_sim (OpenIPMI) through ferric serve and the baremetal CLI"
+command -v ipmi_sim >/dev/null || { echo "ipmi_sim is not installed (openipmi, see .ci/run)" >&2; exit 1; }
+sim_started=$(date +%s.%N)
+read -r sim_port <<<"$(free_ports 1)"
+sim="${work}/sim"
+mkdir -p "${sim}/state" "${sim}/chassis"
+sim_user=ferric
+# Loopback only; RMCP+ (lanplus) for the admin user; chassis power and boot
+# device through the hook script.
+cat >"${sim}/lan.conf" <<CONF
+name "ferric"
+set_working_mc 0x20
+  startlan 1
+    addr 127.0.0.1 ${sim_port}
+    priv_limit admin
+    allowed_auths_callback none
+    allowed_auths_user md5
+    allowed_auths_operator md5
+    allowed_auths_admin md5
+    guid 6665727269632d69706d692d73696d00
+  endlan
+  chassis_control "${root}/.ci/ipmi/sim-chassis.sh ${sim}/chassis 0x20"
+  user 2 true "${sim_user}" "${password}" admin 10 md5
+CONF
+# One BMC (IPMB 0x20) with a chassis; mc_setbmc first, or ipmi_sim exits.
+cat >"${sim}/emu.cmd" <<CMD
+mc_setbmc 0x20
+mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02
+mc_enable 0x20
+CMD
+ipmi_sim -c "${sim}/lan.conf" -f "${sim}/emu.cmd" -s "${sim}/state" -n >"${sim}/ipmi_sim.log" 2>&1 &
+pids+=($!)
+sim_pid=$!
+up=""
+for _ in $(seq 1 50); do
+  kill -0 "${sim_pid}" 2>/dev/null || { echo "ipmi_sim exited:" >&2; cat "${sim}/ipmi_sim.log" >&2; exit 1; }
+  if status="$(IPMI_PASSWORD="${password}" ipmitool -I lanplus -C 3 -H 127.0.0.1 -p "${sim_port}" \
+      -U "${sim_user}" -E -R 1 -N 1 power status 2>/dev/null)"; then
+    up="${status}"
+    break
+  fi
+  sleep 0.1
+done
+[[ "${up}" == "Chassis Power is off" ]] || { echo "ipmi_sim did not answer: ${up}" >&2; cat "${sim}/ipmi_sim.log" >&2; exit 1; }
+echo "ok: ipmi_sim on 127.0.0.1:${sim_port} answers ipmitool: ${up}"
+start_ferric
+IPMI_SIM_PORT="${sim_port}" IPMI_USERNAME="${sim_user}" IPMI_SIM_CHASSIS="${sim}/chassis" \
+  run_cli .ci/ipmi/sim.py
+no_password_in_log
+echo "sim part: $(python3 -c "print(round($(date +%s.%N) - ${sim_started}, 1))") s"
 fi
 echo "ipmi: all passed"

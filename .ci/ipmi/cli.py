@@ -7,39 +7,13 @@ BMC itself with `ipmitool` (IPMI_PASSWORD in the environment, -E).
 """
 
 import os
-import subprocess
-import time
 
 from _lib import bm, check, expect_eq, ok
+from ipmilib import driver_info, ipmitool, wait_power
 
 PORT = os.environ["IPMI_PORT"]
 PORT2 = os.environ["IPMI_PORT2"]
 PASSWORD = os.environ["IPMI_PASSWORD"]
-
-
-def ipmitool(port, *args):
-    p = subprocess.run(
-        ["ipmitool", "-I", "lanplus", "-H", "127.0.0.1", "-p", port, "-U", "admin", "-E",
-         "-R", "3", "-N", "1", *args],
-        capture_output=True, text=True, timeout=60)
-    check(p.returncode == 0, f"ipmitool {args}: {p.stderr.strip()}")
-    return p.stdout
-
-
-def wait_power(node, want, bound=60):
-    started = time.monotonic()
-    while True:
-        n = bm("node", "show", node)
-        if n["target_power_state"] is None and n["reservation"] is None and (
-                n["power_state"] == want or n["last_error"]):
-            return n
-        check(time.monotonic() - started < bound, f"{node}: no {want} in {bound}s: {n}")
-        time.sleep(0.2)
-
-
-def driver_info(port, password):
-    return ["--driver-info", "ipmi_address=127.0.0.1", "--driver-info", f"ipmi_port={port}",
-            "--driver-info", "ipmi_username=admin", "--driver-info", f"ipmi_password={password}"]
 
 
 n = bm("node", "create", "--driver", "ipmi", "--name", "ipmi-cli", *driver_info(PORT, PASSWORD))
