@@ -145,9 +145,12 @@ expect_eq("driver passthru list (CLI)", bm("driver", "passthru", "list", "redfis
 expect_eq("sdk list_driver_vendor_passthru", conn.list_driver_vendor_passthru("redfish"), {})
 bm_fails("driver", "passthru", "call", "redfish", "lookup", contains="No handler for method lookup")
 props = {r["property"]: r["description"] for r in bm("driver", "property", "list", "redfish")}
+# Ironic lists the keys of every default interface: redfish power and
+# management, the direct deploy (agent_verify_ca) and the ipxe boot's images.
 expect_eq("redfish properties", sorted(props),
-          ["redfish_address", "redfish_password", "redfish_system_id", "redfish_username",
-           "redfish_verify_ca"])
+          ["agent_verify_ca", "deploy_kernel", "deploy_ramdisk", "kernel_append_params",
+           "redfish_address", "redfish_password", "redfish_system_id", "redfish_username",
+           "redfish_verify_ca", "rescue_kernel", "rescue_ramdisk"])
 check(props["redfish_address"].startswith("Required."), "redfish_address is required")
 bm_fails("driver", "property", "list", "ipmi",
          contains="Could not find the following driver(s) or hardware type(s): ipmi.")
