@@ -325,6 +325,12 @@ impl AgentClient {
 
     /// Every command the agent ran since it started, the newest last.
     pub async fn commands_status(&self, node: &Node) -> Result<Vec<Value>, AgentError> {
+        self.list_commands(node, self.config.max_command_attempts.max(1))
+            .await
+    }
+
+    /// [`AgentClient::commands_status`] with at most `attempts` requests.
+    async fn list_commands(&self, node: &Node, attempts: u32) -> Result<Vec<Value>, AgentError> {
         let t = self.target(node)?;
         let client = self
             .clients
@@ -335,7 +341,6 @@ impl AgentClient {
             query.push(("agent_token", tok));
         }
         let url = command_url(&t.commands_url, &query)?;
-        let attempts = self.config.max_command_attempts.max(1);
         let mut last = String::new();
         for attempt in 1..=attempts {
             match client.get(url.clone()).send().await {
@@ -382,9 +387,11 @@ impl AgentClient {
     }
 
     /// The agent's newest command, when it is `method` and still running.
+    /// One request: the caller's loop is the retry (no attempts² requests
+    /// under the node's lock while the agent is down).
     async fn running_last(&self, node: &Node, method: &str) -> Result<Option<Value>, AgentError> {
         let name = method.split_once('.').map_or(method, |(_, n)| n);
-        let commands = self.commands_status(node).await?;
+        let commands = self.list_commands(node, 1).await?;
         Ok(commands.last().and_then(|c| {
             (c.get("command_name").and_then(Value::as_str) == Some(name)
                 && c.get("command_status").and_then(Value::as_str) == Some("RUNNING"))
