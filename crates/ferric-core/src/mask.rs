@@ -65,7 +65,7 @@ const EXTRA_MARKERS: &[&str] = &["key", "passwd", "pswd"];
 
 /// `driver_internal_info` keys of an agent's session (Ironic's
 /// `wipe_token_and_url`): they exist only while the node is in a state
-/// where an agent may run, and go at every power-off or reboot.
+/// where an agent may run (`ExclusiveTask::process_event` removes them).
 pub const AGENT_SESSION_KEYS: [&str; 4] = [
     "agent_secret_token",
     "agent_secret_token_pregenerated",

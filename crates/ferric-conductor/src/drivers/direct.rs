@@ -316,9 +316,10 @@ pub(crate) async fn boot_ramdisk(
 }
 
 /// A power action inside a flow (Ironic's `node_power_action`): the node
-/// shows the power state it was put in (saved with the flow's next save),
-/// and a power-off or reboot ends the agent's session — the next ramdisk
-/// agent looks up and gets a new token.
+/// shows the power state it was put in (saved with the flow's next save).
+/// The agent's session needs nothing here: every flow that reboots into a
+/// ramdisk starts from a state where no agent runs, and the session goes
+/// with every transition out of the agent states (`process_event`).
 pub(crate) async fn power(
     driver: &Composed,
     task: &mut ExclusiveTask,
@@ -331,11 +332,6 @@ pub(crate) async fn power(
         _ => PowerState::On,
     });
     n.target_power_state = None;
-    if target != PowerState::On {
-        for key in ferric_core::mask::AGENT_SESSION_KEYS {
-            n.driver_internal_info.remove(key);
-        }
-    }
     Ok(())
 }
 
