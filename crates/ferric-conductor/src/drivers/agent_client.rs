@@ -434,4 +434,158 @@ mod tests {
         assert!(p[1].starts_with("agent.max_command_attempts"));
         assert!(p[2].starts_with("agent.erase_devices_priority"));
     }
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Requests a [`LossyAgent`] saw, by method.
+    #[derive(Default)]
+    struct Seen {
+        posts: AtomicUsize,
+        gets: AtomicUsize,
+    }
+
+    /// A raw-TCP agent whose every command POST arrives and whose answer is
+    /// lost (the connection closes before any response), and whose command
+    /// list says `newest` (`None`: that answer is lost too).
+    async fn lossy_agent(
+        newest: Option<Value>,
+    ) -> (String, Arc<Seen>, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Seen::default());
+        let s = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let s = s.clone();
+                let newest = newest.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    // Read the head and the declared body, then act.
+                    loop {
+                        let n = sock.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buf).to_string();
+                        let Some(end) = text.find("\r\n\r\n") else {
+                            continue;
+                        };
+                        let len = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if buf.len() < end + 4 + len {
+                            continue;
+                        }
+                        if text.starts_with("POST ") {
+                            s.posts.fetch_add(1, Ordering::SeqCst);
+                            return; // the answer is lost
+                        }
+                        s.gets.fetch_add(1, Ordering::SeqCst);
+                        let Some(newest) = newest else { return };
+                        let body = json!({"commands": [
+                            {"command_name": "get_deploy_steps", "command_status": "SUCCEEDED"},
+                            newest,
+                        ]})
+                        .to_string();
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = sock.write_all(resp.as_bytes()).await;
+                        return;
+                    }
+                });
+            }
+        });
+        (url, seen, task)
+    }
+
+    fn agent_node(url: &str) -> Node {
+        serde_json::from_value(json!({
+            "uuid": "8a4b5c1e-2f3d-4e5f-9a8b-7c6d5e4f3a2b",
+            "name": null, "driver": "redfish", "driver_info": {}, "properties": {},
+            "extra": {}, "instance_info": {}, "instance_uuid": null, "interfaces": {},
+            "driver_internal_info": {"agent_url": url, "agent_secret_token": "tok"},
+            "provision_state": "wait call-back", "target_provision_state": "active",
+            "power_state": null, "target_power_state": null, "maintenance": false,
+            "maintenance_reason": null, "last_error": null, "conductor_group": "",
+            "conductor_affinity": null, "reservation": null, "lock_epoch": 0,
+            "lock_waiters": 0, "revision": 0, "created_at": 0, "updated_at": null,
+            "provision_updated_at": null
+        }))
+        .unwrap()
+    }
+
+    fn client(attempts: u32) -> AgentClient {
+        AgentClient::new(AgentConfig {
+            command_timeout: Duration::from_secs(5),
+            max_command_attempts: attempts,
+            ..AgentConfig::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_command_whose_answer_was_lost_counts_as_sent_once() {
+        let running = json!({"command_name": "execute_deploy_step", "command_status": "RUNNING"});
+        let (url, seen, task) = lossy_agent(Some(running.clone())).await;
+        let got = client(3)
+            .command(
+                &agent_node(&url),
+                "deploy.execute_deploy_step",
+                json!({}),
+                false,
+            )
+            .await
+            .unwrap();
+        assert_eq!(got, running);
+        assert_eq!(seen.posts.load(Ordering::SeqCst), 1, "never sent twice");
+        assert_eq!(seen.gets.load(Ordering::SeqCst), 1, "one look at the list");
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn an_unreached_agent_costs_one_list_request_per_attempt() {
+        // The newest command is another one: the POST did not take. And
+        // with every answer lost.
+        let other = json!({"command_name": "sync", "command_status": "SUCCEEDED"});
+        for newest in [Some(other), None] {
+            an_unreached_agent_case(newest).await;
+        }
+    }
+
+    async fn an_unreached_agent_case(newest: Option<Value>) {
+        let (url, seen, task) = lossy_agent(newest).await;
+        let err = client(3)
+            .command(
+                &agent_node(&url),
+                "deploy.execute_deploy_step",
+                json!({}),
+                false,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AgentError::Connection(_)), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("execute_deploy_step"), "{text}");
+        assert!(!text.contains("tok"), "the token is never shown: {text}");
+        assert_eq!(seen.posts.load(Ordering::SeqCst), 3, "max_command_attempts");
+        assert_eq!(
+            seen.gets.load(Ordering::SeqCst),
+            3,
+            "one list request per failed attempt, not attempts²"
+        );
+        task.abort();
+    }
 }
