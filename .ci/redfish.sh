@@ -7,7 +7,8 @@
 # test crates/ferric-api/tests/it/redfish.rs (the `redfish::` tests of the
 # `it` binary) with FERRIC_TEST_REDFISH_URL set (the
 # test is skipped only when that variable is unset). The emulator is stopped
-# on exit. Runs unattended (no stdin).
+# on exit. Runs unattended (no stdin). The virtual media test builds boot ISOs:
+# xorriso, isolinux, grub-efi-amd64-bin, mtools, dosfstools (.ci/run installs them).
 set -euo pipefail
 exec </dev/null
 cd "$(dirname "$0")/.."
@@ -27,6 +28,12 @@ fi
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 state="$(mktemp -d "${PWD}/${dir}/state.XXXXXX")"
 system_uuid=27946b59-9e44-4fa7-8e91-f3527a1ef094
+# One system per test: the tests run in parallel, and the emulator's fake
+# driver writes a system's whole record on every change (a power change
+# applied on a read can undo another request's boot device or mode).
+mgmt_uuid=3c1d7e52-8a4b-4c6e-9f10-2b3c4d5e6f70
+bootmode_uuid=8e2f4a61-1b5c-4d7e-8a9b-0c1d2e3f4a5b
+vmedia_uuid=5b6d2a8e-0c1f-4f36-9d8e-7a1c2b3d4e5f
 user=admin
 password="pw-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
 # sushy-tools accepts bcrypt entries only.
@@ -41,6 +48,12 @@ SUSHY_EMULATOR_AUTH_FILE = '${state}/htpasswd'
 SUSHY_EMULATOR_FAKE_SYSTEMS = [
     {'uuid': '${system_uuid}', 'name': 'fake-0', 'power_state': 'Off',
      'external_notifier': False, 'nics': [{'mac': '00:5c:52:31:3a:9c', 'ip': '172.22.0.100'}]},
+    {'uuid': '${mgmt_uuid}', 'name': 'fake-mgmt', 'power_state': 'Off',
+     'external_notifier': False, 'nics': [{'mac': '00:5c:52:31:3a:9e', 'ip': '172.22.0.102'}]},
+    {'uuid': '${bootmode_uuid}', 'name': 'fake-bootmode', 'power_state': 'Off',
+     'external_notifier': False, 'nics': [{'mac': '00:5c:52:31:3a:9f', 'ip': '172.22.0.103'}]},
+    {'uuid': '${vmedia_uuid}', 'name': 'fake-vmedia', 'power_state': 'Off',
+     'external_notifier': False, 'nics': [{'mac': '00:5c:52:31:3a:9d', 'ip': '172.22.0.101'}]},
 ]
 EOF
 
@@ -82,6 +95,9 @@ echo "sushy-emulator ${SUSHY_VERSION} (fake driver, basic auth) on ${url}, pid $
 
 export FERRIC_TEST_REDFISH_URL="$url"
 export FERRIC_TEST_REDFISH_SYSTEM="/redfish/v1/Systems/${system_uuid}"
+export FERRIC_TEST_REDFISH_SYSTEM_MGMT="/redfish/v1/Systems/${mgmt_uuid}"
+export FERRIC_TEST_REDFISH_SYSTEM_BOOTMODE="/redfish/v1/Systems/${bootmode_uuid}"
+export FERRIC_TEST_REDFISH_SYSTEM_VMEDIA="/redfish/v1/Systems/${vmedia_uuid}"
 export FERRIC_TEST_REDFISH_USERNAME="$user"
 export FERRIC_TEST_REDFISH_PASSWORD="$password"
 status=0

@@ -10,7 +10,11 @@
 //! * `GET /boot/nodes/{node}/script`: the same for a node (`?mac=` for BOOTIF);
 //! * `GET /boot/nodes/{node}/{deploy,rescue}_{kernel,ramdisk}`: the image,
 //!   from the conductor-side cache (fetched on a miss), with `Range`
-//!   (one range, RFC 9110) and the content's SHA-256 as `ETag`.
+//!   (one range, RFC 9110) and the content's SHA-256 as `ETag`;
+//! * `GET /boot/nodes/{node}/boot.iso`: the virtual media ISO of a node
+//!   with the `redfish-virtual-media` boot interface while it boots a
+//!   ramdisk (built on a miss: `ferric_conductor::netboot::vmedia`), as the
+//!   images; what the BMC downloads.
 //!
 //! Every response is rendered from the database and the cache: any
 //! `ferric serve` of a cluster serves any node. All 404 when network boot
@@ -198,10 +202,14 @@ async fn image(
     let Some(nb) = netboot(&st) else {
         return not_configured();
     };
-    let cached = match nb
-        .image_for_node(st.tm.store().as_ref(), &NodeIdent::parse(&node), &file)
-        .await
-    {
+    let ident = NodeIdent::parse(&node);
+    let store = st.tm.store();
+    let lookup = if file == "boot.iso" {
+        nb.boot_iso_for_node(store.as_ref(), &ident).await
+    } else {
+        nb.image_for_node(store.as_ref(), &ident, &file).await
+    };
+    let cached = match lookup {
         Ok(c) => c,
         Err(e) => return failure(e),
     };

@@ -363,6 +363,33 @@ pub async fn change_boot_mode(
     .await
 }
 
+/// Ironic's `node_cache_boot_mode` (run by verify): record the boot mode
+/// and secure boot state the BMC reports on the node; a driver that does
+/// not support reading one records `None` for it; any other failure only
+/// logs and changes nothing.
+pub(crate) async fn cache_boot_mode(task: &mut ExclusiveTask, driver: &Composed) {
+    let unsupported_prefix = format!("Driver {} does not support ", task.node().driver);
+    let mode = match driver.management.get_boot_mode(task).await {
+        Ok(m) => m,
+        Err(e) if e.message.starts_with(&unsupported_prefix) => None,
+        Err(e) => {
+            tracing::warn!(node_uuid = %task.node().uuid, error.message = %e, "cannot read the boot mode");
+            return;
+        }
+    };
+    let secure = match driver.management.get_secure_boot_state(task).await {
+        Ok(b) => Some(b),
+        Err(e) if e.message.starts_with(&unsupported_prefix) => None,
+        Err(e) => {
+            tracing::warn!(node_uuid = %task.node().uuid, error.message = %e, "cannot read the secure boot state");
+            return;
+        }
+    };
+    let attrs = &mut task.node_mut().attrs;
+    attrs.boot_mode = mode;
+    attrs.secure_boot = secure;
+}
+
 /// `PUT /v1/nodes/{node}/states/secure_boot`, as [`change_boot_mode`].
 pub async fn change_secure_boot(
     prov: &Provisioner,

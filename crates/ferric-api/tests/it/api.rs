@@ -1191,7 +1191,7 @@ fn supported(driver: &str, kind: InterfaceKind, name: &str) -> bool {
         "fake-hardware" => true,
         "redfish" => match kind {
             InterfaceKind::Power | InterfaceKind::Management => name == "redfish",
-            InterfaceKind::Boot => matches!(name, "ipxe" | "pxe"),
+            InterfaceKind::Boot => matches!(name, "ipxe" | "pxe" | "redfish-virtual-media"),
             InterfaceKind::Deploy => matches!(name, "direct" | "ramdisk"),
             InterfaceKind::Network => matches!(name, "noop" | "flat"),
             InterfaceKind::Storage => name == "noop",
@@ -1228,7 +1228,7 @@ async fn every_hardware_type_and_interface_is_checked_on_create_and_patch() {
         for kind in InterfaceKind::ALL {
             let field = kind.field();
             let mut candidates: Vec<String> = HardwareConfig::default().enabled(kind).to_vec();
-            candidates.extend(["redfish-virtual-media".to_string(), "bogus".to_string()]);
+            candidates.extend(["redfish-https".to_string(), "bogus".to_string()]);
             for name in candidates {
                 let ok = supported(driver, kind, &name);
                 let r = app

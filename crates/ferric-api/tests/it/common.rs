@@ -139,8 +139,14 @@ impl Options {
     /// Serve the API over `store` on 127.0.0.1:0 (the conductor is not
     /// registered: see [`TestStore::conductor`]).
     pub async fn serve(self, store: Arc<dyn Store>) -> Api {
-        let (state, tm) = self.state(store).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.serve_on(listener, store).await
+    }
+
+    /// [`Options::serve`] on a listener bound beforehand (its address is
+    /// known before the drivers are built: network boot's `http_url`).
+    pub async fn serve_on(self, listener: tokio::net::TcpListener, store: Arc<dyn Store>) -> Api {
+        let (state, tm) = self.state(store).await;
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             ferric_api::serve(listener, state, std::future::pending())

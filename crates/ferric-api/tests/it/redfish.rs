@@ -43,6 +43,17 @@ impl Bmc {
         })
     }
 
+    /// The test's own system (`FERRIC_TEST_REDFISH_SYSTEM_<TEST>`, else the
+    /// shared one): the tests run in parallel, and the emulator's fake
+    /// driver writes a system's whole record on each change, so one test's
+    /// power change can undo another's boot device or mode.
+    fn own(mut self, test: &str) -> Bmc {
+        if let Ok(s) = std::env::var(format!("FERRIC_TEST_REDFISH_SYSTEM_{test}")) {
+            self.system = s;
+        }
+        self
+    }
+
     fn driver_info(&self) -> Value {
         let mut info = json!({
             "redfish_address": self.url,
@@ -277,6 +288,7 @@ async fn redfish_node_against_sushy_tools() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redfish_management_against_sushy_tools() {
     let Some(bmc) = Bmc::from_env() else { return };
+    let bmc = bmc.own("MGMT");
     let store = TestStore::open(Engine::Sqlite).await.unwrap();
     let app = app(&store).await;
     let (s, n) = app
@@ -392,6 +404,7 @@ async fn redfish_management_against_sushy_tools() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redfish_boot_mode_and_secure_boot_against_sushy_tools() {
     let Some(bmc) = Bmc::from_env() else { return };
+    let bmc = bmc.own("BOOTMODE");
     let store = TestStore::open(Engine::Sqlite).await.unwrap();
     let app = app(&store).await;
     let (s, n) = app
@@ -402,6 +415,32 @@ async fn redfish_boot_mode_and_secure_boot_against_sushy_tools() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{n}");
+    assert!(
+        n["boot_mode"].is_null() && n["secure_boot"].is_null(),
+        "{n}"
+    );
+    // Verify (manage) caches what the BMC reports (Ironic's node_update_cache).
+    let (s, b) = app
+        .json(
+            reqwest::Method::PUT,
+            "/v1/nodes/rf-bm/states/provision",
+            json!({"target": "manage"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let n = app
+        .converge("rf-bm", "manage", |n| n["provision_state"] == "manageable")
+        .await;
+    let sys = bmc.system(&app.http).await;
+    let shown_mode = match sys["Boot"]["BootSourceOverrideMode"].as_str() {
+        Some("UEFI") => json!("uefi"),
+        Some("Legacy") => json!("bios"),
+        _ => Value::Null,
+    };
+    assert_eq!(n["boot_mode"], shown_mode, "{n} {sys}");
+    // The emulator's fake driver has a SecureBoot resource (feature set "full").
+    assert!(sys["SecureBoot"]["@odata.id"].is_string(), "{sys}");
+    assert!(n["secure_boot"].is_boolean(), "{n}");
     for (mode, shown) in [("bios", "Legacy"), ("uefi", "UEFI")] {
         let r = app
             .call(
@@ -421,8 +460,7 @@ async fn redfish_boot_mode_and_secure_boot_against_sushy_tools() {
         let sys = bmc.system(&app.http).await;
         assert_eq!(sys["Boot"]["BootSourceOverrideMode"], shown, "{sys}");
     }
-    let sys = bmc.system(&app.http).await;
-    if sys.get("SecureBoot").is_some() {
+    {
         for on in [true, false] {
             let r = app
                 .call(
@@ -442,4 +480,312 @@ async fn redfish_boot_mode_and_secure_boot_against_sushy_tools() {
         }
     }
     let _ = &app.driver;
+}
+
+/// The API with the redfish driver and network boot, whose `http_url` is
+/// `http_url` or (when `None`) this API's own listener.
+async fn vmedia_app(store: &TestStore, state: &std::path::Path, http_url: Option<&str>) -> App {
+    use ferric_conductor::netboot::{NetBoot, PxeConfig};
+    store.conductor("cond-a").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let own = format!("http://{}", listener.local_addr().unwrap());
+    let nb = NetBoot::new(PxeConfig {
+        http_url: http_url.unwrap_or(&own).to_string(),
+        state_dir: state.into(),
+        ..PxeConfig::default()
+    });
+    let driver = Arc::new(Redfish::new(RedfishConfig {
+        request_timeout: Duration::from_secs(20),
+        connect_timeout: Duration::from_secs(2),
+        retries: 2,
+        retry_min_delay: Duration::from_millis(100),
+        retry_max_delay: Duration::from_secs(1),
+        power_state_change_timeout: Duration::from_secs(30),
+        power_poll_interval: Duration::from_millis(250),
+    }));
+    let api = Options::new()
+        .drivers(Some(Drivers::new().with(driver.clone()).with(Arc::new(nb))))
+        .step(Duration::from_millis(10))
+        .serve_on(listener, store.store.clone())
+        .await;
+    App { api, driver }
+}
+
+impl Bmc {
+    /// The system's virtual CD as the emulator shows it.
+    async fn cd(&self, http: &reqwest::Client) -> Value {
+        let mut req = http.get(format!("{}{}/VirtualMedia/Cd", self.url, self.system));
+        if let Some(u) = &self.username {
+            req = req.basic_auth(u, self.password.as_deref());
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+}
+
+/// How many times this API answered 200 on the boot image route.
+async fn boot_images_served(app: &App) -> u64 {
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| {
+            l.starts_with("ferric_api_requests_total{")
+                && l.contains("route=\"/boot/nodes/{node}/{file}\"")
+                && l.contains("status=\"200\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+fn built_isos(state: &std::path::Path) -> Vec<std::path::PathBuf> {
+    match std::fs::read_dir(state.join("netboot/vmedia")) {
+        Ok(d) => d
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "iso"))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// `redfish-virtual-media` against the emulator: cleaning and deploying
+/// build the ISO, the emulator's virtual CD is given its URL on ferric's
+/// listener and downloads it from there (sushy-tools' `InsertMedia` fetches
+/// the image before it answers), shows it inserted, the next boot is `Cd`;
+/// clean-up and the instance boot eject it and remove the ISO. Validation
+/// refuses a deploy without images (400, nothing changed), and a BMC that
+/// cannot download the ISO fails cleaning with its own message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redfish_virtual_media_against_sushy_tools() {
+    let Some(bmc) = Bmc::from_env() else { return };
+    let bmc = bmc.own("VMEDIA");
+    let store = TestStore::open(Engine::Sqlite).await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let images = tempfile::tempdir().unwrap();
+    std::fs::write(images.path().join("vmlinuz"), b"not a kernel, but bytes").unwrap();
+    std::fs::write(images.path().join("initrd"), vec![7u8; 300_000]).unwrap();
+    let file = |n: &str| format!("file://{}", images.path().join(n).display());
+    let app = vmedia_app(&store, state.path(), None).await;
+
+    let mut info = bmc.driver_info();
+    info["deploy_kernel"] = json!(file("vmlinuz"));
+    info["deploy_ramdisk"] = json!(file("initrd"));
+    info["kernel_append_params"] = json!("console=ttyS0 %default%");
+    let (s, n) = app
+        .json(
+            reqwest::Method::POST,
+            "/v1/nodes",
+            json!({"name": "rf-vm", "driver": "redfish", "boot_interface": "redfish-virtual-media",
+                   "driver_info": info,
+                   "instance_info": {"image_source": "http://127.0.0.1:1/disk.raw",
+                                     "image_checksum": scripted_agent::SHA}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{n}");
+    let uuid = n["uuid"].as_str().unwrap().to_string();
+    let (s, v) = app
+        .json(
+            reqwest::Method::GET,
+            "/v1/nodes/rf-vm/validate",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["boot"]["result"], true, "{v}");
+    let iso_url = format!("{}/boot/nodes/{uuid}/boot.iso", app.base);
+    // Nothing is published while the node boots no ramdisk.
+    let r = app.http.get(&iso_url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // Cleaning boots the ramdisk from the virtual CD.
+    let (agent_url, agent) = scripted_agent::scripted_agent().await;
+    app.provision("rf-vm", "manage", "manageable").await;
+    let served_before = boot_images_served(&app).await;
+    app.provision("rf-vm", "provide", "clean wait").await;
+    let cd = bmc.cd(&app.http).await;
+    assert_eq!(cd["Inserted"], true, "{cd}");
+    assert_eq!(cd["Image"], iso_url, "{cd}");
+    // The emulator names the media after the file it downloaded.
+    assert_eq!(cd["ImageName"], "boot.iso", "{cd}");
+    assert_eq!(cd["WriteProtected"], true, "{cd}");
+    let sys = bmc.system(&app.http).await;
+    assert_eq!(sys["Boot"]["BootSourceOverrideTarget"], "Cd", "{sys}");
+    // ferric served the ISO: the emulator's download is the only client.
+    let served = boot_images_served(&app).await;
+    assert!(
+        served > served_before,
+        "the BMC did not fetch the ISO from ferric"
+    );
+    let isos = built_isos(state.path());
+    assert_eq!(isos.len(), 1, "{isos:?}");
+    let local = std::fs::read(&isos[0]).unwrap();
+    // What it fetched: the built ISO (ISO 9660, the ramdisk's command line).
+    let r = app.http.get(&iso_url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = r.bytes().await.unwrap();
+    assert_eq!(body.len(), local.len());
+    assert_eq!(&body[0x8001..0x8006], b"CD001");
+    let cmdline = format!(
+        "console=ttyS0 nofb vga=normal ipa-api-url={} boot_method=vmedia",
+        app.base
+    );
+    assert!(
+        body.windows(cmdline.len()).any(|w| w == cmdline.as_bytes()),
+        "the ISO lacks {cmdline:?}"
+    );
+    let n = scripted_agent::run_phase(&app, &agent_url, &agent, "rf-vm", "available").await;
+    assert!(n["last_error"].is_null(), "{n}");
+    let cd = bmc.cd(&app.http).await;
+    assert_eq!(cd["Inserted"], false, "ejected after cleaning: {cd}");
+    assert_eq!(cd["Image"], "", "{cd}");
+    assert!(
+        built_isos(state.path()).is_empty(),
+        "ISO removed after cleaning"
+    );
+
+    // A deploy without images is refused before anything changes.
+    let (s, b) = app
+        .json(
+            reqwest::Method::PATCH,
+            "/v1/nodes/rf-vm",
+            json!([{"op": "remove", "path": "/driver_info/deploy_kernel"},
+                   {"op": "remove", "path": "/driver_info/deploy_ramdisk"}]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let before = app.node("rf-vm").await;
+    let r = app
+        .call(
+            reqwest::Method::PUT,
+            "/v1/nodes/rf-vm/states/provision",
+            Some("latest"),
+            Some(json!({"target": "active"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(
+        r.fault().contains("Error validating Redfish virtual media. Some parameters were missing in node's driver_info. Missing are: ['deploy_kernel', 'deploy_ramdisk']"),
+        "{}",
+        r.fault()
+    );
+    assert_eq!(
+        app.node("rf-vm").await,
+        before,
+        "a refused deploy changes nothing"
+    );
+    assert_eq!(bmc.cd(&app.http).await["Inserted"], false);
+    // deploy_iso instead: that ISO is served as given (nothing built).
+    let given: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(images.path().join("ipa.iso"), &given).unwrap();
+    let (s, b) = app
+        .json(
+            reqwest::Method::PATCH,
+            "/v1/nodes/rf-vm",
+            json!([{"op": "add", "path": "/driver_info/deploy_iso", "value": file("ipa.iso")}]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+
+    // Deploying boots the ramdisk from the CD again; the instance boot
+    // ejects it and boots the disk.
+    app.provision("rf-vm", "active", "wait call-back").await;
+    let cd = bmc.cd(&app.http).await;
+    assert_eq!(cd["Inserted"], true, "{cd}");
+    assert_eq!(cd["Image"], iso_url, "{cd}");
+    assert_eq!(
+        bmc.system(&app.http).await["Boot"]["BootSourceOverrideTarget"],
+        "Cd"
+    );
+    let r = app.http.get(&iso_url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), given.as_slice());
+    assert!(
+        built_isos(state.path()).is_empty(),
+        "a given ISO is not rebuilt"
+    );
+    let n = scripted_agent::run_phase(&app, &agent_url, &agent, "rf-vm", "active").await;
+    assert!(n["last_error"].is_null(), "{n}");
+    let cd = bmc.cd(&app.http).await;
+    assert_eq!(
+        cd["Inserted"], false,
+        "ejected at prepare_instance_boot: {cd}"
+    );
+    let sys = bmc.system(&app.http).await;
+    assert_eq!(sys["Boot"]["BootSourceOverrideTarget"], "Hdd", "{sys}");
+    assert!(built_isos(state.path()).is_empty());
+    let r = app.http.get(&iso_url).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "no ISO for an active node"
+    );
+    app.tm.shutdown();
+    store.cleanup().await;
+
+    // A BMC that cannot download the ISO (its URL points at a server
+    // without it): cleaning fails with the BMC's answer in last_error, and
+    // nothing stays inserted.
+    let store = TestStore::open(Engine::Sqlite).await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let app = vmedia_app(&store, state.path(), Some(&bmc.url)).await;
+    let mut info = bmc.driver_info();
+    info["deploy_kernel"] = json!(file("vmlinuz"));
+    info["deploy_ramdisk"] = json!(file("initrd"));
+    let (s, n) = app
+        .json(
+            reqwest::Method::POST,
+            "/v1/nodes",
+            json!({"name": "rf-vm-err", "driver": "redfish", "boot_interface": "redfish-virtual-media",
+                   "driver_info": info}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{n}");
+    let uuid = n["uuid"].as_str().unwrap().to_string();
+    app.provision("rf-vm-err", "manage", "manageable").await;
+    let (s, b) = app
+        .json(
+            reqwest::Method::PUT,
+            "/v1/nodes/rf-vm-err/states/provision",
+            json!({"target": "provide"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let started = Instant::now();
+    let n = loop {
+        let n = app.node("rf-vm-err").await;
+        if n["provision_state"] == "clean failed" && n["reservation"].is_null() {
+            break n;
+        }
+        assert!(started.elapsed() < BOUND, "cleaning never failed: {n}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let err = n["last_error"].as_str().unwrap_or_default();
+    assert!(
+        err.starts_with(&format!(
+            "Failed to prepare node {uuid} for cleaning: Virtual media mount failed for node {uuid} with image {}/boot/nodes/{uuid}/boot.iso. Error: ",
+            bmc.url
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("Cannot download virtual media"),
+        "the BMC's message: {err}"
+    );
+    if let Some(p) = &bmc.password {
+        assert!(!err.contains(p.as_str()), "{err}");
+    }
+    assert_eq!(bmc.cd(&app.http).await["Inserted"], false);
+    assert!(
+        built_isos(state.path()).is_empty(),
+        "ISO removed on failure"
+    );
+    app.tm.shutdown();
+    store.cleanup().await;
 }

@@ -62,7 +62,7 @@ impl PxeBoot {
 
 /// A network boot failure as a driver error: bad settings are permanent,
 /// an unreachable image or database may pass.
-fn netboot_error(e: NetbootError) -> DriverError {
+pub(super) fn netboot_error(e: NetbootError) -> DriverError {
     match e {
         NetbootError::Unavailable(m) => DriverError::transient(m),
         NetbootError::Invalid(m) | NetbootError::NotFound(m) => DriverError::permanent(m),

@@ -24,6 +24,7 @@ pub mod ipmi;
 pub mod redfish;
 pub mod registry;
 pub mod tls;
+pub mod vmedia;
 
 pub use ferric_core::InterfaceKind;
 pub use registry::{Composed, Drivers, HardwareConfig, InterfaceError};

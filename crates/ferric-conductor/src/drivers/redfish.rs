@@ -443,6 +443,184 @@ impl Redfish {
     }
 }
 
+/// Whether a virtual media slot takes a CD (or a DVD: Ironic uses a
+/// DVD-only slot for a CD, bug 2031595).
+fn is_cd_slot(slot: &Value) -> bool {
+    slot["MediaTypes"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|m| m == "CD" || m == "DVD"))
+}
+
+/// The target of a slot's `#VirtualMedia.<action>`, else the standard path.
+fn vmedia_action(bmc: &Bmc, url: &str, slot: &Value, action: &str) -> String {
+    match slot["Actions"][format!("#VirtualMedia.{action}")]["target"].as_str() {
+        Some(t) => bmc.resolve(t),
+        None => format!("{url}/Actions/VirtualMedia.{action}"),
+    }
+}
+
+/// Virtual media (the `redfish-virtual-media` boot interface, Ironic's
+/// `redfish/boot.py` helpers).
+impl Redfish {
+    async fn get_json(&self, bmc: &Bmc, what: &str, url: &str) -> Result<Value, DriverError> {
+        self.call(bmc, what, reqwest::Method::GET, url, None).await
+    }
+
+    /// The members of the `VirtualMedia` collections linked from
+    /// `resources`, each as (URL, body), without repeats.
+    async fn slots_of(
+        &self,
+        bmc: &Bmc,
+        resources: &[Value],
+        out: &mut Vec<(String, Value)>,
+    ) -> Result<(), DriverError> {
+        for r in resources {
+            let Some(coll) = r["VirtualMedia"]["@odata.id"].as_str() else {
+                continue;
+            };
+            let coll = self
+                .get_json(bmc, "get virtual media", &bmc.resolve(coll))
+                .await?;
+            for m in coll["Members"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                let Some(path) = m["@odata.id"].as_str() else {
+                    continue;
+                };
+                let url = bmc.resolve(path);
+                if out.iter().any(|(u, _)| *u == url) {
+                    continue;
+                }
+                let body = self.get_json(bmc, "get virtual media", &url).await?;
+                out.push((url, body));
+            }
+        }
+        Ok(())
+    }
+
+    /// The system's virtual media slots (`all`: and its managers'; else the
+    /// managers' only when the system has none, as Ironic inserts).
+    async fn vmedia_slots(
+        &self,
+        bmc: &Bmc,
+        all: bool,
+    ) -> Result<Vec<(String, Value)>, DriverError> {
+        let system = self.get_json(bmc, "get system", &bmc.system_url()).await?;
+        let mut slots = Vec::new();
+        let via_system = system.get("VirtualMedia").is_some();
+        if via_system {
+            self.slots_of(bmc, std::slice::from_ref(&system), &mut slots)
+                .await?;
+        }
+        if all || !via_system {
+            let mut managers = Vec::new();
+            for m in system["Links"]["ManagedBy"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                if let Some(path) = m["@odata.id"].as_str() {
+                    managers.push(
+                        self.get_json(bmc, "get manager", &bmc.resolve(path))
+                            .await?,
+                    );
+                }
+            }
+            self.slots_of(bmc, &managers, &mut slots).await?;
+        }
+        Ok(slots)
+    }
+
+    /// Eject whatever is inserted in the node's CD/DVD slots (system and
+    /// managers); whether anything was (Ironic's `_eject_vmedia`).
+    pub async fn eject_cd(&self, node: &Node) -> Result<bool, DriverError> {
+        let bmc = Bmc::from_node(node).map_err(DriverError::permanent)?;
+        let mut found = false;
+        for (url, slot) in self.vmedia_slots(&bmc, true).await? {
+            if !is_cd_slot(&slot) || slot["Inserted"] != Value::Bool(true) {
+                continue;
+            }
+            info!(node_uuid = %node.uuid, slot = %url, image = %slot["Image"], "ejecting virtual media");
+            self.call(
+                &bmc,
+                "eject virtual media",
+                reqwest::Method::POST,
+                &vmedia_action(&bmc, &url, &slot, "EjectMedia"),
+                Some(&json!({})),
+            )
+            .await?;
+            found = true;
+        }
+        Ok(found)
+    }
+
+    /// Insert `image` into the first CD/DVD slot that takes it
+    /// (`VirtualMedia.InsertMedia`, inserted and write protected), then
+    /// read the slot back. A slot refusing with 4xx is skipped as Ironic
+    /// does; the error names the BMC's answer.
+    pub async fn insert_cd(&self, node: &Node, image: &str) -> Result<(), DriverError> {
+        let bmc = Bmc::from_node(node).map_err(DriverError::permanent)?;
+        let uuid = node.uuid;
+        let mut errors: Vec<DriverError> = Vec::new();
+        for (url, slot) in self.vmedia_slots(&bmc, false).await? {
+            if !is_cd_slot(&slot) {
+                continue;
+            }
+            let body = json!({"Image": image, "Inserted": true, "WriteProtected": true});
+            match self
+                .call(
+                    &bmc,
+                    "insert virtual media",
+                    reqwest::Method::POST,
+                    &vmedia_action(&bmc, &url, &slot, "InsertMedia"),
+                    Some(&body),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if !e.retryable => {
+                    warn!(node_uuid = %uuid, slot = %url, error.message = %e, "virtual media slot refused the image; trying the next");
+                    errors.push(e);
+                    continue;
+                }
+                Err(e) => {
+                    errors.push(e);
+                    break;
+                }
+            }
+            let now = self.get_json(&bmc, "get virtual media", &url).await?;
+            if now["Inserted"] != Value::Bool(true) {
+                return Err(DriverError::transient(format!(
+                    "Virtual media mount failed for node {uuid} with image {image}. Error: the BMC shows {url} not inserted after InsertMedia"
+                )));
+            }
+            info!(node_uuid = %uuid, slot = %url, image, "inserted boot media");
+            return Ok(());
+        }
+        Err(match (errors.first(), errors.last()) {
+            (Some(first), Some(last)) if first == last => DriverError {
+                message: format!(
+                    "Virtual media mount failed for node {uuid} with image {image}. Error: {}",
+                    first.message
+                ),
+                retryable: first.retryable,
+            },
+            (Some(first), Some(last)) => DriverError {
+                message: format!(
+                    "Virtual media mount failed for node {uuid} with image {image} after multiple attempts. First error: {}. Last error: {}",
+                    first.message, last.message
+                ),
+                retryable: last.retryable,
+            },
+            _ => DriverError::permanent(format!(
+                "No suitable virtual media device found for node {uuid} to mount image {image}"
+            )),
+        })
+    }
+}
+
 #[async_trait]
 impl Interface for Redfish {
     fn name(&self) -> &'static str {

@@ -18,6 +18,7 @@ use super::fake::{FakeDeploy, FakeHardware, FakeOptional};
 use super::generic::{FlatNetwork, NoInterface, NoopInterface, PxeBoot, RamdiskDeploy};
 use super::ipmi::Ipmi;
 use super::redfish::Redfish;
+use super::vmedia::RedfishVirtualMedia;
 use super::{
     BootInterface, DeployInterface, Interface, InterfaceKind, ManagementInterface, PowerInterface,
 };
@@ -78,7 +79,7 @@ macro_rules! hardware_config {
 
 hardware_config! {
     Bios => enabled_bios_interfaces, default_bios_interface, ["fake", "no-bios"];
-    Boot => enabled_boot_interfaces, default_boot_interface, ["fake", "ipxe", "pxe"];
+    Boot => enabled_boot_interfaces, default_boot_interface, ["fake", "ipxe", "pxe", "redfish-virtual-media"];
     Console => enabled_console_interfaces, default_console_interface, ["fake", "no-console"];
     Deploy => enabled_deploy_interfaces, default_deploy_interface, ["fake", "direct", "ramdisk"];
     Firmware => enabled_firmware_interfaces, default_firmware_interface, ["fake", "no-firmware"];
@@ -140,7 +141,8 @@ fn builtin_types() -> BTreeMap<&'static str, HardwareType> {
             K::Network => (vec!["noop", "flat"], vec!["noop", "flat"]),
             K::Storage => (vec!["noop"], vec!["noop"]),
             K::Power | K::Management => (vec!["fake"], vec!["redfish"]),
-            K::Boot => (vec!["fake"], vec!["ipxe", "pxe"]),
+            // Ironic: virtual media goes last (limited vendor support).
+            K::Boot => (vec!["fake"], vec!["ipxe", "pxe", VMEDIA]),
             K::Deploy => (vec!["fake"], vec!["direct", "ramdisk"]),
             other => {
                 let no = no_name(other).unwrap_or("noop");
@@ -193,6 +195,9 @@ fn ipmi_type() -> HardwareType {
     }
 }
 
+/// The virtual media boot interface's name.
+const VMEDIA: &str = crate::netboot::vmedia::BOOT_INTERFACE;
+
 /// Every implementation this build has, by interface.
 #[derive(Clone, Default)]
 struct Impls {
@@ -201,6 +206,8 @@ struct Impls {
     boot: BTreeMap<&'static str, Arc<dyn BootInterface>>,
     deploy: BTreeMap<&'static str, Arc<dyn DeployInterface>>,
     other: BTreeMap<(InterfaceKind, &'static str), Arc<dyn Interface>>,
+    /// The redfish backend (virtual media boots through it).
+    redfish: Option<Arc<Redfish>>,
 }
 
 impl Impls {
@@ -227,7 +234,19 @@ impl Impls {
 
     fn insert_redfish(&mut self, redfish: Arc<Redfish>) {
         self.power.insert("redfish", redfish.clone());
-        self.management.insert("redfish", redfish);
+        self.management.insert("redfish", redfish.clone());
+        self.redfish = Some(redfish);
+    }
+
+    /// (Re)build `redfish-virtual-media` from the redfish backend and
+    /// network boot in force.
+    fn insert_vmedia(&mut self, netboot: Option<Arc<crate::netboot::NetBoot>>) {
+        if let Some(r) = &self.redfish {
+            self.boot.insert(
+                VMEDIA,
+                Arc::new(RedfishVirtualMedia::new(r.clone(), netboot)),
+            );
+        }
     }
 
     fn insert_ipmi(&mut self, ipmi: Arc<Ipmi>) {
@@ -368,7 +387,9 @@ impl Plug for Arc<FakeHardware> {
 
 impl Plug for Arc<Redfish> {
     fn plug(self, d: &mut Drivers) {
-        Arc::make_mut(&mut d.inner).impls.insert_redfish(self);
+        let inner = Arc::make_mut(&mut d.inner);
+        inner.impls.insert_redfish(self);
+        inner.impls.insert_vmedia(inner.netboot.clone());
     }
 }
 
@@ -388,6 +409,7 @@ impl Plug for Arc<crate::netboot::NetBoot> {
                 .boot
                 .insert(name, Arc::new(PxeBoot::with_netboot(name, self.clone())));
         }
+        inner.impls.insert_vmedia(Some(self.clone()));
         inner.netboot = Some(self);
     }
 }
@@ -408,6 +430,7 @@ impl Drivers {
         let mut impls = Impls::default();
         impls.insert_fake(Arc::new(FakeHardware::new()));
         impls.insert_redfish(Arc::new(Redfish::default()));
+        impls.insert_vmedia(None);
         impls.insert_ipmi(Arc::new(Ipmi::default()));
         for name in ["ipxe", "pxe"] {
             impls.boot.insert(name, Arc::new(PxeBoot::new(name)));
@@ -839,14 +862,18 @@ mod tests {
             "{e}"
         );
         assert_eq!(i.len(), 1, "nothing changed on error");
-        let mut i = ifaces(&[("boot_interface", "redfish-virtual-media")]);
+        let mut i = ifaces(&[("boot_interface", "redfish-https")]);
         let e = d.check_and_fill("redfish", &mut i).unwrap_err();
         assert_eq!(e.field(), "boot_interface");
         assert!(
             e.to_string()
-                .contains("Valid interfaces are ['fake', 'ipxe', 'pxe']"),
+                .contains("Valid interfaces are ['fake', 'ipxe', 'pxe', 'redfish-virtual-media']"),
             "{e}"
         );
+        // Virtual media is redfish's, not ipmi's (Ironic's generic boot list).
+        let mut i = ifaces(&[("boot_interface", "redfish-virtual-media")]);
+        d.check_and_fill("redfish", &mut i).unwrap();
+        assert_eq!(i["boot_interface"], "redfish-virtual-media");
         let e = d.check_and_fill("ipmi", &mut BTreeMap::new()).unwrap_err();
         assert_eq!(e.field(), "driver");
     }
@@ -923,7 +950,7 @@ mod tests {
         let docs = d.describe("redfish").unwrap();
         let boot = docs.iter().find(|x| x.kind == InterfaceKind::Boot).unwrap();
         assert_eq!(boot.default.as_deref(), Some("ipxe"));
-        assert_eq!(boot.enabled, vec!["ipxe", "pxe"]);
+        assert_eq!(boot.enabled, vec!["ipxe", "pxe", "redfish-virtual-media"]);
         assert!(d.describe("ipmi").is_none());
     }
 }

@@ -18,6 +18,7 @@ pub mod cache;
 pub mod dnsmasq;
 pub mod ipxe;
 pub mod iso;
+pub mod vmedia;
 
 use cache::{CachedFile, ImageCache};
 use ferric_core::{Node, ProvisionState};
@@ -233,6 +234,8 @@ impl Ramdisk {
 pub struct NetBoot {
     config: PxeConfig,
     cache: ImageCache,
+    /// One boot ISO build at a time (`vmedia`).
+    iso_gate: tokio::sync::Mutex<()>,
 }
 
 /// The `driver_info` key of a ramdisk's kernel or initrd.
@@ -249,7 +252,11 @@ impl NetBoot {
             config.max_image_bytes,
             config.image_refresh,
         );
-        NetBoot { config, cache }
+        NetBoot {
+            config,
+            cache,
+            iso_gate: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// The configuration.
@@ -343,25 +350,35 @@ impl NetBoot {
             .map_err(|e| NetbootError::Unavailable(e.0))
     }
 
+    /// `kernel_append_params` of the ramdisk: instance_info, then
+    /// driver_info, else `default` (`%default%` replaced by it).
+    pub fn append_params(&self, node: &Node, default: &str) -> String {
+        let own = [&node.instance_info, &node.driver_info]
+            .into_iter()
+            .find_map(|m| m.get("kernel_append_params").and_then(Value::as_str));
+        match own {
+            Some(p) => p.replace("%default%", default),
+            None => default.to_string(),
+        }
+    }
+
+    /// `ipa-api-url`: `api_url`, else `http_url`.
+    pub fn agent_api_url(&self) -> &str {
+        if self.config.api_url.is_empty() {
+            self.base()
+        } else {
+            self.config.api_url.trim_end_matches('/')
+        }
+    }
+
     /// The kernel command line of the ramdisk after Ironic's fixed words:
     /// kernel_append_params (instance_info, then driver_info, then config;
     /// `%default%` replaced), `ipa-api-url`, `ipa-global-request-id`.
     pub fn kernel_params(&self, node: &Node, request_id: &str) -> String {
-        let default = self.config.kernel_append_params.as_str();
-        let own = [&node.instance_info, &node.driver_info]
-            .into_iter()
-            .find_map(|m| m.get("kernel_append_params").and_then(Value::as_str));
-        let mut params = match own {
-            Some(p) => p.replace("%default%", default),
-            None => default.to_string(),
-        };
-        let api = if self.config.api_url.is_empty() {
-            self.base()
-        } else {
-            self.config.api_url.trim_end_matches('/')
-        };
+        let mut params = self.append_params(node, &self.config.kernel_append_params);
         params.push_str(&format!(
-            " ipa-api-url={api} ipa-global-request-id={request_id}"
+            " ipa-api-url={} ipa-global-request-id={request_id}",
+            self.agent_api_url()
         ));
         params.trim().to_string()
     }

@@ -167,7 +167,7 @@ impl Provisioner {
         tokio::spawn(
             async move {
                 let _queued = queued;
-                match this.continue_node(uuid, &callback).await {
+                match this.continue_node_in(uuid, &callback, Some(state)).await {
                     Ok(c) => debug!(outcome = ?c, "continuation done"),
                     Err(e) if matches!(e, TaskError::ShuttingDown) || e.is_not_found() => {
                         info!(error.message = %e, "continuation dropped")
@@ -192,6 +192,19 @@ impl Provisioner {
         node: Uuid,
         callback: &AgentCallback,
     ) -> Result<Continued, TaskError> {
+        self.continue_node_in(node, callback, None).await
+    }
+
+    /// [`Provisioner::continue_node`] for a heartbeat received while the
+    /// node was in `seen`: a node that has left that state by the time the
+    /// lock is granted (its phase ended, another began) does not take the
+    /// stale heartbeat for the new phase's agent.
+    async fn continue_node_in(
+        &self,
+        node: Uuid,
+        callback: &AgentCallback,
+        seen: Option<ProvisionState>,
+    ) -> Result<Continued, TaskError> {
         let mut task = self
             .tm
             .acquire(node)
@@ -204,7 +217,8 @@ impl Provisioner {
         let waiting = matches!(
             state,
             ProvisionState::DeployWait | ProvisionState::CleanWait
-        ) && !n.maintenance;
+        ) && !n.maintenance
+            && seen.is_none_or(|s| s == state);
         let recorded = state.agent_may_run() && callback.record(task.node_mut());
         if !waiting {
             debug!(node_uuid = %node, %state, "node is not waiting for its agent; nothing to continue");

@@ -592,7 +592,8 @@ pub(crate) async fn release(task: ExclusiveTask) {
 }
 
 /// Ironic's verify: the power and management interfaces validate, then the
-/// power state is read and recorded. `Err` is the `last_error`.
+/// power state is read and recorded, and the boot mode and secure boot
+/// state cached (Ironic's `node_update_cache`). `Err` is the `last_error`.
 async fn verify(t: &mut ExclusiveTask, driver: &Composed) -> Result<(), String> {
     let node = t.node();
     let uuid = node.uuid;
@@ -613,6 +614,7 @@ async fn verify(t: &mut ExclusiveTask, driver: &Composed) -> Result<(), String> 
     match driver.power.get_power_state(node).await {
         Ok(p) => {
             t.node_mut().power_state = Some(p);
+            crate::management::cache_boot_mode(t, driver).await;
             Ok(())
         }
         Err(e) => Err(format!(

@@ -300,6 +300,7 @@ pub(crate) async fn start_clean(t: &mut ExclusiveTask, driver: &Composed) -> Res
         Ok(StepOutcome::Done) => run(t, driver, Phase::Clean, 0).await,
         Ok(StepOutcome::Wait) => wait(t, Phase::Clean).await,
         Err(e) => {
+            undo_ramdisk_boot(t, driver).await;
             fail(
                 t,
                 format!("Failed to prepare node {} for cleaning: {e}", t.node().uuid),
@@ -333,7 +334,7 @@ async fn run(
                 }
             }
             Ok(StepOutcome::Wait) => return wait(t, phase).await,
-            Err(e) => return step_failed(t, phase, step, &e.to_string()).await,
+            Err(e) => return step_failed(t, driver, phase, step, &e.to_string()).await,
         }
     }
     finish(t, driver, phase).await
@@ -357,12 +358,23 @@ async fn wait(t: &mut ExclusiveTask, phase: Phase) -> Result<(), WorkError> {
     Ok(())
 }
 
+/// A failed flow leaves no ramdisk boot behind (Ironic's error handlers
+/// clean up the boot: DHCP entries, an inserted virtual CD and its ISO).
+/// Best effort: a failure only logs (the node fails anyway).
+async fn undo_ramdisk_boot(t: &mut ExclusiveTask, driver: &Composed) {
+    if let Err(e) = driver.boot.clean_up_ramdisk(driver, t).await {
+        tracing::warn!(node_uuid = %t.node().uuid, error.message = %e, "clean-up of the ramdisk boot after a failure failed");
+    }
+}
+
 async fn step_failed(
     t: &mut ExclusiveTask,
+    driver: &Composed,
     phase: Phase,
     step: &Step,
     err: &str,
 ) -> Result<(), WorkError> {
+    undo_ramdisk_boot(t, driver).await;
     let uuid = t.node().uuid;
     fail(
         t,
