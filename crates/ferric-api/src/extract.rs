@@ -241,7 +241,7 @@ mod tests {
             ("https://a.example/?x=1", "query"),
             ("https://a.example/#top", "fragment"),
             ("https://user:pw@a.example", "user information"),
-            ("https://", "host"),
+            ("https://", "not a valid public endpoint"),
             ("http://a b", "public endpoint"),
             ("", "scheme"),
         ] {

@@ -412,8 +412,85 @@ async fn links_carry_the_public_endpoint(engine: ferric_store::testing::Engine) 
     );
 }
 
+/// `/openapi.json` and the server agree on request bodies: every POST, PUT
+/// or PATCH whose body the document marks required is refused with 400 and
+/// Ironic's body when sent none (the issue: bodies were not marked required
+/// at all), and nothing changes.
+async fn required_bodies_are_required(engine: ferric_store::testing::Engine) {
+    let Some(app) = Options::new().engine(engine).spawn().await else {
+        return;
+    };
+    let (node, pg, chassis) = populate(&app).await;
+    let doc = app.get("/openapi.json").await.body;
+    // The operations whose bodies the document once left undeclared.
+    for (path, method) in [
+        ("/v1/nodes", "post"),
+        ("/v1/nodes/{ident}", "patch"),
+        ("/v1/nodes/{ident}/states/provision", "put"),
+        ("/v1/nodes/{ident}/states/power", "put"),
+        ("/v1/heartbeat/{node}", "post"),
+        ("/v1/nodes/{ident}/traits", "put"),
+    ] {
+        assert_eq!(
+            doc["paths"][path][method]["requestBody"]["required"],
+            json!(true),
+            "{method} {path}"
+        );
+    }
+    let before = revision(&app).await;
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in ["post", "put", "patch"] {
+            let Some(op) = item.get(method) else { continue };
+            if op["requestBody"]["required"] != json!(true) {
+                continue;
+            }
+            let segments: Vec<&str> = path.split('/').collect();
+            let filled: Vec<&str> = segments
+                .iter()
+                .enumerate()
+                .map(|(i, seg)| {
+                    match (seg.starts_with('{'), i.checked_sub(1).map(|j| segments[j])) {
+                        (false, _) => seg,
+                        (true, Some("nodes")) => node.as_str(),
+                        (true, Some("portgroups")) => pg.as_str(),
+                        (true, Some("chassis")) => chassis.as_str(),
+                        (true, Some("runbooks" | "deploy_templates")) => "CUSTOM_HARD",
+                        (true, _) => "x",
+                    }
+                })
+                .collect();
+            let url = filled.join("/");
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let r = app.finish(app.request(m, &url)).await;
+            if r.status == StatusCode::BAD_REQUEST {
+                let _ = r.fault();
+            } else {
+                wrong.push(format!("{method} {url}: {} {}", r.status, r.body));
+            }
+            checked += 1;
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "a required body, yet no 400 without it:\n{}",
+        wrong.join("\n")
+    );
+    assert!(
+        checked >= 25,
+        "only {checked} operations declare a required body"
+    );
+    assert_eq!(
+        revision(&app).await,
+        before,
+        "a refused request changed something"
+    );
+}
+
 both_engines!(
     every_listing_bounds_limit_and_marker,
     links_never_carry_the_host_header,
     links_carry_the_public_endpoint,
+    required_bodies_are_required,
 );
