@@ -111,6 +111,9 @@ include-path = "/v1/nodes/changes"
 parameters = { "query.timeout" = 0 }
 EOF
 set +e
+# From the temporary directory: schemathesis keeps its cache (.schemathesis/)
+# in the working directory, which must not be the checkout.
+cd "${work}"
 timeout --kill-after=10 $((seconds + 90)) "${venv}/bin/schemathesis" --config-file "${work}/schemathesis.toml" \
   run "${url}/openapi.json" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection \
@@ -123,6 +126,7 @@ timeout --kill-after=10 $((seconds + 90)) "${venv}/bin/schemathesis" --config-fi
   --warnings off
 rc=$?
 set -e
+cd "${root}"
 [[ ${rc} -eq 0 ]] || fail "schemathesis found failures (exit ${rc}; seed ${seed})"
 kill -0 "${ferric_pid}" 2>/dev/null || fail "ferric serve died during the fuzzing"
 if grep -E 'panicked|request failed' "${work}/ferric.log"; then
