@@ -669,7 +669,7 @@ pub(crate) fn openapi_paths() -> Map<String, Value> {
         {"name": "resource_class", "in": "query", "schema": {"type": "string"}},
         {"name": "state", "in": "query", "schema": {"type": "string"}},
         {"name": "owner", "in": "query", "schema": {"type": "string"}},
-        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": format!("Page size; 0 or more than {} gives {} (Ironic's max_limit)", resource::MAX_LIMIT, resource::MAX_LIMIT)},
+        resource::openapi_limit_param(),
         {"name": "marker", "in": "query", "schema": {"type": "string", "format": "uuid"}},
         {"name": "sort_key", "in": "query", "schema": {"type": "string", "enum": ["id", "uuid", "created_at", "name"]}},
         {"name": "sort_dir", "in": "query", "schema": {"type": "string", "enum": ["asc", "desc"]}},

@@ -98,6 +98,10 @@ pub struct ApiState {
     /// `heartbeat_timeout` told to ramdisk agents at lookup (Ironic's
     /// `[api] ramdisk_heartbeat_timeout`; agents heartbeat every 30-60 % of it).
     pub ramdisk_heartbeat_timeout: Duration,
+    /// The base URL of every link (`api.public_endpoint`, Ironic's
+    /// `[api] public_endpoint`); absent: the connection's local address
+    /// (`extract::BaseUrl`).
+    pub public_endpoint: Option<extract::PublicEndpoint>,
 }
 
 /// A ring and when it was read.
@@ -151,6 +155,7 @@ impl ApiState {
             ring: Arc::new(Mutex::new(None)),
             prov: Provisioner::new(tm, Drivers::new(), DEFAULT_FAKE_STEP_DELAY),
             ramdisk_heartbeat_timeout: DEFAULT_RAMDISK_HEARTBEAT_TIMEOUT,
+            public_endpoint: None,
         }
     }
 
@@ -223,6 +228,12 @@ impl ApiState {
     /// Set how writes wait for a locked node.
     pub fn with_retry(mut self, retry: Retry) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// Write links with this base URL instead of the connection's address.
+    pub fn with_public_endpoint(mut self, endpoint: Option<extract::PublicEndpoint>) -> Self {
+        self.public_endpoint = endpoint;
         self
     }
 
@@ -323,6 +334,7 @@ fn normalize(uri: &Uri) -> Option<Uri> {
 pub fn router(state: ApiState) -> Router {
     let auth_state = state.auth.clone();
     let metrics = state.metrics.clone();
+    let public_endpoint = state.public_endpoint.clone();
     let inner: Router = v1_routes()
         .route("/", get(misc::root))
         .route("/openapi.json", get(misc::openapi))
@@ -336,9 +348,13 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .fallback(move |mut req: Request| {
             let inner = inner.clone();
+            let public_endpoint = public_endpoint.clone();
             async move {
                 if let Some(uri) = normalize(req.uri()) {
                     *req.uri_mut() = uri;
+                }
+                if let Some(p) = public_endpoint {
+                    req.extensions_mut().insert(p);
                 }
                 match inner.oneshot(req).await {
                     Ok(resp) => resp,

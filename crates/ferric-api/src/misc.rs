@@ -120,20 +120,44 @@ fn select_fields(doc: Value, fields: &Option<String>) -> Result<Value, ApiError>
     Ok(Value::Object(render::select(map, &wanted)))
 }
 
-/// `GET /v1/conductors` (1.49+).
+/// `GET /v1/conductors` query: Ironic's `detail`, `fields`, and the page
+/// (`limit`, `marker` = the hostname of the previous page's last conductor).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConductorsQuery {
+    detail: Option<String>,
+    fields: Option<String>,
+    limit: Option<String>,
+    marker: Option<String>,
+}
+
+/// `GET /v1/conductors` (1.49+), paged as Ironic's (`limit`, `marker`,
+/// `next`).
 pub async fn conductors(
     State(st): State<ApiState>,
     v: Version,
     base: BaseUrl,
-    ApiQuery(q): ApiQuery<DetailQuery>,
+    ApiQuery(q): ApiQuery<ConductorsQuery>,
 ) -> Result<Response, ApiError> {
     require(v, 49)?;
     let detail = match &q.detail {
         Some(d) => parse_bool("detail", d)?,
         None => false,
     };
+    let limit = crate::resource::parse_limit(q.limit.as_deref())?;
     let rows = st.tm.store().list_conductors().await?;
-    let items = rows
+    let start = match &q.marker {
+        None => 0,
+        Some(m) => {
+            crate::extract::check_text("marker", m)?;
+            rows.iter()
+                .position(|c| &c.hostname == m)
+                .map(|i| i + 1)
+                .ok_or_else(|| ApiError::not_found(format!("Conductor {m} could not be found.")))?
+        }
+    };
+    let page: Vec<&ConductorRow> = rows.iter().skip(start).take(limit as usize).collect();
+    let items = page
         .iter()
         .map(|c| {
             select_fields(
@@ -142,7 +166,22 @@ pub async fn conductors(
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(json!({ "conductors": items })).into_response())
+    let mut body = json!({ "conductors": items });
+    if page.len() as u32 >= limit {
+        if let Some(last) = page.last() {
+            let mut params = vec![
+                format!("limit={limit}"),
+                format!("marker={}", crate::resource::encode(&last.hostname)),
+            ];
+            for (k, val) in [("detail", &q.detail), ("fields", &q.fields)] {
+                if let Some(val) = val {
+                    params.push(format!("{k}={}", crate::resource::encode(val)));
+                }
+            }
+            body["next"] = json!(format!("{}/v1/conductors?{}", base.0, params.join("&")));
+        }
+    }
+    Ok(Json(body).into_response())
 }
 
 /// `GET /v1/conductors/{hostname}` (1.49+).
@@ -390,6 +429,54 @@ pub async fn openapi(base: BaseUrl) -> Json<Value> {
         }
         extra
     };
+    // Request bodies: every operation that reads one requires it (an absent
+    // body is a 400), except DELETE/PUT maintenance's optional reason.
+    let body = |schema: Value| json!({"required": true, "content": {"application/json": {"schema": schema}}});
+    let node_create = body(
+        json!({"type": "object", "required": ["driver"], "properties": {
+            "driver": {"type": "string"},
+            "name": {"type": ["string", "null"]},
+            "uuid": {"type": ["string", "null"], "format": "uuid"},
+        }}),
+    );
+    let patch_body = body(
+        json!({"type": "array", "items": {"type": "object", "required": ["op", "path"], "properties": {
+            "op": {"type": "string", "enum": ["add", "replace", "remove"]},
+            "path": {"type": "string"},
+            "value": {},
+        }}}),
+    );
+    let provision_body = body(
+        json!({"type": "object", "required": ["target"], "properties": {
+        "target": {"type": "string"},
+        "configdrive": {"type": ["object", "string", "null"]},
+        "clean_steps": {"type": "array", "items": {"type": "object"}},
+        "deploy_steps": {"type": "array", "items": {"type": "object"}},
+        "service_steps": {"type": "array", "items": {"type": "object"}},
+        "runbook": {"type": "string"},
+        "disable_ramdisk": {"type": "boolean"},
+        "rescue_password": {"type": "string"},
+    }, "additionalProperties": false}),
+    );
+    let power_body = body(
+        json!({"type": "object", "required": ["target"], "properties": {
+        "target": {"type": "string", "enum": ["power on", "power off", "rebooting", "soft power off", "soft rebooting"]},
+        "timeout": {"type": "integer", "minimum": 1, "description": "Seconds (1.27)"},
+    }, "additionalProperties": false}),
+    );
+    let maintenance_body = json!({"required": false, "content": {"application/json": {"schema": {"type": "object", "properties": {
+        "reason": {"type": ["string", "null"]},
+    }, "additionalProperties": false}}}});
+    let heartbeat_body = body(
+        json!({"type": "object", "required": ["callback_url"], "properties": {
+        "callback_url": {"type": "string"},
+        "agent_version": {"type": "string"},
+        "agent_token": {"type": "string"},
+        "agent_verify_ca": {"type": "string"},
+        "agent_status": {"type": "string"},
+        "agent_status_message": {"type": "string"},
+    }, "additionalProperties": false}),
+    );
     let list_params = json!([
         crate::resource::openapi_limit_param(),
         {"name": "marker", "in": "query", "schema": {"type": "string", "format": "uuid"}},
@@ -428,7 +515,7 @@ pub async fn openapi(base: BaseUrl) -> Json<Value> {
             "/v1": {"get": {"summary": "The v1 document", "security": [], "responses": {"200": ok("v1")}}},
             "/v1/nodes": {
                 "get": {"summary": "List nodes (X-Ferric-Revision: store revision of the page)", "parameters": list_params, "responses": with(json!({"200": ok("{nodes, next?}")}))},
-                "post": {"summary": "Create a node", "responses": with(json!({"201": ok("The node; Location header"), "413": err("Body too large")}))},
+                "post": {"summary": "Create a node", "requestBody": node_create, "responses": with(json!({"201": ok("The node; Location header"), "413": err("Body too large")}))},
             },
             "/v1/nodes/detail": {"get": {"summary": "List nodes with every field", "parameters": list_params, "responses": with(json!({"200": ok("{nodes, next?}")}))}},
             "/v1/nodes/changes": {"get": {
@@ -444,22 +531,27 @@ pub async fn openapi(base: BaseUrl) -> Json<Value> {
             "/v1/nodes/{ident}": {
                 "parameters": [ident],
                 "get": {"summary": "Show a node (ETag: \"revision\")", "parameters": [{"name": "fields", "in": "query", "schema": {"type": "string"}}], "responses": with(json!({"200": ok("The node")}))},
-                "patch": {"summary": "JSON Patch (add, replace, remove); If-Match: revision", "responses": with(json!({"200": ok("The node"), "412": err("If-Match does not match the node's revision")}))},
+                "patch": {"summary": "JSON Patch (add, replace, remove); If-Match: revision", "requestBody": patch_body, "responses": with(json!({"200": ok("The node"), "412": err("If-Match does not match the node's revision")}))},
                 "delete": {"summary": "Delete a node", "responses": with(json!({"204": {"description": "Deleted"}, "403": err("The node is protected")}))},
             },
             "/v1/nodes/{ident}/states": {"parameters": [ident], "get": {"summary": "Power and provision states", "responses": with(json!({"200": ok("States")}))}},
-            "/v1/nodes/{ident}/states/provision": {"parameters": [ident], "put": {"summary": "Provision verb: manage, provide, active/deploy, deleted/undeploy, rebuild, clean, abort, inspect, adopt, rescue, unrescue, unhold, service", "responses": with(json!({"202": accepted, "403": err("The node is protected (undeploy, rebuild)")}))}},
-            "/v1/nodes/{ident}/states/power": {"parameters": [ident], "put": {"summary": "power on, power off, rebooting, soft power off, soft rebooting", "responses": with(json!({"202": accepted}))}},
+            "/v1/nodes/{ident}/states/provision": {"parameters": [ident], "put": {"summary": "Provision verb: manage, provide, active/deploy, deleted/undeploy, rebuild, clean, abort, inspect, adopt, rescue, unrescue, unhold, service", "requestBody": provision_body, "responses": with(json!({"202": accepted, "403": err("The node is protected (undeploy, rebuild)")}))}},
+            "/v1/nodes/{ident}/states/power": {"parameters": [ident], "put": {"summary": "power on, power off, rebooting, soft power off, soft rebooting", "requestBody": power_body, "responses": with(json!({"202": accepted}))}},
             "/v1/nodes/{ident}/maintenance": {
                 "parameters": [ident],
-                "put": {"summary": "Set maintenance ({reason})", "responses": with(json!({"202": {"description": "Accepted"}}))},
+                "put": {"summary": "Set maintenance ({reason})", "requestBody": maintenance_body, "responses": with(json!({"202": {"description": "Accepted"}}))},
                 "delete": {"summary": "Clear maintenance", "responses": with(json!({"202": {"description": "Accepted"}}))},
             },
             "/v1/nodes/{ident}/validate": {"parameters": [ident], "get": {"summary": "Validate the node's interfaces", "responses": with(json!({"200": ok("{interface: {result, reason}}")}))}},
-            "/v1/conductors": {"get": {"summary": "Conductors (1.49)", "responses": with(json!({"200": ok("{conductors}")}))}},
+            "/v1/conductors": {"get": {"summary": "Conductors (1.49)", "parameters": [
+                crate::resource::openapi_limit_param(),
+                {"name": "marker", "in": "query", "schema": {"type": "string"}, "description": "Hostname of the previous page's last conductor"},
+                {"name": "detail", "in": "query", "schema": {"type": "boolean"}},
+                {"name": "fields", "in": "query", "schema": {"type": "string"}},
+            ], "responses": with(json!({"200": ok("{conductors, next?}")}))}},
             "/v1/conductors/{hostname}": {"get": {"summary": "One conductor (1.49)", "parameters": [{"name": "hostname", "in": "path", "required": true, "schema": {"type": "string"}}], "responses": with(json!({"200": ok("Conductor")}))}},
             "/v1/drivers": {"get": {"summary": "Hardware types", "responses": with(json!({"200": ok("{drivers}")}))}},
-            "/v1/heartbeat/{node}": {"post": {"summary": "Ramdisk agent heartbeat (1.22; public, checked by the agent token): {callback_url, agent_token, agent_version}; resumes a node in wait call-back / clean wait in the background", "parameters": [{"name": "node", "in": "path", "required": true, "schema": {"type": "string"}}], "responses": with(json!({"202": {"description": "Accepted"}}))}},
+            "/v1/heartbeat/{node}": {"post": {"summary": "Ramdisk agent heartbeat (1.22; public, checked by the agent token): {callback_url, agent_token, agent_version}; resumes a node in wait call-back / clean wait in the background", "parameters": [{"name": "node", "in": "path", "required": true, "schema": {"type": "string"}}], "requestBody": heartbeat_body, "responses": with(json!({"202": {"description": "Accepted"}}))}},
             "/v1/lookup": {"get": {"summary": "Ramdisk agent lookup (1.22; public): the node whose port has one of the addresses (or node_uuid), in a state where an agent may run; {node: {uuid, properties, instance_info, driver_internal_info}, config: {heartbeat_timeout, agent_token (minted at the first lookup from 1.62, ****** afterwards), agent_token_required, ...}}", "parameters": [{"name": "addresses", "in": "query", "schema": {"type": "string"}, "description": "Comma-separated MAC addresses"}, {"name": "node_uuid", "in": "query", "schema": {"type": "string", "format": "uuid"}}], "responses": with(json!({"200": ok("{node, config}")}))}},
             "/v1/drivers/{name}": {"get": {"summary": "One hardware type", "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}], "responses": with(json!({"200": ok("Driver")}))}},
         },

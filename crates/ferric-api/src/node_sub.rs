@@ -21,7 +21,7 @@
 
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery, BaseUrl, JsonBody, OptionalJsonBody};
-use crate::nodes::{node_ident, MAX_LIMIT};
+use crate::nodes::node_ident;
 use crate::render::{links, timestamp};
 use crate::resource::py_repr;
 use crate::version::Version;
@@ -302,18 +302,7 @@ async fn list_history(
                 .map_err(|_| ApiError::bad_request(format!("Expected UUID for marker: {m}")))?,
         ),
     };
-    let limit = match &q.limit {
-        None => MAX_LIMIT,
-        Some(l) => match l.trim().parse::<i64>() {
-            Ok(n) if n <= 0 => return Err(ApiError::bad_request("Limit must be positive")),
-            Ok(n) => n.min(i64::from(MAX_LIMIT)) as u32,
-            Err(_) => {
-                return Err(ApiError::bad_request(format!(
-                    "Expected an integer for limit: {l}"
-                )))
-            }
-        },
-    };
+    let limit = crate::resource::parse_limit(q.limit.as_deref())?;
     let sort_dir = q.sort_dir.as_deref().unwrap_or("asc");
     if !matches!(sort_dir, "asc" | "desc") {
         return Err(ApiError::bad_request(format!(

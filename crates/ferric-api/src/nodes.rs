@@ -717,24 +717,12 @@ async fn list_nodes(
             "Can not specify ?detail=True and fields in the same request.",
         ));
     }
-    let limit = match &q.limit {
-        None => MAX_LIMIT,
-        Some(l) => match l.parse::<i64>() {
-            Ok(0) => MAX_LIMIT,
-            Ok(n) if n > 0 => n.min(i64::from(MAX_LIMIT)) as u32,
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "Invalid limit \"{l}\": limit must be a positive integer."
-                )))
-            }
-        },
-    };
-    let marker = match &q.marker {
-        None => None,
-        Some(m) => Some(Uuid::parse_str(m).map_err(|_| {
-            ApiError::bad_request(format!("Invalid marker \"{m}\": a node UUID is expected."))
-        })?),
-    };
+    let limit = crate::resource::parse_limit(q.limit.as_deref())?;
+    let marker = q
+        .marker
+        .as_deref()
+        .map(|m| crate::resource::uuid_param("marker", m))
+        .transpose()?;
     if let Some(f) = &q.fields {
         check_fields_version(f, v)?;
     }

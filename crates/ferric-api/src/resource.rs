@@ -299,18 +299,7 @@ pub fn paging(
     keys: &[(&str, ResourceSort)],
     unsortable: &[&str],
 ) -> Result<Paging, ApiError> {
-    let limit = match limit {
-        None => MAX_LIMIT,
-        Some(l) => match l.parse::<i64>() {
-            Ok(0) => MAX_LIMIT,
-            Ok(n) if n > 0 => n.min(i64::from(MAX_LIMIT)) as u32,
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "Invalid limit \"{l}\": limit must be a positive integer."
-                )))
-            }
-        },
-    };
+    let limit = parse_limit(limit)?;
     let marker = marker.map(|m| uuid_param("marker", m)).transpose()?;
     let sort = match sort_key {
         None | Some("id") => ResourceSort::CreatedAt,
@@ -346,6 +335,50 @@ pub fn paging(
         descending,
         sort_key: sort_key.map(str::to_string),
         sort_dir: sort_dir.map(str::to_string),
+    })
+}
+
+/// The `limit` of every paged Ironic list, as Ironic 39 reads it
+/// (`args.integer`, then `api_utils.validate_limit`): absent is
+/// [`MAX_LIMIT`]; text Python's `int()` refuses is "Expected an integer for
+/// limit: …"; zero or less is "Limit must be positive"; anything larger than
+/// [`MAX_LIMIT`] (however many digits) is clamped to it.
+pub fn parse_limit(limit: Option<&str>) -> Result<u32, ApiError> {
+    let Some(raw) = limit else {
+        return Ok(MAX_LIMIT);
+    };
+    let text = raw.trim();
+    let (negative, digits) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    // Python's int() also takes `_` between digits ("1_000").
+    let well_formed = !digits.is_empty()
+        && !digits.starts_with('_')
+        && !digits.ends_with('_')
+        && !digits.contains("__")
+        && digits.bytes().all(|b| b.is_ascii_digit() || b == b'_');
+    if !well_formed {
+        return Err(ApiError::bad_request(format!(
+            "Expected an integer for limit: {raw}"
+        )));
+    }
+    let zero = digits.bytes().all(|b| b == b'0' || b == b'_');
+    if negative || zero {
+        return Err(ApiError::bad_request("Limit must be positive"));
+    }
+    // Positive: compare by value without overflowing (leading zeros and
+    // underscores do not count).
+    let significant: String = digits
+        .chars()
+        .filter(|c| *c != '_')
+        .skip_while(|c| *c == '0')
+        .collect();
+    Ok(match significant.parse::<u32>() {
+        Ok(n) => n.min(MAX_LIMIT),
+        // More digits than u32 holds: larger than MAX_LIMIT.
+        Err(_) => MAX_LIMIT,
     })
 }
 
@@ -505,6 +538,14 @@ pub fn feed_kinds(param: Option<&str>) -> Result<FeedKinds, ApiError> {
             },
         }
     }
+    // `resource=` (or only commas) names no kind: a feed of nothing, whose
+    // long poll could only wait out its timeout (found by the fuzzer).
+    if !out.nodes && out.kinds.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "Invalid resource \"{p}\": expected node, {} or all.",
+            ResourceKind::ALL.map(|k| k.as_str()).join(", ")
+        )));
+    }
     Ok(out)
 }
 
@@ -643,14 +684,15 @@ pub struct PagedQuery {
 }
 
 /// The `limit` query parameter of every paged list, as `/openapi.json`
-/// documents it: Ironic clamps a larger value to its `max_limit` instead of
-/// refusing it, so the schema has no maximum.
+/// documents it ([`parse_limit`]): Ironic refuses zero and less, and clamps
+/// a larger value to its `max_limit` instead of refusing it, so the schema
+/// has a minimum and no maximum.
 pub(crate) fn openapi_limit_param() -> serde_json::Value {
     serde_json::json!({
         "name": "limit",
         "in": "query",
-        "schema": {"type": "integer", "minimum": 0},
-        "description": format!("Page size; 0 or more than {MAX_LIMIT} gives {MAX_LIMIT} (Ironic's max_limit)"),
+        "schema": {"type": "integer", "minimum": 1},
+        "description": format!("Page size, at least 1; more than {MAX_LIMIT} gives {MAX_LIMIT} (Ironic's max_limit)"),
     })
 }
 

@@ -27,6 +27,7 @@
 //! bound.
 
 use crate::error::ApiError;
+use crate::extract::LocalAddr;
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -216,10 +217,16 @@ pub async fn serve_app(
         }
         let app = app.clone();
         let body_timeout = options.body_timeout;
+        // The links of this connection's responses name the address it
+        // arrived on, never the client's Host header (extract::BaseUrl).
+        let local = stream.local_addr().ok().map(LocalAddr);
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let timed_out = BodyTimedOut::default();
             let (mut parts, inner) = req.into_parts();
             parts.extensions.insert(timed_out.clone());
+            if let Some(local) = local {
+                parts.extensions.insert(local);
+            }
             let body = DeadlineBody {
                 inner,
                 deadline: Instant::now() + body_timeout,

@@ -274,7 +274,12 @@ pub(crate) fn openapi_paths() -> Map<String, Value> {
         json!({
             "parameters": [ident.clone()],
             "get": {"summary": "A node's traits (1.37)", "responses": common(json!({"200": ok("{traits}")}))},
-            "put": {"summary": "Replace all traits: {traits: [...]} (1.37)", "responses": common(json!({"204": none.clone()}))},
+            "put": {"summary": "Replace all traits: {traits: [...]} (1.37)", "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                "type": "object",
+                "required": ["traits"],
+                "properties": {"traits": {"type": "array", "items": {"type": "string"}}},
+                "additionalProperties": false,
+            }}}}, "responses": common(json!({"204": none.clone()}))},
             "delete": {"summary": "Remove all traits (1.37)", "responses": common(json!({"204": none.clone()}))},
         }),
     );

@@ -226,6 +226,12 @@ pub struct ApiConfig {
     /// option of the same name; agents heartbeat every 30-60 % of it).
     #[serde(with = "humantime_serde")]
     pub ramdisk_heartbeat_timeout: std::time::Duration,
+    /// The base URL of the links the API writes (`links`, `next`,
+    /// `Location`), as Ironic's `[api] public_endpoint`: an http(s) URL
+    /// without query or fragment, like `"https://ironic.example.com:6385"`
+    /// (the address clients reach, e.g. a proxy's). Empty: the address the
+    /// request's connection arrived on; never the request's `Host` header.
+    pub public_endpoint: String,
 }
 
 impl Default for ApiConfig {
@@ -242,6 +248,7 @@ impl Default for ApiConfig {
             body_timeout: ferric_api::server::DEFAULT_BODY_TIMEOUT,
             max_connections: ferric_api::server::DEFAULT_MAX_CONNECTIONS,
             ramdisk_heartbeat_timeout: ferric_api::DEFAULT_RAMDISK_HEARTBEAT_TIMEOUT,
+            public_endpoint: String::new(),
         }
     }
 }
@@ -260,11 +267,22 @@ impl std::fmt::Debug for ApiConfig {
             .field("body_timeout", &self.body_timeout)
             .field("max_connections", &self.max_connections)
             .field("ramdisk_heartbeat_timeout", &self.ramdisk_heartbeat_timeout)
+            .field("public_endpoint", &self.public_endpoint)
             .finish()
     }
 }
 
 impl ApiConfig {
+    /// `public_endpoint`, parsed; `None` when empty. The error names the key.
+    pub fn public_endpoint(&self) -> Result<Option<ferric_api::extract::PublicEndpoint>, String> {
+        if self.public_endpoint.is_empty() {
+            return Ok(None);
+        }
+        ferric_api::extract::PublicEndpoint::parse(&self.public_endpoint)
+            .map(Some)
+            .map_err(|e| format!("api.public_endpoint {e}"))
+    }
+
     /// The API's credentials checker, reading `htpasswd_file` / `token_file`.
     /// Errors name the key and the file.
     pub fn build_auth(&self) -> Result<ferric_api::auth::Auth, ConfigError> {
@@ -576,6 +594,9 @@ impl Config {
                  api.insecure_no_auth = true (--insecure-no-auth) to serve unauthenticated",
                 self.api.host
             ));
+        }
+        if let Err(e) = self.api.public_endpoint() {
+            p.push(e);
         }
         if self.api.ramdisk_heartbeat_timeout.as_secs() < 1 {
             p.push(format!(

@@ -103,6 +103,8 @@ pub fn conductor_info(config: &Config, drivers: &Drivers) -> ConductorInfo {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     config.validate()?;
     let auth = config.api.build_auth()?;
+    // Checked by Config::validate; an error here is still a clear one.
+    let public_endpoint = config.api.public_endpoint().map_err(anyhow::Error::msg)?;
     let nofile = crate::fdlimit::raise_nofile_limit();
     let serve_options = ferric_api::server::ServeOptions {
         header_timeout: config.api.header_timeout,
@@ -182,7 +184,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 .with_registry(registry)
                 .with_drivers(drivers)
                 .with_auth(auth)
-                .with_ramdisk_heartbeat_timeout(config.api.ramdisk_heartbeat_timeout),
+                .with_ramdisk_heartbeat_timeout(config.api.ramdisk_heartbeat_timeout)
+                .with_public_endpoint(public_endpoint),
             serve_options,
             stopped(api_stop_rx),
         )
@@ -198,6 +201,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         heartbeat_interval = ?config.conductor.heartbeat_interval,
         api = %format!("http://{api_addr}"),
         api_auth = ?config.api.auth,
+        api_public_endpoint = %config.api.public_endpoint,
         api_max_connections = serve_options.max_connections,
         open_file_limit = nofile,
         "ferric serving"

@@ -31,6 +31,7 @@ pub struct Options {
     registry: Option<Registry>,
     wake_listener: bool,
     ramdisk_heartbeat_timeout: Option<Duration>,
+    public_endpoint: Option<ferric_api::extract::PublicEndpoint>,
 }
 
 impl Options {
@@ -48,6 +49,7 @@ impl Options {
             registry: None,
             wake_listener: false,
             ramdisk_heartbeat_timeout: None,
+            public_endpoint: None,
         }
     }
 
@@ -115,6 +117,12 @@ impl Options {
         self
     }
 
+    /// The base URL of links (`api.public_endpoint`).
+    pub fn public_endpoint(mut self, url: &str) -> Options {
+        self.public_endpoint = Some(ferric_api::extract::PublicEndpoint::parse(url).unwrap());
+        self
+    }
+
     /// The conductor's TaskManager and the API state over `store`, not served.
     pub async fn state(self, store: Arc<dyn Store>) -> (ApiState, TaskManager) {
         let tm = TaskManager::new(store, self.config, Arc::new(MemorySink::default()));
@@ -123,7 +131,8 @@ impl Options {
         }
         let mut state = ApiState::new(tm.clone())
             .with_fake_step_delay(self.step)
-            .with_auth(self.auth);
+            .with_auth(self.auth)
+            .with_public_endpoint(self.public_endpoint);
         if let Some(r) = self.registry {
             state = state.with_registry(r);
         }

@@ -35,6 +35,7 @@ mod api;
 mod chassis;
 mod common;
 mod deploy_templates;
+mod hardening;
 mod inspection_rules;
 mod ipmi;
 mod lookup;

@@ -483,3 +483,43 @@ fn an_amqp_sink_without_the_amqp_feature_is_a_problem() {
         "{p:?}"
     );
 }
+
+/// Issue 17: `api.public_endpoint` (Ironic's `[api] public_endpoint`) is an
+/// http(s) URL without query or fragment, checked at start; empty is the
+/// default (links name the connection's address).
+#[test]
+fn public_endpoint_is_checked_at_start() {
+    let c = Config::load(&Sources::default()).unwrap();
+    assert_eq!(c.api.public_endpoint, "");
+    assert_eq!(c.api.public_endpoint().unwrap(), None);
+    let c = Config::load(&Sources {
+        env: env(&[(
+            "FERRIC_API__PUBLIC_ENDPOINT",
+            "https://ironic.example.com:6385/baremetal/",
+        )]),
+        ..Sources::default()
+    })
+    .unwrap();
+    assert_eq!(
+        c.api.public_endpoint().unwrap().unwrap().as_str(),
+        "https://ironic.example.com:6385/baremetal"
+    );
+    for (bad, why) in [
+        ("ironic.example.com:6385", "scheme"),
+        ("ftp://ironic.example.com", "scheme"),
+        ("https://ironic.example.com/?a=b", "query"),
+        ("https://ironic.example.com/#x", "fragment"),
+        ("https://admin:pw@ironic.example.com", "user information"),
+    ] {
+        let p = problems(&Sources {
+            env: env(&[("FERRIC_API__PUBLIC_ENDPOINT", bad)]),
+            ..Sources::default()
+        });
+        assert_eq!(p.len(), 1, "{bad}: {p:?}");
+        assert!(
+            p[0].starts_with("api.public_endpoint ") && p[0].contains(why),
+            "{bad}: {p:?}"
+        );
+        assert!(!p[0].contains("pw@"), "the password is shown: {p:?}");
+    }
+}
