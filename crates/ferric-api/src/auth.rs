@@ -202,6 +202,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The user name of a request's HTTP basic credentials, if it has any (for
+/// the audit trail; the middleware has verified them already).
+pub fn basic_user(headers: &HeaderMap) -> Option<String> {
+    let authz = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let encoded = authz
+        .strip_prefix("Basic ")
+        .or_else(|| authz.strip_prefix("basic "))?;
+    decode_basic(encoded.trim()).map(|(user, _)| user)
+}
+
 /// Decode `base64(user:password)`.
 fn decode_basic(encoded: &str) -> Option<(String, String)> {
     let bytes = base64_decode(encoded)?;
