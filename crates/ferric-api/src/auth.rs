@@ -304,6 +304,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn basic_user_names_the_audit_actor() {
+        let mut h = HeaderMap::new();
+        assert_eq!(basic_user(&h), None);
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic YWRtaW46c2VjcmV0"),
+        );
+        assert_eq!(basic_user(&h).as_deref(), Some("admin"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        assert_eq!(basic_user(&h), None);
+    }
+
+    #[test]
     fn base64_round_trips_known_values() {
         assert_eq!(base64_decode("YWRtaW46c2VjcmV0").unwrap(), b"admin:secret");
         assert_eq!(base64_decode("YQ==").unwrap(), b"a");

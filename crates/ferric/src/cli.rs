@@ -504,7 +504,10 @@ mod tests {
             .map(|l| l.render_long_help().to_string())
             .unwrap_or_default();
         assert!(help.contains("--database-url"), "{help}");
-        assert!(!help.contains("--url"), "{help}");
+        assert!(
+            !help.contains("  --url ") && !help.contains("aliases"),
+            "{help}"
+        );
     }
 
     #[test]
