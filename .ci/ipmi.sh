@@ -73,7 +73,7 @@ py="${venv}/bin/python"
 
 if [[ " ${IPMI_PARTS} " == *" rust "* ]]; then
   echo "---- 1. Rust tests (ipmi::) against pyghmi BMCs"
-  FERRIC_TEST_IPMI_PYTHON="${py}" cargo test -p ferric-api --test it ipmi:: -- --nocapture
+  FERRIC_TEST_IPMI_PYTHON="${py}" FERRIC_TEST_REQUIRE="${FERRIC_TEST_REQUIRE:-},FERRIC_TEST_IPMI_PYTHON" cargo test -p ferric-api --test it ipmi:: -- --nocapture
 fi
 
 # Free UDP ports on 127.0.0.1, $1 of them (bound at once, then released).

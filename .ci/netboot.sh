@@ -289,7 +289,7 @@ echo "power-on → kernel banner: network ${banner_ms} ms, local ${local_banner_
 echo "power-on → ramdisk marker: network ${marker_ms} ms"
 echo "power-on → lookup answered: network ${lookup_ms} ms, local ${local_lookup_ms} ms"
 # ---- the boot ISO (for virtual media) boots the same kernel with BIOS and UEFI
-FERRIC_TEST_KERNEL="${kdir}/vmlinuz" cargo test --quiet -p ferric-conductor --test iso 2>&1 | tail -n 3
+FERRIC_TEST_KERNEL="${kdir}/vmlinuz" FERRIC_TEST_REQUIRE="${FERRIC_TEST_REQUIRE:-},FERRIC_TEST_KERNEL" cargo test --quiet -p ferric-conductor --test iso 2>&1 | tail -n 3
 echo "boot ISO: BIOS and UEFI boots checked (+$(($(date +%s) - started))s)"
 
 echo "netboot: OK ($(($(date +%s) - started))s)"

@@ -101,7 +101,7 @@ export FERRIC_TEST_REDFISH_SYSTEM_VMEDIA="/redfish/v1/Systems/${vmedia_uuid}"
 export FERRIC_TEST_REDFISH_USERNAME="$user"
 export FERRIC_TEST_REDFISH_PASSWORD="$password"
 status=0
-cargo test -p ferric-api --test it redfish:: -- --nocapture || status=$?
+FERRIC_TEST_REQUIRE="${FERRIC_TEST_REQUIRE:-},FERRIC_TEST_REDFISH_URL" cargo test -p ferric-api --test it redfish:: -- --nocapture || status=$?
 if [ "$status" -ne 0 ]; then
   echo "---- sushy-emulator log (tail) ----" >&2
   tail -n 50 "$state/sushy.log" >&2

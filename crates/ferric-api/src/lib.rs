@@ -27,6 +27,7 @@ pub mod error;
 pub mod extract;
 pub(crate) mod fields;
 pub mod inspection_rules;
+pub mod locks;
 pub mod lookup;
 pub mod metrics;
 pub mod misc;
@@ -266,6 +267,11 @@ fn v1_routes() -> Router<ApiState> {
             put(states::put_maintenance).delete(states::delete_maintenance),
         )
         .route("/v1/nodes/{ident}/validate", get(states::validate))
+        // ferric extension: `ferric lock release` through a running conductor.
+        .route(
+            "/v1/nodes/{ident}/lock/release",
+            axum::routing::post(locks::release),
+        )
         .route("/v1/conductors", get(misc::conductors))
         .route("/v1/conductors/{hostname}", get(misc::conductor))
         .route("/v1/drivers", get(misc::drivers))

@@ -95,6 +95,11 @@ async fn recover_one(
     let why = match &cause {
         Cause::Offline => format!("conductor {dead} went offline"),
         Cause::Restarted => format!("conductor {dead} restarted"),
+        Cause::Operator {
+            actor,
+            reason,
+            forced: true,
+        } => format!("{actor} took the lock from its live holder {dead} (forced: {reason})"),
         Cause::Operator { actor, reason, .. } => {
             format!("{actor} released the lock of {dead} ({reason})")
         }
@@ -147,7 +152,8 @@ async fn recover_one(
         }
     }
     let state = task.node().provision_state;
-    warn!(node_uuid = %token.node, holder = %dead, lock_epoch = token.epoch, purpose = %token.purpose, state = %state, "recovering lock of a dead conductor");
+    let what = recovery_log_message(&cause);
+    warn!(node_uuid = %token.node, holder = %dead, lock_epoch = token.epoch, purpose = %token.purpose, state = %state, "{what}");
     // Store errors while failing the node are retried with backoff (about 6 s
     // in all): a transient node released without being failed would be left
     // with nobody working on it.
@@ -175,6 +181,20 @@ async fn recover_one(
     match audit_error {
         Some(e) => Err(e.into()),
         None => Ok(()),
+    }
+}
+
+/// The log line of a recovery: only a holder judged offline is called dead.
+pub fn recovery_log_message(cause: &Cause) -> &'static str {
+    match cause {
+        Cause::Offline => "recovering the lock of a dead conductor",
+        Cause::Restarted => "recovering the lock of this conductor's previous run",
+        Cause::Operator { forced: true, .. } => {
+            "an operator is taking the lock from its live holder (forced)"
+        }
+        Cause::Operator { forced: false, .. } => {
+            "an operator is releasing the lock of an offline holder"
+        }
     }
 }
 

@@ -79,7 +79,7 @@ fn boot(iso: &Path, dir: &Path, name: &str, firmware: &[String]) -> String {
 #[tokio::test]
 async fn the_boot_iso_boots_with_bios_and_uefi() {
     let Ok(kernel) = std::env::var("FERRIC_TEST_KERNEL") else {
-        eprintln!("FERRIC_TEST_KERNEL unset: skipped");
+        ferric_store::testing::skip("FERRIC_TEST_KERNEL", "run .ci/netboot.sh");
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -283,7 +283,7 @@ async fn amqp_receives_start_and_end_on_ironics_exchange() {
     use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
     use lapin::types::FieldTable;
     let Ok(url) = std::env::var("FERRIC_TEST_AMQP_URL") else {
-        eprintln!("skipped: FERRIC_TEST_AMQP_URL is not set, AMQP test not run");
+        ferric_store::testing::skip("FERRIC_TEST_AMQP_URL", "the AMQP test did not run");
         return;
     };
     let transport = Arc::new(AmqpTransport::new(&url, notify::AMQP_EXCHANGE).unwrap());

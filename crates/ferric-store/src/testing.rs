@@ -2,7 +2,8 @@
 //! PostgreSQL schema per test.
 //!
 //! PostgreSQL tests read `FERRIC_TEST_PG_URL`. When it is unset they are
-//! skipped (with a message); when it is set but unreachable they fail.
+//! skipped ([`skip`]: a visible `SKIPPED` line, or a failure where CI
+//! requires the variable); when it is set but unreachable they fail.
 
 use crate::{ConductorInfo, SqlStore, Store, StoreOptions};
 use ferric_core::{NewNode, ProvisionState};
@@ -19,6 +20,30 @@ pub enum Engine {
 
 /// The environment variable naming the PostgreSQL server for tests.
 pub const PG_URL_VAR: &str = "FERRIC_TEST_PG_URL";
+
+/// Variables (comma-separated) that must be set: a test that would skip
+/// for lack of one of them fails instead. CI sets it (`.ci/run`), so every
+/// test it can run, it runs for real.
+pub const REQUIRE_VAR: &str = "FERRIC_TEST_REQUIRE";
+
+/// A test (or part of one) cannot run because `var` is not set. The test
+/// harness would report it `ok`, so this writes `SKIPPED <test>: ...`
+/// straight to stderr (not the harness's captured output: it shows in a
+/// plain `cargo test` run; `grep -c SKIPPED` counts them). When `var` is
+/// listed in `FERRIC_TEST_REQUIRE` it panics instead.
+pub fn skip(var: &str, what: &str) {
+    use std::io::Write as _;
+    let required = std::env::var(REQUIRE_VAR).unwrap_or_default();
+    if required.split(',').any(|v| v.trim() == var) {
+        panic!("{var} is not set, but {REQUIRE_VAR} requires it: {what}");
+    }
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: {var} is not set; {what}"
+    );
+}
 
 /// Heartbeat timeout used by the shared suite.
 pub const TEST_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -64,7 +89,7 @@ impl TestStore {
             }
             Engine::Postgres => {
                 let Ok(url) = std::env::var(PG_URL_VAR) else {
-                    eprintln!("skipped: {PG_URL_VAR} is not set, PostgreSQL test not run");
+                    skip(PG_URL_VAR, "the PostgreSQL part of this test did not run");
                     return None;
                 };
                 let schema = format!("ferric_t_{}", uuid::Uuid::new_v4().simple());

@@ -103,7 +103,9 @@ pub struct ServeArgs {
 /// `ferric db ...`.
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
-    /// Create the database if needed and apply pending migrations.
+    /// Create the database if needed (SQLite: the file; PostgreSQL: the
+    /// database the URL names, when the user may create databases — else
+    /// the error says what to run) and apply pending migrations.
     Migrate(DbArgs),
 }
 
@@ -214,11 +216,28 @@ pub fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {
     let existed = config.database.sqlite_path().map(|p| p.exists());
-    let store = serve::open_store(config).await?;
-    let what = match existed {
-        Some(false) => "created the SQLite database and applied every migration",
-        Some(true) => "opened the existing SQLite database and applied any pending migrations",
-        None => "applied any pending migrations",
+    let created = if config.database.is_sqlite() {
+        None
+    } else {
+        ensure_pg_database(config).await?
+    };
+    let mut options = ferric_store::StoreOptions::new(config.database.url.clone());
+    options.max_connections = config.database.max_connections;
+    options.heartbeat_timeout = config.conductor.heartbeat_timeout;
+    options.pg_session = config.database.pg_session();
+    options.connect_timeout = crate::lock::ADMIN_CONNECT_TIMEOUT;
+    let store = ferric_store::SqlStore::open(options)
+        .await
+        .map_err(|e| crate::lock::admin_open_error(config, e))?;
+    let what = match (existed, &created) {
+        (Some(false), _) => "created the SQLite database and applied every migration".to_string(),
+        (Some(true), _) => {
+            "opened the existing SQLite database and applied any pending migrations".to_string()
+        }
+        (None, Some(name)) => {
+            format!("created the PostgreSQL database \"{name}\" and applied every migration")
+        }
+        (None, None) => "applied any pending migrations".to_string(),
     };
     println!(
         "database {} ({}): {what}; schema is up to date",
@@ -227,6 +246,84 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     );
     store.close().await;
     Ok(())
+}
+
+/// `db migrate` on PostgreSQL: create the database the URL names when it
+/// does not exist (connected to the maintenance database `postgres` as the
+/// same user). Returns its name when it was created. When it cannot be
+/// created, the error says exactly what to run instead.
+async fn ensure_pg_database(config: &Config) -> anyhow::Result<Option<String>> {
+    use sqlx::postgres::PgConnectOptions;
+    use sqlx::{ConnectOptions as _, Connection as _};
+    use std::str::FromStr as _;
+    let masked = config.database.masked_url();
+    let within = crate::lock::ADMIN_CONNECT_TIMEOUT;
+    let options = PgConnectOptions::from_str(&config.database.url)
+        .map_err(|e| anyhow::anyhow!("database.url {masked} is not a PostgreSQL URL: {e}"))?;
+    let unreachable = || {
+        anyhow::anyhow!(
+            "cannot reach database {masked} within {}s: check that the server runs and that \
+             database.url (or --database-url) names the right host and port",
+            within.as_secs()
+        )
+    };
+    let code = |e: &sqlx::Error| {
+        e.as_database_error()
+            .and_then(|d| d.code())
+            .map(|c| c.into_owned())
+            .unwrap_or_default()
+    };
+    match tokio::time::timeout(within, options.connect()).await {
+        Err(_) => return Err(unreachable()),
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            return Ok(None);
+        }
+        // 3D000: invalid_catalog_name, the database does not exist.
+        Ok(Err(e)) if code(&e) == "3D000" => {}
+        Ok(Err(e)) => {
+            return Err(crate::lock::admin_open_error(
+                config,
+                ferric_store::StoreError::Database(e),
+            ))
+        }
+    }
+    // No database in the URL: PostgreSQL's default, the user's name.
+    let user = options.get_username().to_string();
+    let name = options.get_database().unwrap_or(&user).to_string();
+    let (host, port) = (options.get_host().to_string(), options.get_port());
+    let quoted = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let instead = format!(
+        "create it as a user allowed to, e.g. `createdb -h {host} -p {port} -O {user} {name}` \
+         or in psql `CREATE DATABASE {} OWNER {};`, then run `ferric db migrate` again",
+        quoted(&name),
+        quoted(&user)
+    );
+    let admin = options.clone().database("postgres");
+    let mut conn = match tokio::time::timeout(within, admin.connect()).await {
+        Err(_) => return Err(unreachable()),
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => anyhow::bail!(
+            "database \"{name}\" does not exist on {host}:{port}, and ferric could not connect \
+             to the maintenance database \"postgres\" as {user} to create it ({e}); {instead}"
+        ),
+    };
+    let created = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {}",
+        quoted(&name)
+    )))
+    .execute(&mut conn)
+    .await;
+    let _ = conn.close().await;
+    match created {
+        Ok(_) => Ok(Some(name)),
+        // 42P04: duplicate_database (someone created it meanwhile).
+        Err(e) if code(&e) == "42P04" => Ok(None),
+        Err(e) => anyhow::bail!(
+            "database \"{name}\" does not exist on {host}:{port}, and user {user} may not \
+             create it ({e}); {instead}"
+        ),
+    }
 }
 
 async fn list_conductors(config: &Config, json: bool) -> anyhow::Result<()> {
@@ -378,6 +475,62 @@ mod tests {
         let config = anyhow::Error::new(ConfigError::one("x")).context("loading");
         assert_eq!(exit_code(&config), EXIT_CONFIG);
         assert_eq!(exit_code(&anyhow::anyhow!("db down")), EXIT_FAILURE);
+    }
+
+    #[test]
+    fn bench_database_flag_is_database_url_and_url_is_a_hidden_alias() {
+        use crate::bench::BenchCommand;
+        use clap::CommandFactory as _;
+        for flag in ["--database-url", "--url"] {
+            for bench in ["locks", "scale", "ports"] {
+                let cli = Cli::try_parse_from(["ferric", "bench", bench, flag, "sqlite://x.db"])
+                    .unwrap_or_else(|e| panic!("{bench} {flag}: {e}"));
+                let url = match cli.command {
+                    Command::Bench(
+                        BenchCommand::Locks { url, .. }
+                        | BenchCommand::Scale { url, .. }
+                        | BenchCommand::Ports { url, .. },
+                    ) => url,
+                    other => panic!("{other:?}"),
+                };
+                assert_eq!(url.as_deref(), Some("sqlite://x.db"));
+            }
+        }
+        // --help shows the consistent name only.
+        let mut cmd = Cli::command();
+        let help = cmd
+            .find_subcommand_mut("bench")
+            .and_then(|b| b.find_subcommand_mut("locks"))
+            .map(|l| l.render_long_help().to_string())
+            .unwrap_or_default();
+        assert!(help.contains("--database-url"), "{help}");
+        assert!(
+            !help.contains("  --url ") && !help.contains("aliases"),
+            "{help}"
+        );
+    }
+
+    #[test]
+    fn lock_release_takes_the_api_url() {
+        let cli = Cli::try_parse_from([
+            "ferric",
+            "lock",
+            "release",
+            "n1",
+            "--force",
+            "--reason",
+            "r",
+            "--url",
+            "http://127.0.0.1:6385",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        match cli.command {
+            Command::Lock(crate::lock::LockCommand::Release { api, force, .. }) => {
+                assert!(force);
+                assert_eq!(api.url.as_deref(), Some("http://127.0.0.1:6385"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -336,7 +336,7 @@ impl Client {
 }
 
 /// `/v1/nodes/{ident}{rest}` with the ident percent-encoded.
-fn node_path(ident: &str, rest: &str) -> String {
+pub(crate) fn node_path(ident: &str, rest: &str) -> String {
     let mut enc = String::new();
     for b in ident.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

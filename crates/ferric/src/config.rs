@@ -498,12 +498,24 @@ impl Config {
         let database = section::<DatabaseConfig>(&merged, "database", &layers, &mut problems);
         let conductor = section::<ConductorConfig>(&merged, "conductor", &layers, &mut problems);
         let api = section::<ApiConfig>(&merged, "api", &layers, &mut problems);
-        let notifications = section::<crate::notifications::NotificationsConfig>(
+        let mut notifications = section::<crate::notifications::NotificationsConfig>(
             &merged,
             "notifications",
             &layers,
             &mut problems,
         );
+        // Deprecated integer keys (e.g. webhook_timeout_secs): still read,
+        // with a warning, so operators' files keep working.
+        if let Some(n) = notifications.as_mut() {
+            match n.apply_deprecated() {
+                Ok(warnings) => {
+                    for w in warnings {
+                        tracing::warn!("{w}");
+                    }
+                }
+                Err(problem) => problems.push(problem),
+            }
+        }
         let hardware = section::<HardwareConfig>(&merged, "hardware", &layers, &mut problems);
         let ipmi = section::<IpmiConfig>(&merged, "ipmi", &layers, &mut problems);
         let agent = section::<AgentConfig>(&merged, "agent", &layers, &mut problems);

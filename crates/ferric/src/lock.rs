@@ -13,7 +13,7 @@ use crate::config::Config;
 use anyhow::{anyhow, bail, Context as _};
 use clap::Subcommand;
 use ferric_conductor::cluster::{recover_lock, Cause};
-use ferric_conductor::{LogSink, TaskManager};
+use ferric_conductor::TaskManager;
 use ferric_store::{LockView, NodeIdent, SqlStore, Store as _, StoreError, StoreOptions};
 use std::sync::Arc;
 
@@ -31,6 +31,14 @@ pub enum LockCommand {
     },
     /// Release the lock of NODE (UUID or name). Refused while the holder is
     /// alive unless --force is given with a --reason.
+    ///
+    /// With --url (or FERRIC_URL) a running conductor performs it through
+    /// its API (POST /v1/nodes/NODE/lock/release, with the API's
+    /// credentials), so the node's failure notification goes to that
+    /// server's sinks and its /metrics counts the recovery. Without an API
+    /// URL it is done here only when no conductor is alive (the configured
+    /// notification sink is used); while one is, it is refused with the
+    /// names of the running conductors.
     Release {
         /// The node, by UUID or name.
         node: String,
@@ -40,6 +48,8 @@ pub enum LockCommand {
         /// Why; recorded in the audit trail.
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -54,6 +64,38 @@ pub enum LockCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+}
+
+/// Where a running conductor's API is, for `lock release`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiArgs {
+    /// API base URL of a running conductor (e.g. http://127.0.0.1:6385).
+    #[arg(long, env = "FERRIC_URL", value_name = "URL")]
+    pub url: Option<String>,
+    /// Bearer token (api.auth = "token"); prefer FERRIC_TOKEN: flags show in `ps`.
+    #[arg(
+        long,
+        env = "FERRIC_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// HTTP basic user (api.auth = "basic"); the password comes from FERRIC_PASSWORD.
+    #[arg(
+        long,
+        env = "FERRIC_USER",
+        value_name = "USER",
+        conflicts_with = "token"
+    )]
+    pub user: Option<String>,
+    /// HTTP basic password; prefer FERRIC_PASSWORD.
+    #[arg(
+        long,
+        env = "FERRIC_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    pub password: Option<String>,
 }
 
 impl LockCommand {
@@ -115,19 +157,60 @@ pub async fn open_existing_store(config: &Config, read_only: bool) -> anyhow::Re
     options.max_connections = config.database.max_connections;
     options.heartbeat_timeout = config.conductor.heartbeat_timeout;
     options.pg_session = config.database.pg_session();
+    options.connect_timeout = ADMIN_CONNECT_TIMEOUT;
     match SqlStore::open_existing(options, read_only).await {
         Ok(store) => Ok(store),
         Err(StoreError::NotReady(what)) => Err(anyhow!(
             "database {} {what}; run `ferric serve` or `ferric db migrate` first",
             config.database.masked_url()
         )),
-        Err(e) => Err(anyhow::Error::new(e)
-            .context(format!("opening database {}", config.database.masked_url()))),
+        Err(e) => Err(admin_open_error(config, e)),
+    }
+}
+
+/// How long an admin command (`lock ...`, `conductor list`, `db migrate`)
+/// waits for a database connection before giving up.
+pub const ADMIN_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// An admin command's failure to open the database: one line, and for an
+/// unreachable server one that says so (not a pool's "timed out").
+pub fn admin_open_error(config: &Config, e: StoreError) -> anyhow::Error {
+    if e.is_unavailable() {
+        anyhow!(
+            "cannot reach database {} within {}s ({e}): check that the server runs and that \
+             database.url (or --database-url) names the right host and port",
+            config.database.masked_url(),
+            ADMIN_CONNECT_TIMEOUT.as_secs()
+        )
+    } else {
+        anyhow!("opening database {}: {e}", config.database.masked_url())
     }
 }
 
 /// Run a lock command.
 pub async fn run(config: &Config, cmd: LockCommand) -> anyhow::Result<()> {
+    if let LockCommand::Release {
+        node,
+        force,
+        reason,
+        api:
+            ApiArgs {
+                url: Some(url),
+                token,
+                user,
+                password,
+            },
+        ..
+    } = &cmd
+    {
+        let endpoint = crate::client::Endpoint {
+            url: url.clone(),
+            token: token.clone(),
+            user: user.clone(),
+            password: password.clone(),
+        };
+        return release_through_api(&endpoint, node, *force, reason.clone()).await;
+    }
     let read_only = !matches!(cmd, LockCommand::Release { .. });
     let store = Arc::new(open_existing_store(config, read_only).await?);
     let result = run_on(config, store.clone(), cmd).await;
@@ -221,11 +304,31 @@ async fn run_on(
                     view.held_ms.map(format_age_ms).unwrap_or_default()
                 );
             }
+            // A running conductor must do it (its sinks, its /metrics).
+            let running: Vec<String> = store
+                .list_conductors()
+                .await
+                .context("listing conductors")?
+                .into_iter()
+                .filter(|c| c.alive)
+                .map(|c| c.hostname)
+                .collect();
+            if !running.is_empty() {
+                bail!(
+                    "conductor(s) {} are running: release the lock through one of them so that \
+                     its notification sinks and /metrics see it: add --url http://THEIR_API \
+                     (or set FERRIC_URL), with --token/--user as the API requires",
+                    running.join(", ")
+                );
+            }
             let actor = actor();
             let reason = reason.unwrap_or_else(|| format!("holder {holder} is offline"));
             let mut conductor = config.conductor.clone();
             conductor.host = format!("ferric-cli/{actor}");
-            let tm = TaskManager::new(store.clone(), conductor, Arc::new(LogSink));
+            // No conductor runs: the configured sink, here, delivers the
+            // node's failure notification (flushed before exiting).
+            let sinks = config.notifications.build()?;
+            let tm = TaskManager::new(store.clone(), conductor, sinks.sink.clone());
             let cause = Cause::Operator {
                 actor: actor.clone(),
                 reason: reason.clone(),
@@ -236,6 +339,15 @@ async fn run_on(
                 .context("releasing the lock")?
             {
                 bail!("the lock of node {node} changed while releasing it; look again with `ferric lock list`");
+            }
+            if let Some(queued) = &sinks.queued {
+                if !queued.flush(config.notifications.flush_timeout).await {
+                    eprintln!(
+                        "warning: the {} notification sink did not deliver everything within {}",
+                        queued.kind(),
+                        humantime::format_duration(config.notifications.flush_timeout)
+                    );
+                }
             }
             let after = store
                 .get_node(&n.uuid.into())
@@ -253,4 +365,47 @@ async fn run_on(
             Ok(())
         }
     }
+}
+
+/// `lock release --url`: the running conductor behind `endpoint` releases
+/// the lock (POST /v1/nodes/NODE/lock/release).
+async fn release_through_api(
+    endpoint: &crate::client::Endpoint,
+    node: &str,
+    force: bool,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    let client = crate::client::Client::new(endpoint)?;
+    let body = serde_json::json!({"force": force, "reason": reason, "actor": actor()});
+    let out = client
+        .request(
+            reqwest::Method::POST,
+            &crate::client::node_path(node, "/lock/release"),
+            Some(&body),
+        )
+        .await
+        .with_context(|| format!("releasing the lock of node {node} through the API"))?;
+    let text = |k: &str| {
+        out.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("-")
+            .to_string()
+    };
+    println!(
+        "{} released the lock of node {node} held by {} (epoch {}{}); node is now \"{}\"{}",
+        text("released_by"),
+        text("previous_holder"),
+        out.get("previous_epoch").cloned().unwrap_or_default(),
+        if out.get("forced").and_then(|v| v.as_bool()) == Some(true) {
+            ", taken from a live holder"
+        } else {
+            ""
+        },
+        text("provision_state"),
+        out.get("reservation")
+            .and_then(|v| v.as_str())
+            .map(|r| format!(", handed to the next waiter {r}"))
+            .unwrap_or_default()
+    );
+    Ok(())
 }

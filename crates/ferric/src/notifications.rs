@@ -6,8 +6,14 @@
 //! sink = "log"          # "log" (default) | "webhook" | "amqp"
 //! webhook_url = "https://hooks.example/ferric"
 //! amqp_url = "amqp://user:password@rabbit:5672/%2f"   # a secret: masked in output
-//! flush_timeout_secs = 10   # a graceful stop delivers what is queued, this long at most
+//! webhook_timeout = "5s"   # one webhook attempt, at most
+//! flush_timeout = "10s"    # a graceful stop delivers what is queued, this long at most
 //! ```
+//!
+//! Durations are humantime strings like every duration of the config. The
+//! integer keys of earlier versions (`webhook_timeout_secs = 5`,
+//! `flush_timeout_secs = 10`) are still read, with a deprecation warning
+//! ([`NotificationsConfig::apply_deprecated`]).
 //!
 //! Webhook and AMQP deliveries go through a bounded queue and a background
 //! sender (`ferric_conductor::notify::QueuedSink`): emitting never blocks a
@@ -28,6 +34,11 @@ use std::time::Duration;
 #[cfg(not(feature = "amqp"))]
 const AMQP_NOT_BUILT: &str =
     "notifications.sink = \"amqp\": this ferric was built without the `amqp` feature";
+
+/// Default `notifications.webhook_timeout`.
+pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `notifications.flush_timeout`.
+pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `notifications.sink`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -50,8 +61,12 @@ pub struct NotificationsConfig {
     pub sink: SinkKind,
     /// Where the webhook sink POSTs (http or https).
     pub webhook_url: String,
-    /// Seconds before one webhook attempt is abandoned.
-    pub webhook_timeout_secs: u64,
+    /// How long one webhook attempt may take (e.g. "5s").
+    #[serde(with = "humantime_serde")]
+    pub webhook_timeout: Duration,
+    /// Deprecated integer spelling of `webhook_timeout` (seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_timeout_secs: Option<u64>,
     /// The broker of the AMQP sink; its password is a secret, masked in output.
     pub amqp_url: String,
     /// The topic exchange (Ironic's `control_exchange`, `ironic`).
@@ -60,8 +75,12 @@ pub struct NotificationsConfig {
     pub queue_capacity: usize,
     /// Delivery attempts per notification (first try included).
     pub max_attempts: usize,
-    /// Seconds a graceful stop waits for queued notifications to be delivered.
-    pub flush_timeout_secs: u64,
+    /// How long a graceful stop waits for queued notifications to be delivered.
+    #[serde(with = "humantime_serde")]
+    pub flush_timeout: Duration,
+    /// Deprecated integer spelling of `flush_timeout` (seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flush_timeout_secs: Option<u64>,
 }
 
 impl Default for NotificationsConfig {
@@ -69,12 +88,14 @@ impl Default for NotificationsConfig {
         NotificationsConfig {
             sink: SinkKind::Log,
             webhook_url: String::new(),
-            webhook_timeout_secs: 5,
+            webhook_timeout: DEFAULT_WEBHOOK_TIMEOUT,
+            webhook_timeout_secs: None,
             amqp_url: String::new(),
             amqp_exchange: AMQP_EXCHANGE.to_string(),
             queue_capacity: 1024,
             max_attempts: 5,
-            flush_timeout_secs: 10,
+            flush_timeout: DEFAULT_FLUSH_TIMEOUT,
+            flush_timeout_secs: None,
         }
     }
 }
@@ -84,12 +105,12 @@ impl std::fmt::Debug for NotificationsConfig {
         f.debug_struct("NotificationsConfig")
             .field("sink", &self.sink)
             .field("webhook_url", &mask_url(&self.webhook_url))
-            .field("webhook_timeout_secs", &self.webhook_timeout_secs)
+            .field("webhook_timeout", &self.webhook_timeout)
             .field("amqp_url", &mask_url(&self.amqp_url))
             .field("amqp_exchange", &self.amqp_exchange)
             .field("queue_capacity", &self.queue_capacity)
             .field("max_attempts", &self.max_attempts)
-            .field("flush_timeout_secs", &self.flush_timeout_secs)
+            .field("flush_timeout", &self.flush_timeout)
             .finish()
     }
 }
@@ -141,19 +162,59 @@ impl NotificationsConfig {
                 self.max_attempts
             ));
         }
-        if self.flush_timeout_secs > 3600 {
+        if self.flush_timeout > Duration::from_secs(3600) {
             p.push(format!(
-                "notifications.flush_timeout_secs ({}) must be at most 3600",
-                self.flush_timeout_secs
+                "notifications.flush_timeout ({}) must be at most 1h",
+                humantime::format_duration(self.flush_timeout)
             ));
         }
-        if self.webhook_timeout_secs == 0 || self.webhook_timeout_secs > 600 {
+        if self.webhook_timeout < Duration::from_secs(1)
+            || self.webhook_timeout > Duration::from_secs(600)
+        {
             p.push(format!(
-                "notifications.webhook_timeout_secs ({}) must be between 1 and 600",
-                self.webhook_timeout_secs
+                "notifications.webhook_timeout ({}) must be between 1s and 10m",
+                humantime::format_duration(self.webhook_timeout)
             ));
         }
         p
+    }
+
+    /// Fold the deprecated integer keys into their duration keys. Returns
+    /// one warning per deprecated key used (the caller logs them), or a
+    /// problem when a key is given both ways with different values.
+    pub fn apply_deprecated(&mut self) -> Result<Vec<String>, String> {
+        let mut warnings = Vec::new();
+        for (old, new, secs, value, default) in [
+            (
+                "webhook_timeout_secs",
+                "webhook_timeout",
+                self.webhook_timeout_secs.take(),
+                &mut self.webhook_timeout,
+                DEFAULT_WEBHOOK_TIMEOUT,
+            ),
+            (
+                "flush_timeout_secs",
+                "flush_timeout",
+                self.flush_timeout_secs.take(),
+                &mut self.flush_timeout,
+                DEFAULT_FLUSH_TIMEOUT,
+            ),
+        ] {
+            let Some(secs) = secs else { continue };
+            let from_old = Duration::from_secs(secs);
+            if *value != default && *value != from_old {
+                return Err(format!(
+                    "notifications.{old} = {secs} (deprecated) and notifications.{new} = \"{}\" disagree; \
+                     keep only {new}",
+                    humantime::format_duration(*value)
+                ));
+            }
+            *value = from_old;
+            warnings.push(format!(
+                "notifications.{old} is deprecated: write notifications.{new} = \"{secs}s\" instead"
+            ));
+        }
+        Ok(warnings)
     }
 
     /// A copy safe to print.
@@ -175,11 +236,8 @@ impl NotificationsConfig {
                 })
             }
             SinkKind::Webhook => Arc::new(
-                WebhookTransport::new(
-                    &self.webhook_url,
-                    Duration::from_secs(self.webhook_timeout_secs),
-                )
-                .map_err(|e| anyhow::anyhow!("notifications.webhook_url: {e}"))?,
+                WebhookTransport::new(&self.webhook_url, self.webhook_timeout)
+                    .map_err(|e| anyhow::anyhow!("notifications.webhook_url: {e}"))?,
             ),
             #[cfg(not(feature = "amqp"))]
             SinkKind::Amqp => anyhow::bail!(AMQP_NOT_BUILT),

@@ -12,7 +12,7 @@
 //! 5. wait for `shutdown` (SIGINT/SIGTERM in the binary, a channel in tests),
 //!    or for a component to end on its own, which is an error;
 //! 6. stop the API, drain the conductor, deliver queued notifications
-//!    (`notifications.flush_timeout_secs`), unregister, close the store.
+//!    (`notifications.flush_timeout`), unregister, close the store.
 //!
 //! It takes the shutdown signal as a future so that tests run the whole
 //! service in process and stop it deterministically.
@@ -239,9 +239,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     conductor.stop().await;
     // Every provision change has been made; deliver its notifications before
-    // leaving (bounded by notifications.flush_timeout_secs).
+    // leaving (bounded by notifications.flush_timeout).
     if let Some(queued) = &notifications.queued {
-        let within = Duration::from_secs(config.notifications.flush_timeout_secs);
+        let within = config.notifications.flush_timeout;
         if queued.flush(within).await {
             info!(sink = queued.kind(), "notifications delivered");
         }

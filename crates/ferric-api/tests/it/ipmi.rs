@@ -28,7 +28,7 @@ fn python() -> Option<String> {
     match std::env::var("FERRIC_TEST_IPMI_PYTHON") {
         Ok(p) => Some(p),
         Err(_) => {
-            eprintln!("skipped: FERRIC_TEST_IPMI_PYTHON is not set (run .ci/ipmi.sh)");
+            ferric_store::testing::skip("FERRIC_TEST_IPMI_PYTHON", "run .ci/ipmi.sh");
             None
         }
     }

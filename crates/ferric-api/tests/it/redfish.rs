@@ -30,7 +30,7 @@ struct Bmc {
 impl Bmc {
     fn from_env() -> Option<Bmc> {
         let Ok(url) = std::env::var("FERRIC_TEST_REDFISH_URL") else {
-            eprintln!("skipped: FERRIC_TEST_REDFISH_URL is not set (run .ci/redfish.sh)");
+            ferric_store::testing::skip("FERRIC_TEST_REDFISH_URL", "run .ci/redfish.sh");
             return None;
         };
         Some(Bmc {

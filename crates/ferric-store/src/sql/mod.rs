@@ -59,6 +59,10 @@ pub struct StoreOptions {
     pub sqlite_busy_timeout: Duration,
     /// PostgreSQL session bounds set on every connection ([`PgSession`]).
     pub pg_session: PgSession,
+    /// How long getting a connection may take (the pool's acquire timeout,
+    /// connecting included). The admin commands use a short one so that an
+    /// unreachable database is a quick, clear error.
+    pub connect_timeout: Duration,
 }
 
 /// Server-side bounds on every PostgreSQL connection (issue 17: a frozen
@@ -132,6 +136,7 @@ impl StoreOptions {
             pg_schema: None,
             sqlite_busy_timeout: Duration::from_secs(10),
             pg_session: PgSession::default(),
+            connect_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -249,7 +254,7 @@ impl SqlStore {
         let pg_session = options.pg_session.setup_sql();
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(options.connect_timeout)
             .after_connect(move |conn, _meta| {
                 let setup = match (backend, mode) {
                     (Backend::Sqlite, OpenMode::CreateAndMigrate) => format!(
@@ -381,7 +386,7 @@ impl SqlStore {
             .foreign_keys(true);
         Ok(SqlitePoolOptions::new()
             .max_connections(options.max_connections.clamp(1, 4))
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(options.connect_timeout)
             .connect_with(connect)
             .await?)
     }

@@ -24,6 +24,7 @@ pub mod locks;
 pub mod ports;
 pub mod raw;
 pub mod scale;
+pub mod soak;
 
 /// Engines a benchmark can run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -41,7 +42,8 @@ pub enum BenchCommand {
         backend: BenchBackend,
         /// Database URL. SQLite default: a fresh temporary file. PostgreSQL:
         /// required; the run uses a fresh schema and drops it afterwards.
-        #[arg(long, value_name = "URL")]
+        /// (`--url`, its old spelling, is still accepted.)
+        #[arg(long = "database-url", alias = "url", value_name = "URL")]
         url: Option<String>,
         /// Concurrent workers (and waiters on the contended node).
         #[arg(long, default_value_t = 8)]
@@ -63,7 +65,8 @@ pub enum BenchCommand {
         backend: BenchBackend,
         /// Database URL. SQLite default: a fresh temporary file. PostgreSQL:
         /// required; the run uses a fresh schema and drops it afterwards.
-        #[arg(long, value_name = "URL")]
+        /// (`--url`, its old spelling, is still accepted.)
+        #[arg(long = "database-url", alias = "url", value_name = "URL")]
         url: Option<String>,
         /// Nodes to enrol.
         #[arg(long, default_value_t = 100_000)]
@@ -88,7 +91,8 @@ pub enum BenchCommand {
         backend: BenchBackend,
         /// Database URL. SQLite default: a fresh temporary file. PostgreSQL:
         /// required; the run uses a fresh schema and drops it afterwards.
-        #[arg(long, value_name = "URL")]
+        /// (`--url`, its old spelling, is still accepted.)
+        #[arg(long = "database-url", alias = "url", value_name = "URL")]
         url: Option<String>,
         /// Nodes, one port each (100000 for the record).
         #[arg(long, default_value_t = 1_000)]
@@ -99,6 +103,29 @@ pub enum BenchCommand {
         /// Concurrent port creators.
         #[arg(long, default_value_t = 4)]
         writers: usize,
+    },
+    /// A long run of `ferric serve` (a child process on a temporary SQLite
+    /// file) under a bounded, mixed API load: the server's RSS every
+    /// --sample-every, requests done, errors by HTTP status.
+    Soak {
+        /// How long the load runs, e.g. 30m.
+        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Requests per second, all workers together (an upper bound).
+        #[arg(long, default_value_t = 40)]
+        rate: u32,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// Fake nodes the provision verbs cycle through.
+        #[arg(long, default_value_t = 20)]
+        nodes: usize,
+        /// RSS sampling period.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        sample_every: Duration,
+        /// The ferric binary to run as the server (default: this one).
+        #[arg(long, value_name = "PATH")]
+        server_binary: Option<PathBuf>,
     },
     /// Power-sync cycle time over real BMCs through the ipmi hardware type
     /// (ipmitool, per-BMC discipline). The password comes from the
@@ -165,7 +192,7 @@ async fn open_bench_store(
             (StoreOptions::new(url), None)
         }
         BenchBackend::Postgres => {
-            let url = url.context("--url is required with --backend postgres")?;
+            let url = url.context("--database-url is required with --backend postgres")?;
             let schema = bench_schema();
             let mut o = StoreOptions::new(url);
             o.pg_schema = Some(schema.clone());
@@ -182,6 +209,46 @@ async fn open_bench_store(
 /// Run a benchmark and print its JSON.
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
+        BenchCommand::Soak {
+            duration,
+            rate,
+            workers,
+            nodes,
+            sample_every,
+            server_binary,
+        } => {
+            if duration < Duration::from_secs(1) || duration > Duration::from_secs(7 * 24 * 3600) {
+                anyhow::bail!("--duration must be between 1s and 7 days");
+            }
+            if rate == 0 || rate > 10_000 || workers == 0 || workers > 256 {
+                anyhow::bail!("--rate must be 1..=10000 and --workers 1..=256");
+            }
+            if nodes == 0 || nodes > 10_000 {
+                anyhow::bail!("--nodes must be 1..=10000");
+            }
+            if sample_every < Duration::from_millis(100) {
+                anyhow::bail!("--sample-every must be at least 100ms");
+            }
+            let server_binary = match server_binary {
+                Some(p) => p,
+                None => std::env::current_exe().context("locating this binary")?,
+            };
+            let report = soak::run_soak(soak::SoakParams {
+                duration,
+                rate,
+                workers,
+                nodes,
+                sample_every,
+                server_binary,
+            })
+            .await
+            .context("running the soak")?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).context("rendering the report")?
+            );
+            Ok(())
+        }
         BenchCommand::Ipmi {
             bmcs,
             username,
@@ -336,7 +403,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                     (StoreOptions::new(url), None)
                 }
                 BenchBackend::Postgres => {
-                    let url = url.context("--url is required with --backend postgres")?;
+                    let url = url.context("--database-url is required with --backend postgres")?;
                     let schema = bench_schema();
                     let mut o = StoreOptions::new(url);
                     o.pg_schema = Some(schema.clone());

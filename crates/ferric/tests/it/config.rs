@@ -523,3 +523,92 @@ fn public_endpoint_is_checked_at_start() {
         assert!(!p[0].contains("pw@"), "the password is shown: {p:?}");
     }
 }
+
+/// Durations are humantime strings everywhere; the integer keys of earlier
+/// versions still load (operators' files must not break), with a warning.
+#[test]
+fn notification_durations_are_strings_and_old_integer_keys_still_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let new = write(
+        &dir,
+        "new.toml",
+        "[notifications]\nwebhook_timeout = \"7s\"\nflush_timeout = \"1m\"\n",
+    );
+    let c = Config::load(&Sources {
+        file: Some(new),
+        ..Sources::default()
+    })
+    .unwrap();
+    assert_eq!(c.notifications.webhook_timeout, Duration::from_secs(7));
+    assert_eq!(c.notifications.flush_timeout, Duration::from_secs(60));
+
+    let old = write(
+        &dir,
+        "old.toml",
+        "[notifications]\nwebhook_timeout_secs = 9\nflush_timeout_secs = 30\n",
+    );
+    let c = Config::load(&Sources {
+        file: Some(old.clone()),
+        ..Sources::default()
+    })
+    .unwrap();
+    assert_eq!(c.notifications.webhook_timeout, Duration::from_secs(9));
+    assert_eq!(c.notifications.flush_timeout, Duration::from_secs(30));
+    // Printed in the new spelling only.
+    let shown = c.to_toml_masked().unwrap();
+    assert!(
+        shown.contains("webhook_timeout = \"9s\"")
+            && !shown.contains("webhook_timeout_secs")
+            && !shown.contains("flush_timeout_secs"),
+        "{shown}"
+    );
+    // The environment's old keys too.
+    let c = Config::load(&Sources {
+        env: env(&[("FERRIC_NOTIFICATIONS__WEBHOOK_TIMEOUT_SECS", "120")]),
+        ..Sources::default()
+    })
+    .unwrap();
+    assert_eq!(c.notifications.webhook_timeout, Duration::from_secs(120));
+
+    // Both spellings with different values: a problem naming both keys.
+    let both = Sources {
+        file: Some(old),
+        env: env(&[("FERRIC_NOTIFICATIONS__WEBHOOK_TIMEOUT", "3s")]),
+        ..Sources::default()
+    };
+    let p = problems(&both);
+    assert!(
+        p.iter()
+            .any(|m| m.contains("notifications.webhook_timeout_secs")
+                && m.contains("notifications.webhook_timeout =")),
+        "{p:?}"
+    );
+    // Bounds are on the duration key.
+    let p = problems(&Sources {
+        env: env(&[("FERRIC_NOTIFICATIONS__WEBHOOK_TIMEOUT", "0s")]),
+        ..Sources::default()
+    });
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("notifications.webhook_timeout (0s)")),
+        "{p:?}"
+    );
+}
+
+/// The binary logs the deprecation (one line naming the new key).
+#[test]
+fn old_integer_keys_log_a_deprecation_warning() {
+    let out = crate::helpers::output(
+        crate::helpers::ferric()
+            .args(["config", "show"])
+            .env("FERRIC_NOTIFICATIONS__FLUSH_TIMEOUT_SECS", "20"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("flush_timeout = \"20s\""), "{stdout}");
+    assert!(
+        stderr.contains("notifications.flush_timeout_secs is deprecated") && stderr.contains("20s"),
+        "{stderr}"
+    );
+}

@@ -73,7 +73,9 @@ const KEYS: &[(&str, &[&str])] = &[
         &[
             "sink",
             "webhook_url",
+            "webhook_timeout",
             "webhook_timeout_secs",
+            "flush_timeout",
             "amqp_url",
             "amqp_exchange",
             "queue_capacity",

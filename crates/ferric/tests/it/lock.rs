@@ -100,26 +100,18 @@ async fn lock_tooling(engine: Engine) {
     );
 
     let u = url.clone();
-    let (refused, no_reason, forced, stale, unlocked, audit) =
-        tokio::task::spawn_blocking(move || {
-            (
-                run(&u, &["lock", "release", "busy"]),
-                run(&u, &["lock", "release", "busy", "--force"]),
-                run(
-                    &u,
-                    &["lock", "release", "busy", "--force", "--reason", "BMC hung"],
-                ),
-                run(&u, &["lock", "release", "stuck"]),
-                run(&u, &["lock", "release", "stuck"]),
-                success(
-                    ferric()
-                        .args(["lock", "audit", "--json"])
-                        .env("FERRIC_DATABASE__URL", &u),
-                ),
-            )
-        })
-        .await
-        .unwrap();
+    let (refused, no_reason, forced_while_running) = tokio::task::spawn_blocking(move || {
+        (
+            run(&u, &["lock", "release", "busy"]),
+            run(&u, &["lock", "release", "busy", "--force"]),
+            run(
+                &u,
+                &["lock", "release", "busy", "--force", "--reason", "BMC hung"],
+            ),
+        )
+    })
+    .await
+    .unwrap();
     // A live holder's lock is not released without --force.
     assert_eq!(refused.status.code(), Some(1));
     let err = String::from_utf8_lossy(&refused.stderr);
@@ -136,11 +128,39 @@ async fn lock_tooling(engine: Engine) {
         "{}",
         String::from_utf8_lossy(&no_reason.stderr)
     );
-    // Forced: released, node failed, the old holder fenced out.
+    // While a conductor runs, the CLI does not do it itself (that
+    // conductor's sinks and /metrics would miss it): it names the running
+    // conductors and says to go through an API (tests/it/lock_api.rs).
+    assert_eq!(forced_while_running.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&forced_while_running.stderr);
     assert!(
-        forced.status.success(),
+        err.contains("cond-live") && err.contains("--url") && err.contains("running"),
+        "{err}"
+    );
+    let busy = ts.store.get_node(&live.node.into()).await.unwrap();
+    assert!(busy.reservation.is_some(), "nothing may change: {busy:?}");
+
+    // No conductor alive any more: the documented fallback, in this process.
+    ts.store.unregister_conductor("cond-live").await.unwrap();
+    let u = url.clone();
+    let (released, stale, unlocked, audit) = tokio::task::spawn_blocking(move || {
+        (
+            run(&u, &["lock", "release", "busy"]),
+            run(&u, &["lock", "release", "stuck"]),
+            run(&u, &["lock", "release", "stuck"]),
+            success(
+                ferric()
+                    .args(["lock", "audit", "--json"])
+                    .env("FERRIC_DATABASE__URL", &u),
+            ),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        released.status.success(),
         "{}",
-        String::from_utf8_lossy(&forced.stderr)
+        String::from_utf8_lossy(&released.stderr)
     );
     let busy = ts.store.get_node(&live.node.into()).await.unwrap();
     assert!(busy.reservation.is_none());
@@ -149,7 +169,7 @@ async fn lock_tooling(engine: Engine) {
         .last_error
         .as_deref()
         .unwrap_or_default()
-        .contains("BMC hung"));
+        .contains("holder cond-live is offline"));
     assert!(matches!(
         ts.store.save_node(&live, &busy).await.unwrap_err(),
         StoreError::LockLost { .. }
@@ -170,8 +190,7 @@ async fn lock_tooling(engine: Engine) {
     let audit: serde_json::Value = serde_json::from_str(&audit).unwrap();
     let records = audit.as_array().unwrap();
     assert_eq!(records.len(), 2, "{audit}");
-    assert_eq!(records[0]["action"], "force-release");
-    assert_eq!(records[0]["reason"], "BMC hung");
+    assert_eq!(records[0]["action"], "release-stale");
     assert_eq!(records[0]["previous_holder"], "cond-live");
     assert_eq!(records[0]["previous_epoch"], live.epoch);
     assert_eq!(records[1]["action"], "release-stale");

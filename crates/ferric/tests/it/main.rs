@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin_db;
 mod chaos;
 mod cli;
 mod client;
@@ -16,6 +17,8 @@ mod existing_db;
 mod frozen;
 mod helpers;
 mod lock;
+mod lock_api;
 mod observability;
 mod outage;
 mod serve;
+mod soak;

@@ -112,8 +112,8 @@ fn metrics_and_notifications_through_a_running_serve() {
             format!("http://{}/hook", receiver.addr),
         )
         // The receiver holds its first reply until the stop; don't time out.
-        .env("FERRIC_NOTIFICATIONS__WEBHOOK_TIMEOUT_SECS", "120")
-        .env("FERRIC_NOTIFICATIONS__FLUSH_TIMEOUT_SECS", "60")
+        .env("FERRIC_NOTIFICATIONS__WEBHOOK_TIMEOUT", "120s")
+        .env("FERRIC_NOTIFICATIONS__FLUSH_TIMEOUT", "60s")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap());
