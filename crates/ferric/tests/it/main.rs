@@ -15,6 +15,7 @@ mod connections;
 mod existing_db;
 mod frozen;
 mod helpers;
+mod idle_lock;
 mod lock;
 mod observability;
 mod outage;
