@@ -47,7 +47,9 @@ pub struct ConductorConfig {
     pub max_waiters_per_node: u32,
     /// Background work (spawn_after) slots; beyond it NoFreeConductorWorker.
     pub workers_pool_size: u32,
-    /// SQLite only: how often a waiter polls the file for foreign commits.
+    /// SQLite only, where no wakeup socket can be bound (see
+    /// `ferric_store::wake`): how often a waiter polls the file for foreign
+    /// commits.
     #[serde(with = "humantime_serde")]
     pub sqlite_poll_interval: Duration,
     /// How often every conductor looks for locks of dead conductors. A dead

@@ -230,8 +230,9 @@ impl TaskManager {
     }
 
     /// Start delivering wakeups from other processes to this conductor's
-    /// waiters (PostgreSQL LISTEN, or SQLite `data_version` polling while
-    /// anyone waits). Runs until [`TaskManager::shutdown`].
+    /// waiters (PostgreSQL LISTEN; SQLite: the conductor's wakeup socket, or
+    /// where none can be bound `data_version` polling while anyone waits).
+    /// Runs until [`TaskManager::shutdown`].
     pub async fn start_wake_listener(&self) -> Result<tokio::task::JoinHandle<()>, TaskError> {
         let mut sub = self.inner.store.subscribe_wakeups(self.host()).await?;
         let tm = self.clone();

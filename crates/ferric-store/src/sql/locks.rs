@@ -84,7 +84,10 @@ impl SqlStore {
                 .await?;
                 Ok(WakeSubscription::listen(l))
             }
-            Backend::Sqlite => Ok(WakeSubscription::poll(self.pool.acquire().await?)),
+            Backend::Sqlite => match self.waker.as_ref().and_then(|w| w.bind(conductor)) {
+                Some(socket) => Ok(WakeSubscription::socket(socket)),
+                None => Ok(WakeSubscription::poll(self.pool.acquire().await?)),
+            },
         }
     }
 
@@ -257,6 +260,7 @@ impl SqlStore {
             .unlock_and_handoff(&mut tx, token.node, &token.holder)
             .await?;
         tx.commit().await?;
+        self.wake_sqlite_grantee(token.node, &release);
         Ok(release)
     }
 
@@ -339,6 +343,7 @@ impl SqlStore {
             .unlock_and_handoff(&mut tx, node, &expected.holder)
             .await?;
         tx.commit().await?;
+        self.wake_sqlite_grantee(node, &release);
         Ok(release)
     }
 
@@ -541,8 +546,8 @@ impl SqlStore {
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get("lock_epoch")?;
-                // SQLite has no server push: the grantee's conductor polls
-                // data_version (see `wake`).
+                // SQLite has no server push: the caller sends the grantee's
+                // process a datagram once this commits (see `wake`).
                 Ok(Release {
                     granted_to: Some(Grantee {
                         conductor,
@@ -567,6 +572,13 @@ impl SqlStore {
                     skipped_waiters: skipped,
                 })
             }
+        }
+    }
+
+    /// SQLite: tell the grantee's process, after the commit (see `wake`).
+    fn wake_sqlite_grantee(&self, node: Uuid, release: &Release) {
+        if let (Some(w), Some(g)) = (&self.waker, &release.granted_to) {
+            w.granted(&g.conductor, node, g.task_id);
         }
     }
 
