@@ -3,6 +3,8 @@
 //! stores, as by two processes) and PostgreSQL (skipped only when
 //! FERRIC_TEST_PG_URL is unset).
 //!
+//! * The release returns the node row as granted (PostgreSQL: in the one
+//!   round trip of `ferric_release`), equal to what a read sees after it.
 //! * The grantee's subscription fires with exactly that grant, and nothing
 //!   else fires it: other commits (node creations, uncontended lock
 //!   traffic) wake nobody — SQLite used to poll `data_version` and wake
@@ -69,10 +71,21 @@ async fn grant_is_pushed_with_the_row_and_nothing_else_wakes(engine: Engine) {
         quiet.is_err(),
         "{engine:?}: a wakeup without a grant: {quiet:?}"
     );
-    // The release grants cond-b's waiter...
+    // The release grants cond-b's waiter: the row comes back with it...
     let rel = a.release(&held).await.unwrap();
     let g = rel.granted_to.expect("the waiter is granted");
-    assert_eq!((g.conductor.as_str(), g.task_id), ("cond-b", waiter.task_id));
+    assert_eq!(
+        (g.conductor.as_str(), g.task_id),
+        ("cond-b", waiter.task_id)
+    );
+    let granted = g.node.expect("the release returns the granted row");
+    let now = a.get_node(&n.into()).await.unwrap();
+    assert_eq!(*granted, now, "the granted row is the row as stored");
+    let r = granted.reservation.clone().unwrap();
+    assert_eq!(
+        (r.holder.as_str(), r.task_id, r.epoch),
+        ("cond-b", waiter.task_id, held.epoch + 1)
+    );
     // ...and cond-b's process hears exactly that grant.
     let ev = tokio::time::timeout(Duration::from_secs(5), sub.next())
         .await
