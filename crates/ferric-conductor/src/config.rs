@@ -21,6 +21,7 @@ pub mod defaults {
     pub const SYNC_POWER_STATE_INTERVAL: Duration = Duration::from_secs(120);
     pub const POWER_STATE_SYNC_MAX_RETRIES: u32 = 3;
     pub const SYNC_POWER_STATE_WORKERS: u32 = 8;
+    pub const FAKE_STEP_DELAY: Duration = Duration::from_millis(500);
 }
 
 /// How the conductor behaves. Durations are written like `"10s"` or `"250ms"`.
@@ -46,7 +47,9 @@ pub struct ConductorConfig {
     pub max_waiters_per_node: u32,
     /// Background work (spawn_after) slots; beyond it NoFreeConductorWorker.
     pub workers_pool_size: u32,
-    /// SQLite only: how often a waiter polls the file for foreign commits.
+    /// SQLite only, where no wakeup socket can be bound (see
+    /// `ferric_store::wake`): how often a waiter polls the file for foreign
+    /// commits.
     #[serde(with = "humantime_serde")]
     pub sqlite_poll_interval: Duration,
     /// How often every conductor looks for locks of dead conductors. A dead
@@ -90,6 +93,11 @@ pub struct ConductorConfig {
     /// `provide` and after tear-down) unless the node's `automated_clean`
     /// says otherwise (Ironic's `[conductor] automated_clean`).
     pub automated_clean: bool,
+    /// The pause before each step of the provision and power flows when the
+    /// interface doing the work is `fake` (it stands for hardware work; 0
+    /// allowed). A node's `driver_info.fake_step_delay_ms` overrides it.
+    #[serde(with = "humantime_serde")]
+    pub fake_step_delay: Duration,
 }
 
 impl Default for ConductorConfig {
@@ -118,6 +126,7 @@ impl Default for ConductorConfig {
             sync_power_state_workers: defaults::SYNC_POWER_STATE_WORKERS,
             force_power_state_during_sync: true,
             automated_clean: true,
+            fake_step_delay: defaults::FAKE_STEP_DELAY,
         }
     }
 }
@@ -179,6 +188,9 @@ impl ConductorConfig {
         if self.sync_power_state_workers == 0 || self.sync_power_state_workers > 256 {
             p.push("conductor.sync_power_state_workers must be between 1 and 256".to_string());
         }
+        if self.fake_step_delay > Duration::from_secs(600) {
+            p.push("conductor.fake_step_delay must be at most 600s".to_string());
+        }
         if self.hash_partition_exponent > 12 {
             p.push("conductor.hash_partition_exponent must be at most 12".to_string());
         }
@@ -194,6 +206,23 @@ impl ConductorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fake_step_delay_may_be_zero_and_is_bounded() {
+        let zero = ConductorConfig {
+            fake_step_delay: Duration::ZERO,
+            ..Default::default()
+        };
+        assert!(zero.problems().is_empty(), "{:?}", zero.problems());
+        let long = ConductorConfig {
+            fake_step_delay: Duration::from_secs(601),
+            ..Default::default()
+        };
+        assert_eq!(
+            long.problems(),
+            vec!["conductor.fake_step_delay must be at most 600s".to_string()]
+        );
+    }
 
     #[test]
     fn defaults_are_ironics_and_valid() {

@@ -216,8 +216,21 @@ impl TaskManager {
     /// Wake whoever a release handed the lock to.
     pub(crate) fn wake_grantee(&self, node: Uuid, release: &Release) {
         if let Some(g) = &release.granted_to {
-            if g.conductor == self.host() && self.inner.waiters.wake(g.task_id) {
-                return;
+            if g.conductor == self.host() {
+                // The store read the granted row in the release: hand it
+                // over, so the grantee needs no read of its own.
+                let handed = g.node.as_deref().and_then(|n| {
+                    LockToken::held(n)
+                        .filter(|t| t.task_id == g.task_id && t.epoch == g.epoch)
+                        .map(|t| (t, n.clone()))
+                });
+                let woken = match handed {
+                    Some((token, n)) => self.inner.waiters.hand(g.task_id, token, n),
+                    None => self.inner.waiters.wake(g.task_id),
+                };
+                if woken {
+                    return;
+                }
             }
             let remote = match self.inner.remote_wake.read() {
                 Ok(r) => r.clone(),
@@ -230,8 +243,9 @@ impl TaskManager {
     }
 
     /// Start delivering wakeups from other processes to this conductor's
-    /// waiters (PostgreSQL LISTEN, or SQLite `data_version` polling while
-    /// anyone waits). Runs until [`TaskManager::shutdown`].
+    /// waiters (PostgreSQL LISTEN; SQLite: the conductor's wakeup socket, or
+    /// where none can be bound `data_version` polling while anyone waits).
+    /// Runs until [`TaskManager::shutdown`].
     pub async fn start_wake_listener(&self) -> Result<tokio::task::JoinHandle<()>, TaskError> {
         let mut sub = self.inner.store.subscribe_wakeups(self.host()).await?;
         let tm = self.clone();
@@ -339,9 +353,13 @@ impl TaskManager {
                 let nap = deadline.map_or(recheck, |d| recheck.min(d - now));
                 tokio::select! {
                     biased;
-                    _ = registration.notify.notified() => {}
+                    _ = registration.notify().notified() => {}
                     _ = tokio::time::sleep(nap) => {}
                     _ = shutdown.changed() => {}
+                }
+                if let Some((t, n)) = registration.take_handed() {
+                    queued.disarm();
+                    return Ok((t, Some(n)));
                 }
                 match store.poll_waiter_node(node, ticket, claim.task_id).await? {
                     (WaitStatus::Granted(t), loaded) => {

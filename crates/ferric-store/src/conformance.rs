@@ -429,6 +429,11 @@ pub async fn waiters_are_granted_in_ticket_order_on_release(store: Arc<dyn Store
             (c.holder.as_str(), c.task_id, *ticket)
         );
         assert_eq!(g.epoch, current.epoch + 1);
+        // A store that reads the granted row in the release hands out the
+        // row as stored (the grantee in process uses it instead of a read).
+        if let Some(granted) = &g.node {
+            assert_eq!(**granted, s.get_node(&n.into()).await.unwrap());
+        }
         match s.poll_waiter(n, *ticket, c.task_id).await.unwrap() {
             WaitStatus::Granted(t) => {
                 assert_eq!(t.epoch, g.epoch);

@@ -618,6 +618,7 @@ impl MemoryStore {
                 task_id: t.task_id,
                 ticket: *ticket,
                 epoch: t.epoch,
+                node: None,
             }
         });
         Release {

@@ -102,7 +102,7 @@ pub enum WaitStatus {
 }
 
 /// Outcome of a release: who, if anyone, got the lock next.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Release {
     /// The waiter the lock was handed to: (conductor, task id, new epoch).
     pub granted_to: Option<Grantee>,
@@ -111,12 +111,16 @@ pub struct Release {
 }
 
 /// A waiter that received the lock on release.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Grantee {
     pub conductor: String,
     pub task_id: Uuid,
     pub ticket: i64,
     pub epoch: i64,
+    /// The node row as granted, when the store read it in the release
+    /// itself (SQL stores): a grantee in the releasing process is handed
+    /// it and needs no read of its own.
+    pub node: Option<Box<ferric_core::Node>>,
 }
 
 /// One queued waiter, for listings.

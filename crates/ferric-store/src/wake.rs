@@ -5,9 +5,15 @@
 //!   transaction, so the notification is delivered exactly when the grant
 //!   commits. Releases without waiters never notify (NOTIFY takes a
 //!   database-wide lock at commit; see `shared/reference/locks.md` §5.4).
-//! * SQLite: no server to push from. A waiter's conductor polls
-//!   `PRAGMA data_version`, which changes whenever another connection commits,
-//!   and only while it has waiters.
+//! * SQLite: no server to push from, so the releasing process pushes
+//!   itself. Each conductor's listener binds a Unix datagram socket named by
+//!   the database file and the conductor (Linux abstract namespace: no file
+//!   to clean up, gone with the process). A release that hands the lock to a
+//!   waiter of a conductor not served by this store sends it one datagram
+//!   (`node task`) after the grant commits. Nothing runs while nobody is
+//!   released: no polling. Where no socket can be bound (not Linux, or the
+//!   name is taken by another live process) the listener falls back to
+//!   polling `PRAGMA data_version` while its conductor has waiters.
 //!
 //! Either way a waiter also re-checks every retry interval, so a lost
 //! notification costs at most one interval.
@@ -36,6 +42,7 @@ pub struct WakeSubscription {
 
 enum Inner {
     Listen(Box<PgListener>),
+    Socket(tokio::net::UnixDatagram),
     Poll {
         conn: PoolConnection<Any>,
         last: Option<i64>,
@@ -60,7 +67,113 @@ pub fn wake_channel(schema: Option<&str>, conductor: &str) -> String {
     format!("ferric_wake_{h:016x}")
 }
 
+/// The socket address of `conductor`'s SQLite wakeups on the database file
+/// `db` (its canonical path): an abstract Unix socket name, hashed so any
+/// path and hostname fit. `None` where abstract sockets do not exist.
+#[cfg(target_os = "linux")]
+pub(crate) fn sqlite_wake_addr(
+    db: &str,
+    conductor: &str,
+) -> Option<std::os::unix::net::SocketAddr> {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("ferric-wake-{}", wake_channel(Some(db), conductor));
+    std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).ok()
+}
+
+/// See the Linux version: no abstract sockets here, so SQLite polls.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn sqlite_wake_addr(
+    _db: &str,
+    _conductor: &str,
+) -> Option<std::os::unix::net::SocketAddr> {
+    None
+}
+
+/// Sends SQLite grant wakeups to other processes (see the module doc).
+#[derive(Debug)]
+pub(crate) struct SqliteWaker {
+    /// The database file's canonical path.
+    db: String,
+    /// Conductors whose waiters this store's process wakes itself.
+    local: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// An unbound, non-blocking socket to send from.
+    socket: Option<std::os::unix::net::UnixDatagram>,
+}
+
+impl SqliteWaker {
+    pub(crate) fn new(db: String) -> Self {
+        let socket = std::os::unix::net::UnixDatagram::unbound()
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .ok();
+        SqliteWaker {
+            db,
+            local: Default::default(),
+            socket,
+        }
+    }
+
+    /// Listen for `conductor`'s grants. `None`: no socket could be bound
+    /// (the caller polls instead).
+    pub(crate) fn bind(&self, conductor: &str) -> Option<tokio::net::UnixDatagram> {
+        let addr = sqlite_wake_addr(&self.db, conductor)?;
+        let bound = std::os::unix::net::UnixDatagram::bind_addr(&addr)
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .and_then(tokio::net::UnixDatagram::from_std);
+        match bound {
+            Ok(s) => {
+                match self.local.lock() {
+                    Ok(mut l) => l.insert(conductor.to_string()),
+                    Err(p) => p.into_inner().insert(conductor.to_string()),
+                };
+                Some(s)
+            }
+            Err(e) => {
+                tracing::warn!(conductor, error.message = %e, "cannot bind the SQLite wakeup socket; polling the database file instead");
+                None
+            }
+        }
+    }
+
+    /// Tell `conductor`'s process that `task_id` holds `node` (after the
+    /// grant committed). Best effort: a lost datagram costs the waiter one
+    /// re-check interval; a conductor of this process is woken in process.
+    pub(crate) fn granted(&self, conductor: &str, node: Uuid, task_id: Uuid) {
+        let local = match self.local.lock() {
+            Ok(l) => l.contains(conductor),
+            Err(p) => p.into_inner().contains(conductor),
+        };
+        if local {
+            return;
+        }
+        let (Some(socket), Some(addr)) = (&self.socket, sqlite_wake_addr(&self.db, conductor))
+        else {
+            return;
+        };
+        // Refused (nobody listening), full, or gone: the re-check covers it.
+        if let Err(e) = socket.send_to_addr(format!("{node} {task_id}").as_bytes(), &addr) {
+            tracing::debug!(conductor, node_uuid = %node, error.message = %e, "SQLite wakeup not delivered");
+        }
+    }
+}
+
+fn parse_grant(payload: &[u8]) -> WakeEvent {
+    let text = String::from_utf8_lossy(payload);
+    let mut parts = text.split(' ');
+    let node = parts.next().and_then(|s| Uuid::parse_str(s).ok());
+    let task = parts.next().and_then(|s| Uuid::parse_str(s).ok());
+    match (node, task) {
+        (Some(node), Some(task_id)) => WakeEvent::Granted { node, task_id },
+        _ => WakeEvent::Changed,
+    }
+}
+
 impl WakeSubscription {
+    pub(crate) fn socket(socket: tokio::net::UnixDatagram) -> Self {
+        WakeSubscription {
+            inner: Inner::Socket(socket),
+        }
+    }
+
     pub(crate) fn listen(listener: PgListener) -> Self {
         WakeSubscription {
             inner: Inner::Listen(Box::new(listener)),
@@ -92,17 +205,17 @@ impl WakeSubscription {
     pub async fn next(&mut self) -> StoreResult<Option<WakeEvent>> {
         match &mut self.inner {
             Inner::Listen(l) => match l.try_recv().await? {
-                Some(n) => {
-                    let mut parts = n.payload().split(' ');
-                    let node = parts.next().and_then(|s| Uuid::parse_str(s).ok());
-                    let task = parts.next().and_then(|s| Uuid::parse_str(s).ok());
-                    Ok(Some(match (node, task) {
-                        (Some(node), Some(task_id)) => WakeEvent::Granted { node, task_id },
-                        _ => WakeEvent::Changed,
-                    }))
-                }
+                Some(n) => Ok(Some(parse_grant(n.payload().as_bytes()))),
                 None => Ok(Some(WakeEvent::Reconnected)),
             },
+            Inner::Socket(s) => {
+                let mut buf = [0u8; 128];
+                let n = s
+                    .recv(&mut buf)
+                    .await
+                    .map_err(|e| crate::StoreError::Database(sqlx::Error::Io(e)))?;
+                Ok(Some(parse_grant(&buf[..n])))
+            }
             Inner::Poll { conn, last } => {
                 let v: i64 = sqlx::query("PRAGMA data_version")
                     .fetch_one(&mut **conn)

@@ -183,6 +183,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             ApiState::new(tm.clone())
                 .with_registry(registry)
                 .with_drivers(drivers)
+                .with_fake_step_delay(config.conductor.fake_step_delay)
                 .with_auth(auth)
                 .with_ramdisk_heartbeat_timeout(config.api.ramdisk_heartbeat_timeout)
                 .with_public_endpoint(public_endpoint),

@@ -146,6 +146,10 @@ impl Interface for FakeHardware {
                 "fake_invalid",
                 "A message: validation fails with it. Optional",
             ),
+            opt(
+                "fake_step_delay_ms",
+                "Milliseconds the flow pauses before each fake step (0 allowed; default: the conductor's fake_step_delay). Optional",
+            ),
         ]
     }
 }

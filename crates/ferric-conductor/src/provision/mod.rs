@@ -37,7 +37,13 @@ use tracing::warn;
 
 /// Default pause before each step of the provision and power flows (lets
 /// clients observe the transient states, as on Ironic's fake driver).
-pub const DEFAULT_STEP_DELAY: Duration = Duration::from_millis(500);
+pub const DEFAULT_STEP_DELAY: Duration = crate::config::defaults::FAKE_STEP_DELAY;
+
+/// The `driver_info` key of a node's own fake step delay, in milliseconds.
+pub const FAKE_STEP_DELAY_KEY: &str = "fake_step_delay_ms";
+
+/// The longest fake step delay a node may ask for.
+const MAX_FAKE_STEP_DELAY_MS: u64 = 600_000;
 
 /// Why a verb was refused. Nothing changed.
 #[derive(Debug, thiserror::Error)]
@@ -160,10 +166,18 @@ impl Provisioner {
 
     /// The pause before a flow's work on `node`: the fake step delay when
     /// the interface doing the work is `fake` (it stands for real work),
-    /// none for a real implementation (its own latency is real).
+    /// none for a real implementation (its own latency is real). The
+    /// node's `driver_info.fake_step_delay_ms` (0 allowed, at most 600 s)
+    /// overrides this process's setting (`[conductor] fake_step_delay`).
     pub(crate) fn pause_for(&self, node: &Node, kind: InterfaceKind) -> Duration {
         match self.drivers.interface_name(node, kind) {
-            Some(name) if name == "fake" => self.step_delay,
+            Some(name) if name == "fake" => node
+                .driver_info
+                .get(FAKE_STEP_DELAY_KEY)
+                .and_then(|v| v.as_u64())
+                .map_or(self.step_delay, |ms| {
+                    Duration::from_millis(ms.min(MAX_FAKE_STEP_DELAY_MS))
+                }),
             _ => Duration::ZERO,
         }
     }

@@ -76,15 +76,21 @@ impl SqlStore {
     ) -> StoreResult<WakeSubscription> {
         match self.backend {
             Backend::Postgres => {
+                // The channel as the senders name it (migration 0008), in
+                // this store's schema.
+                let channel: String = sqlx::query("SELECT ferric_wake_channel($1) AS c")
+                    .bind(conductor)
+                    .fetch_one(&self.pool)
+                    .await?
+                    .try_get("c")?;
                 let mut l = sqlx::postgres::PgListener::connect(&self.options.url).await?;
-                l.listen(&crate::wake::wake_channel(
-                    self.options.pg_schema.as_deref(),
-                    conductor,
-                ))
-                .await?;
+                l.listen(&channel).await?;
                 Ok(WakeSubscription::listen(l))
             }
-            Backend::Sqlite => Ok(WakeSubscription::poll(self.pool.acquire().await?)),
+            Backend::Sqlite => match self.waker.as_ref().and_then(|w| w.bind(conductor)) {
+                Some(socket) => Ok(WakeSubscription::socket(socket)),
+                None => Ok(WakeSubscription::poll(self.pool.acquire().await?)),
+            },
         }
     }
 
@@ -220,6 +226,9 @@ impl SqlStore {
     }
 
     pub(super) async fn release_impl(&self, token: &LockToken) -> StoreResult<Release> {
+        if self.backend == Backend::Postgres {
+            return self.release_pg(token).await;
+        }
         let _g = self.write_guard().await;
         let fast = sqlx::query(
             "UPDATE nodes SET reservation = NULL, lock_task = NULL, lock_purpose = NULL, \
@@ -253,11 +262,72 @@ impl SqlStore {
                 current: row.try_get("reservation")?,
             });
         }
-        let release = self
+        let mut release = self
             .unlock_and_handoff(&mut tx, token.node, &token.holder)
             .await?;
+        if let Some(g) = release.granted_to.as_mut() {
+            // The grantee's node row, read in the granting transaction.
+            let row = sqlx::query(self.sql("SELECT {node_cols} FROM nodes WHERE uuid = $1"))
+                .bind(token.node.to_string())
+                .fetch_one(&mut *tx)
+                .await?;
+            g.node = Some(Box::new(node_from_row(&row)?));
+        }
         tx.commit().await?;
+        self.wake_sqlite_grantee(token.node, &release);
         Ok(release)
+    }
+
+    /// PostgreSQL: the whole release, contended or not, in one round trip
+    /// (`ferric_release`, migration 0008): fenced fast path, or grant to the
+    /// first live waiter with its notification and the granted node row.
+    async fn release_pg(&self, token: &LockToken) -> StoreResult<Release> {
+        let row = sqlx::query(
+            "SELECT outcome, g_ticket, g_conductor, g_task, g_removed, (g_node).* \
+             FROM ferric_release($1, $2, $3, $4, $5)",
+        )
+        .bind(token.node.to_string())
+        .bind(token.holder.clone())
+        .bind(token.task_id.to_string())
+        .bind(token.epoch)
+        .bind(self.heartbeat_timeout_us)
+        .fetch_one(&self.pool)
+        .await?;
+        let outcome: String = row.try_get("outcome")?;
+        let removed: i64 = row.try_get("g_removed")?;
+        match outcome.as_str() {
+            "released" => Ok(Release {
+                granted_to: None,
+                skipped_waiters: removed.max(0) as u32,
+            }),
+            "not_found" => Err(StoreError::NodeNotFound(token.node.to_string())),
+            "not_locked" => Err(StoreError::NodeNotLocked {
+                node: token.node,
+                holder: token.holder.clone(),
+                epoch: token.epoch,
+                current: row.try_get("g_conductor")?,
+            }),
+            "granted" => {
+                let node = node_from_row(&row)?;
+                let task_id = parse_uuid(&row.try_get::<String, _>("g_task")?)?;
+                let held = LockToken::held(&node)
+                    .filter(|t| t.task_id == task_id)
+                    .ok_or_else(|| StoreError::Corrupt("granted lock not on the row".into()))?;
+                Ok(Release {
+                    granted_to: Some(Grantee {
+                        conductor: held.holder,
+                        task_id,
+                        ticket: row.try_get("g_ticket")?,
+                        epoch: held.epoch,
+                        node: Some(Box::new(node)),
+                    }),
+                    skipped_waiters: (removed - 1).max(0) as u32,
+                })
+            }
+            other => Err(StoreError::Corrupt(format!(
+                "ferric_release answered {other:?}"
+            ))),
+        }
     }
 
     pub(super) async fn handoff_impl(
@@ -339,6 +409,7 @@ impl SqlStore {
             .unlock_and_handoff(&mut tx, node, &expected.holder)
             .await?;
         tx.commit().await?;
+        self.wake_sqlite_grantee(node, &release);
         Ok(release)
     }
 
@@ -541,14 +612,15 @@ impl SqlStore {
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get("lock_epoch")?;
-                // SQLite has no server push: the grantee's conductor polls
-                // data_version (see `wake`).
+                // SQLite has no server push: the caller sends the grantee's
+                // process a datagram once this commits (see `wake`).
                 Ok(Release {
                     granted_to: Some(Grantee {
                         conductor,
                         task_id,
                         ticket,
                         epoch,
+                        node: None,
                     }),
                     skipped_waiters: skipped,
                 })
@@ -567,6 +639,13 @@ impl SqlStore {
                     skipped_waiters: skipped,
                 })
             }
+        }
+    }
+
+    /// SQLite: tell the grantee's process, after the commit (see `wake`).
+    fn wake_sqlite_grantee(&self, node: Uuid, release: &Release) {
+        if let (Some(w), Some(g)) = (&self.waker, &release.granted_to) {
+            w.granted(&g.conductor, node, g.task_id);
         }
     }
 
@@ -622,11 +701,8 @@ impl SqlStore {
         let epoch: i64 = row.try_get("epoch")?;
         if conductor != releaser {
             // Delivered when this transaction commits, i.e. with the grant.
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(crate::wake::wake_channel(
-                    self.options.pg_schema.as_deref(),
-                    &conductor,
-                ))
+            sqlx::query("SELECT pg_notify(ferric_wake_channel($1), $2)")
+                .bind(&conductor)
                 .bind(format!("{node} {task_id}"))
                 .execute(&mut *tx)
                 .await?;
@@ -637,6 +713,7 @@ impl SqlStore {
                 task_id,
                 ticket,
                 epoch,
+                node: None,
             }),
             skipped_waiters: (removed - 1).max(0) as u32,
         })

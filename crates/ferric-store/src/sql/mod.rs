@@ -177,6 +177,8 @@ pub struct SqlStore {
     write_gate: Option<Arc<Mutex<()>>>,
     heartbeat_timeout_us: i64,
     options: StoreOptions,
+    /// SQLite files: cross-process grant wakeups (see `wake`).
+    waker: Option<Arc<crate::wake::SqliteWaker>>,
 }
 
 const NODE_COLS: &str = "uuid, name, driver, driver_info, properties, extra, instance_info, \
@@ -312,7 +314,22 @@ impl SqlStore {
             }
             _ => None,
         };
+        let waker = match backend {
+            Backend::Sqlite if sqlite_reads.is_some() => {
+                let file = SqliteConnectOptions::from_str(&url)?
+                    .get_filename()
+                    .to_path_buf();
+                // The same file under any name: the canonical path (it
+                // exists: the pool just opened it).
+                let canonical = std::fs::canonicalize(&file).unwrap_or(file);
+                Some(Arc::new(crate::wake::SqliteWaker::new(
+                    canonical.to_string_lossy().into_owned(),
+                )))
+            }
+            _ => None,
+        };
         Ok(SqlStore {
+            waker,
             pool,
             sqlite_reads,
             backend,

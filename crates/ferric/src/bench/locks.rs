@@ -66,6 +66,24 @@ pub struct LockBenchReport {
     /// timer has millisecond granularity), and the bound must use the real one.
     pub measured_hold_ms: f64,
     pub contended_acquisitions: u64,
+    /// CPU seconds (user + system) this process spent in the recorded
+    /// contended phase, and per acquisition in milliseconds (the cost of
+    /// waiting and waking; Linux `/proc/self/stat`, `null` elsewhere).
+    pub contended_cpu_s: Option<f64>,
+    pub contended_cpu_ms_per_acquire: Option<f64>,
+}
+
+/// This process's CPU time so far (user + system), from `/proc/self/stat`.
+pub fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces), 1-based from
+    // `state` = field 3: utime is field 14, stime 15, in clock ticks.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux architecture ferric builds for.
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 fn latency(mut v: Vec<f64>) -> Latency {
@@ -216,8 +234,12 @@ pub async fn run_lock_bench(
     }
     tokio::time::sleep(WARM_UP).await;
     recording.store(true, Ordering::Relaxed);
+    let cpu_before = process_cpu();
     tokio::time::sleep(p.phase).await;
     stop.store(true, Ordering::Relaxed);
+    let cpu = cpu_before
+        .zip(process_cpu())
+        .map(|(a, b)| b.saturating_sub(a).as_secs_f64());
     let mut counts = Vec::new();
     for h in handles {
         match h.await {
@@ -268,6 +290,15 @@ pub async fn run_lock_bench(
         measured_hold_ms,
         hold_ms,
         contended_acquisitions: counts.iter().sum(),
+        contended_cpu_s: cpu,
+        contended_cpu_ms_per_acquire: cpu.map(|c| {
+            let n: u64 = counts.iter().sum();
+            if n == 0 {
+                0.0
+            } else {
+                c * 1000.0 / n as f64
+            }
+        }),
     })
 }
 
@@ -302,6 +333,19 @@ mod tests {
     fn jain_index_is_one_when_fair_and_lower_when_not() {
         assert!((jain_index(&[5, 5, 5, 5]) - 1.0).abs() < 1e-9);
         assert!((jain_index(&[10, 0, 0, 0]) - 0.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn process_cpu_time_grows_with_work() {
+        let before = process_cpu().expect("Linux /proc/self/stat");
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(300) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let after = process_cpu().expect("Linux /proc/self/stat");
+        assert!(after > before, "{before:?} -> {after:?}");
     }
 
     #[test]

@@ -54,6 +54,7 @@ const KEYS: &[(&str, &[&str])] = &[
             "power_state_sync_max_retries",
             "sync_power_state_workers",
             "force_power_state_during_sync",
+            "fake_step_delay",
         ],
     ),
     (

@@ -16,6 +16,7 @@ mod connections;
 mod existing_db;
 mod frozen;
 mod helpers;
+mod idle_lock;
 mod lock;
 mod lock_api;
 mod observability;
