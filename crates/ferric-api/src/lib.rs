@@ -341,7 +341,14 @@ pub fn router(state: ApiState) -> Router {
     let auth_state = state.auth.clone();
     let metrics = state.metrics.clone();
     let public_endpoint = state.public_endpoint.clone();
+    // gzip for clients that ask for it (Accept-Encoding), at the fastest
+    // level: a 100,000-node detail list is ~240 MB of JSON, and the level
+    // decides whether compressing costs more than it saves (issue 18). Only
+    // the REST API: boot files and images go out as they are.
+    let compression = tower_http::compression::CompressionLayer::new()
+        .quality(tower_http::CompressionLevel::Fastest);
     let inner: Router = v1_routes()
+        .layer(compression)
         .route("/", get(misc::root))
         .route("/openapi.json", get(misc::openapi))
         .route("/metrics", get(serve_metrics))

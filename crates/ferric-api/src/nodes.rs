@@ -17,7 +17,7 @@ use ferric_conductor::ExclusiveTask;
 use ferric_core::{NewNode, Node, ProvisionState};
 use ferric_store::{NodeIdent, NodeQuery, NodeSort, StoreError};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -735,26 +735,12 @@ async fn list_nodes(
     query.limit = Some(limit);
     let page = st.tm.store().list_nodes(&query).await?;
     let owners = st.owners().await;
-    let mut fields: Option<Vec<String>> = None;
-    let mut items = Vec::with_capacity(page.nodes.len());
-    for n in &page.nodes {
-        let full = show(&owners, n, &base, v);
-        if fields.is_none() {
-            fields = Some(match (&q.fields, detail) {
-                (Some(f), _) => render::parse_fields(f, &full)?,
-                (None, true) => full.keys().cloned().collect(),
-                (None, false) => LIST_FIELDS.iter().map(|s| s.to_string()).collect(),
-            });
-        }
-        let wanted = fields.as_deref().unwrap_or_default();
-        items.push(Value::Object(render::select(full, wanted)));
-    }
-    if let (Some(f), true) = (&q.fields, page.nodes.is_empty()) {
-        // Validate even when there is nothing to show.
-        let probe = render::node(&placeholder(), &base.0, v, None);
-        render::parse_fields(f, &probe)?;
-    }
-    let mut body = json!({ "nodes": items });
+    let plan = match (&q.fields, detail) {
+        (Some(f), _) => render::NodePlan::select(v, &render::NodePlan::parse_fields(f, v)?),
+        (None, true) => render::NodePlan::detail(v),
+        (None, false) => render::NodePlan::select(v, LIST_FIELDS),
+    };
+    let mut next = None;
     if page.nodes.len() as u32 >= limit {
         if let Some(last) = page.nodes.last() {
             let mut params = vec![format!("limit={limit}"), format!("marker={}", last.uuid)];
@@ -763,10 +749,50 @@ async fn list_nodes(
                     params.push(format!("{k}={}", encode(val)));
                 }
             }
-            body["next"] = json!(format!("{}/v1/{path}?{}", base.0, params.join("&")));
+            next = Some(format!("{}/v1/{path}?{}", base.0, params.join("&")));
         }
     }
-    Ok((revision_header(page.revision), Json(body)).into_response())
+    let docs: Vec<render::NodeDoc<'_>> = page
+        .nodes
+        .iter()
+        .map(|n| render::NodeDoc {
+            node: n,
+            base: &base.0,
+            conductor: owners.owner(n),
+            plan: &plan,
+        })
+        .collect();
+    let body = NodeListBody { next, nodes: &docs };
+    // Written straight from the nodes into the response buffer (issue 18).
+    let bytes = serde_json::to_vec(&body).map_err(|e| ApiError::internal(&e))?;
+    Ok((
+        revision_header(page.revision),
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response())
+}
+
+/// A node list's body: `next` (when there may be more) before `nodes`, in
+/// the key order of the map it replaces.
+struct NodeListBody<'a> {
+    next: Option<String>,
+    nodes: &'a [render::NodeDoc<'a>],
+}
+
+impl serde::Serialize for NodeListBody<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        if let Some(next) = &self.next {
+            m.serialize_entry("next", next)?;
+        }
+        m.serialize_entry("nodes", self.nodes)?;
+        m.end()
+    }
 }
 
 /// Test support: a node with every field at its default.
@@ -778,6 +804,7 @@ pub(crate) mod tests_support {
     }
 }
 
+#[cfg(test)]
 fn placeholder() -> Node {
     Node {
         uuid: Uuid::nil(),
@@ -825,13 +852,30 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let ident = node_ident(&id, v)?;
     let node = st.tm.store().get_node(&ident).await?;
-    let mut full = show(&st.owners().await, &node, &base, v);
-    if let Some(f) = &q.fields {
-        check_fields_version(f, v)?;
-        let wanted = render::parse_fields(f, &full)?;
-        full = render::select(full, &wanted);
-    }
-    Ok((node_revision_headers(node.revision), Json(full)).into_response())
+    let plan = match &q.fields {
+        Some(f) => {
+            check_fields_version(f, v)?;
+            render::NodePlan::select(v, &render::NodePlan::parse_fields(f, v)?)
+        }
+        None => render::NodePlan::detail(v),
+    };
+    let owners = st.owners().await;
+    let doc = render::NodeDoc {
+        node: &node,
+        base: &base.0,
+        conductor: owners.owner(&node),
+        plan: &plan,
+    };
+    let bytes = serde_json::to_vec(&doc).map_err(|e| ApiError::internal(&e))?;
+    Ok((
+        node_revision_headers(node.revision),
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response())
 }
 
 /// Release `task`, logging (not returning) a failure: the operation's own
@@ -1002,6 +1046,7 @@ pub async fn delete(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn idents_follow_ironics_rules() {

@@ -76,11 +76,20 @@ pub const AGENT_SESSION_KEYS: [&str; 4] = [
 /// Whether `key` names a secret (oslo's rule: a sanitize key is a substring
 /// of the lower-cased key; plus [`EXTRA_MARKERS`]).
 pub fn is_sanitized_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
     SANITIZE_KEYS
         .iter()
         .chain(EXTRA_MARKERS)
-        .any(|s| k.contains(s))
+        .any(|s| contains_ignore_ascii_case(key, s))
+}
+
+/// Whether `hay` contains `needle` (lower case ASCII), ignoring ASCII case:
+/// `hay.to_ascii_lowercase().contains(needle)` without the allocation.
+fn contains_ignore_ascii_case(hay: &str, needle: &str) -> bool {
+    let (hay, needle) = (hay.as_bytes(), needle.as_bytes());
+    needle.is_empty()
+        || hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// oslo's `mask_dict_password`: every value under a secret key becomes
@@ -138,6 +147,86 @@ pub fn instance_info(info: &Map<String, Value>) -> Map<String, Value> {
 /// other secret a driver keeps there).
 pub fn driver_internal_info(info: &Map<String, Value>) -> Map<String, Value> {
     mask_dict(info)
+}
+
+/// Which masking a [`Masked`] applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Masking {
+    /// [`mask_dict`] (`driver_info`, `driver_internal_info`).
+    Dict,
+    /// [`instance_info`].
+    InstanceInfo,
+}
+
+/// A dictionary serialized as [`mask_dict`] or [`instance_info`] would
+/// return it, written straight to the serializer (no masked copy is built):
+/// the same keys, in the same order, with the same values.
+#[derive(Debug, Clone, Copy)]
+pub struct Masked<'a> {
+    pub map: &'a Map<String, Value>,
+    pub how: Masking,
+}
+
+impl serde::Serialize for Masked<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.map.len()))?;
+        for (k, v) in self.map {
+            if self.how == Masking::InstanceInfo {
+                // `configdrive` masked whole; a truthy `image_url` too (the
+                // masked value is truthy when the original is, or when a
+                // scalar under a secret key became the mask).
+                let whole = match k.as_str() {
+                    "configdrive" => true,
+                    "image_url" => match v {
+                        Value::Object(o) => !o.is_empty(),
+                        _ => is_sanitized_key(k) || truthy(v),
+                    },
+                    _ => false,
+                };
+                if whole {
+                    m.serialize_entry(k, MASK)?;
+                    continue;
+                }
+            }
+            match v {
+                Value::Object(inner) => m.serialize_entry(
+                    k,
+                    &Masked {
+                        map: inner,
+                        how: Masking::Dict,
+                    },
+                )?,
+                _ if is_sanitized_key(k) => m.serialize_entry(k, MASK)?,
+                other => m.serialize_entry(k, &Nested(other))?,
+            }
+        }
+        m.end()
+    }
+}
+
+/// [`mask_nested`] while serializing.
+struct Nested<'a>(&'a Value);
+
+impl serde::Serialize for Nested<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        match self.0 {
+            Value::Object(map) => Masked {
+                map,
+                how: Masking::Dict,
+            }
+            .serialize(s),
+            Value::Array(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&Nested(item))?;
+                }
+                seq.end()
+            }
+            other => other.serialize(s),
+        }
+    }
 }
 
 /// Python's truthiness of a JSON value.
@@ -217,6 +306,66 @@ mod tests {
         );
         assert_eq!(kept["configdrive"], json!({"user_data": "x"}));
         assert_eq!(kept["image_password"], MASK);
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let key = prop::sample::select(vec![
+            "password",
+            "Admin_Pass",
+            "configdrive",
+            "image_url",
+            "name",
+            "ssh_KEY",
+            "plain",
+            "x",
+            "agent_secret_token",
+            "",
+        ]);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            prop::sample::select(vec!["", "s", "http://x"]).prop_map(|s| json!(s)),
+        ];
+        leaf.prop_recursive(4, 32, 5, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(key.clone().prop_map(str::to_string), inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// The streaming [`Masked`] writes exactly what serializing the
+        /// masked copy writes, for both kinds of masking.
+        #[test]
+        fn streaming_masking_writes_the_masked_copy(v in json_value()) {
+            let map = match v {
+                Value::Object(m) => m,
+                other => [("image_url".to_string(), other.clone()), ("k".to_string(), other)]
+                    .into_iter()
+                    .collect(),
+            };
+            let streamed = |how| serde_json::to_string(&Masked { map: &map, how }).unwrap_or_default();
+            proptest::prop_assert_eq!(
+                streamed(Masking::Dict),
+                serde_json::to_string(&mask_dict(&map)).unwrap_or_default()
+            );
+            proptest::prop_assert_eq!(
+                streamed(Masking::InstanceInfo),
+                serde_json::to_string(&instance_info(&map)).unwrap_or_default()
+            );
+        }
+    }
+
+    #[test]
+    fn keys_are_matched_ignoring_case_anywhere() {
+        assert!(is_sanitized_key("My_PassWord_2"));
+        assert!(is_sanitized_key("TOKEN"));
+        assert!(!is_sanitized_key("plain"));
+        assert!(!is_sanitized_key(""));
     }
 
     #[test]

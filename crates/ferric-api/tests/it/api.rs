@@ -7,6 +7,7 @@ use ferric_conductor::drivers::fake::FakeHardware;
 use ferric_conductor::drivers::{Drivers, HardwareConfig, InterfaceKind};
 use ferric_core::PowerState;
 use ferric_store::testing::{Engine, TestStore};
+use ferric_store::Store as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -1592,4 +1593,123 @@ async fn deploy_is_refused_when_the_driver_does_not_validate() {
         before,
         "a refused deploy changes nothing"
     );
+}
+
+/// Issue 18: node lists and shows are written straight from the nodes; what
+/// a client gets is the generic document (`render::node`, narrowed by
+/// `render::select`) of the same stored node, on every page, for detail,
+/// the default list and a `fields` selection; `Accept-Encoding: gzip` gets
+/// the same bytes compressed, and a client that does not ask gets them plain.
+#[tokio::test]
+async fn lists_show_the_generic_documents_and_gzip_when_asked() {
+    use std::io::Read as _;
+    let app = spawn_app().await;
+    for i in 0..5 {
+        let r = app
+            .send(
+                Method::POST,
+                "/v1/nodes",
+                json!({
+                    "name": format!("g{i}"), "driver": "fake-hardware",
+                    "driver_info": {"ipmi_password": "p", "nested": {"token": [1, {"secret": 2}]}},
+                    "instance_info": {"configdrive": {"x": 1}, "image_url": "http://i", "root_gb": i},
+                    "properties": {"cpus": i}, "extra": {"quote\"d": "a\nb"},
+                    "owner": if i % 2 == 0 { Value::from("p1") } else { Value::Null },
+                }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    }
+    let base = app.base.clone();
+    let v = ferric_api::version::Version::MAX;
+    let generic = |n: &ferric_core::Node, conductor: &Value| {
+        Value::Object(ferric_api::render::node(n, &base, v, conductor.as_str()))
+    };
+    for (path, fields) in [
+        ("/v1/nodes/detail?limit=2", None),
+        (
+            "/v1/nodes?limit=2",
+            Some(ferric_api::render::LIST_FIELDS.to_vec()),
+        ),
+        (
+            "/v1/nodes?limit=2&fields=uuid,driver_info,instance_info,owner,conductor",
+            Some(vec![
+                "uuid",
+                "driver_info",
+                "instance_info",
+                "owner",
+                "conductor",
+            ]),
+        ),
+    ] {
+        let mut url = format!("{base}{path}");
+        let mut seen = 0;
+        loop {
+            let plain = app.http.get(&url).header(V, "latest").send().await.unwrap();
+            assert_eq!(plain.status(), StatusCode::OK);
+            assert!(plain.headers().get("content-encoding").is_none());
+            assert_eq!(plain.headers()["content-type"], "application/json");
+            let plain = plain.bytes().await.unwrap();
+            let zipped = app
+                .http
+                .get(&url)
+                .header(V, "latest")
+                .header("accept-encoding", "gzip")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(zipped.headers()["content-encoding"], "gzip");
+            let zipped = zipped.bytes().await.unwrap();
+            let mut unzipped = Vec::new();
+            flate2::read::GzDecoder::new(&zipped[..])
+                .read_to_end(&mut unzipped)
+                .unwrap();
+            assert_eq!(
+                unzipped,
+                plain.to_vec(),
+                "{url}: gzip carries the same bytes"
+            );
+            let body: Value = serde_json::from_slice(&plain).unwrap();
+            for item in body["nodes"].as_array().unwrap() {
+                let uuid: uuid::Uuid = item["uuid"].as_str().unwrap().parse().unwrap();
+                let stored = app
+                    .store
+                    .store
+                    .get_node(&ferric_store::NodeIdent::Uuid(uuid))
+                    .await
+                    .unwrap();
+                let conductor = generic(&stored, &Value::Null)["conductor"].clone();
+                let conductor = item.get("conductor").cloned().unwrap_or(conductor);
+                let mut want = generic(&stored, &conductor);
+                if let Some(f) = &fields {
+                    let map = want.as_object().unwrap().clone();
+                    want = Value::Object(ferric_api::render::select(map, f));
+                }
+                assert_eq!(item, &want, "{url}");
+                seen += 1;
+            }
+            match body["next"].as_str() {
+                Some(next) => url = next.to_string(),
+                None => break,
+            }
+        }
+        assert_eq!(seen, 5, "{path}");
+    }
+    // A show, whole and narrowed, is the generic document too.
+    let shown = app.node("g1").await;
+    let stored = app
+        .store
+        .store
+        .get_node(&ferric_store::NodeIdent::Name("g1".into()))
+        .await
+        .unwrap();
+    assert_eq!(shown, generic(&stored, &shown["conductor"]));
+    assert_eq!(shown["driver_info"]["ipmi_password"], "******");
+    assert_eq!(shown["instance_info"]["configdrive"], "******");
+    let r = app.get("/v1/nodes/g1?fields=name,extra").await;
+    let keys: Vec<&String> = r.body.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["extra", "links", "name"]);
+    let r = app.get("/v1/nodes/g1?fields=name,bogus").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.fault(), "Field(s) \"bogus\" are not valid");
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
+pub mod api;
 pub mod ipmi;
 pub mod locks;
 pub mod ports;
@@ -126,6 +127,41 @@ pub enum BenchCommand {
         /// The ferric binary to run as the server (default: this one).
         #[arg(long, value_name = "PATH")]
         server_binary: Option<PathBuf>,
+    },
+    /// The API through HTTP (issue 18): enrolment, the full detail list,
+    /// manage→provide→deploy of fake nodes, one-node PATCH contention and
+    /// the server's CPU and RSS, each beside its store-level anchor. Starts
+    /// `ferric serve` in this process unless --url names a running one.
+    Api {
+        /// Database of the in-process server: a fresh temporary SQLite file
+        /// by default; a `postgres://` URL makes (and drops) a fresh
+        /// database on that server.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        /// Drive this running API instead (no anchors).
+        #[arg(long, value_name = "URL", conflicts_with = "database_url")]
+        url: Option<String>,
+        /// With --url: the server's process id, for its CPU time and RSS.
+        #[arg(long, requires = "url")]
+        server_pid: Option<u32>,
+        /// Nodes enrolled and listed (100000 for the record).
+        #[arg(long, default_value_t = 2_000)]
+        nodes: usize,
+        /// Concurrent clients for enrolment and the lifecycle.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Page size of the detail list.
+        #[arg(long, default_value_t = 1_000)]
+        page: u32,
+        /// Fake nodes taken manage→provide→deploy.
+        #[arg(long, default_value_t = 50)]
+        lifecycle_nodes: usize,
+        /// Clients PATCHing one node at once.
+        #[arg(long, default_value_t = 16)]
+        patch_clients: usize,
+        /// PATCHes each of those clients sends.
+        #[arg(long, default_value_t = 25)]
+        patches: usize,
     },
     /// Power-sync cycle time over real BMCs through the ipmi hardware type
     /// (ipmitool, per-BMC discipline). The password comes from the
@@ -291,6 +327,57 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        BenchCommand::Api {
+            database_url,
+            url,
+            server_pid,
+            nodes,
+            clients,
+            page,
+            lifecycle_nodes,
+            patch_clients,
+            patches,
+        } => {
+            if nodes > 10_000_000 || lifecycle_nodes > 1_000_000 || page == 0 || page > 1_000 {
+                anyhow::bail!(
+                    "--nodes must be 0..=10000000, --lifecycle-nodes 0..=1000000 and --page 1..=1000"
+                );
+            }
+            if clients == 0 || clients > 256 || patch_clients == 0 || patch_clients > 256 {
+                anyhow::bail!("--clients and --patch-clients must be 1..=256");
+            }
+            if patches > 100_000 {
+                anyhow::bail!("--patches must be 0..=100000");
+            }
+            let params = api::ApiBenchParams {
+                nodes,
+                clients,
+                page,
+                lifecycle_nodes,
+                patch_clients,
+                patches,
+                ..Default::default()
+            };
+            let report = match url {
+                Some(url) => {
+                    api::run_api_bench(
+                        api::Target::External {
+                            url,
+                            pid: server_pid,
+                        },
+                        params,
+                    )
+                    .await
+                }
+                None => run_api_in_process(database_url, params).await,
+            }
+            .context("running the api benchmark")?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).context("rendering the report")?
+            );
+            Ok(())
+        }
         BenchCommand::Ports {
             backend,
             url,
@@ -438,6 +525,50 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `ferric bench api` with `ferric serve` in this process on a fresh
+/// database (a temporary SQLite file, or a new PostgreSQL database on the
+/// server `database_url` names, dropped afterwards).
+pub async fn run_api_in_process(
+    database_url: Option<String>,
+    params: api::ApiBenchParams,
+) -> anyhow::Result<api::ApiBenchReport> {
+    let dir = ScratchDir::new().context("creating a temporary directory")?;
+    let (url, pg) = match database_url {
+        None => (
+            format!("sqlite://{}", dir.0.join("bench.db").display()),
+            None,
+        ),
+        Some(u) if u.starts_with("sqlite:") => (u, None),
+        Some(u) => {
+            let name = bench_schema();
+            let fresh = raw::create_pg_database(&u, &name)
+                .await
+                .context("creating the bench database")?;
+            (fresh, Some((u, name)))
+        }
+    };
+    let mut config = crate::config::Config::default();
+    config.database.url = url.clone();
+    config.database.max_connections = 16;
+    config.conductor.host = "bench-api".into();
+    let mut anchor = StoreOptions::new(url);
+    anchor.max_connections = 16;
+    let report = api::run_api_bench(
+        api::Target::InProcess {
+            config: Box::new(config),
+            anchor,
+        },
+        params,
+    )
+    .await;
+    if let Some((server, name)) = pg {
+        raw::drop_pg_database(&server, &name)
+            .await
+            .context("dropping the bench database")?;
+    }
+    report
 }
 
 /// Run `op(worker, iteration)` in `workers` tasks for `phase`; total completed.
