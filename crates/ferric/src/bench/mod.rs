@@ -112,7 +112,9 @@ pub enum BenchCommand {
         /// How long the load runs, e.g. 30m.
         #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
         duration: Duration,
-        /// Requests per second, all workers together (an upper bound).
+        /// Load steps per second, all workers together (an upper bound); a
+        /// step is one request, or 2 (provision: show + verb) or 3 (churn:
+        /// create, PATCH, DELETE), so requests/s stay below 3 × rate.
         #[arg(long, default_value_t = 40)]
         rate: u32,
         /// Concurrent clients.

@@ -34,7 +34,8 @@ use tokio::process::Child;
 pub struct SoakParams {
     /// How long the load runs.
     pub duration: Duration,
-    /// Requests per second, all workers together (an upper bound).
+    /// Load steps per second, all workers together (an upper bound; a step
+    /// is 1 to 3 requests).
     pub rate: u32,
     /// Concurrent clients.
     pub workers: usize,
