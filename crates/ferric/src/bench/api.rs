@@ -14,6 +14,7 @@ use ferric_conductor::{ConductorConfig, LogSink, Retry, TaskManager};
 use ferric_core::NewNode;
 use ferric_store::{NodeQuery, SqlStore, Store, StoreOptions};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -161,25 +162,27 @@ enum ServerCpu {
 const SERVE_THREAD: &str = "ferric-serve";
 
 impl ServerCpu {
-    fn seconds(self) -> Option<f64> {
+    /// CPU seconds so far, per thread (in process) or for the whole
+    /// process (`Pid`), keyed by thread id.
+    fn sample(self) -> Option<BTreeMap<String, f64>> {
         match self {
             ServerCpu::Threads => {
-                let mut total = 0.0;
+                let mut threads = BTreeMap::new();
                 for entry in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
                     let stat =
                         std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
                     if let Some((comm, s)) = stat_cpu_s(&stat) {
                         // comm is cut at 15 bytes: "sqlx-sqlite-wor"
                         if comm.starts_with(SERVE_THREAD) || comm.starts_with("sqlx-sqlite-wor") {
-                            total += s;
+                            threads.insert(entry.file_name().to_string_lossy().into_owned(), s);
                         }
                     }
                 }
-                Some(total)
+                Some(threads)
             }
             ServerCpu::Pid(pid) => {
                 let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-                stat_cpu_s(&stat).map(|(_, s)| s)
+                stat_cpu_s(&stat).map(|(_, s)| BTreeMap::from([(pid.to_string(), s)]))
             }
             ServerCpu::Unknown => None,
         }
@@ -206,6 +209,17 @@ impl ServerCpu {
     }
 }
 
+/// CPU seconds spent between two samples: per thread, by the threads alive
+/// at the end (a thread that started meanwhile counts from zero). A thread
+/// that exited meanwhile is lost, never subtracted: the server's runtime
+/// keeps its blocking threads for the whole run, so that is rare.
+fn cpu_spent(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> f64 {
+    after
+        .iter()
+        .map(|(tid, a)| (a - before.get(tid).copied().unwrap_or(0.0)).max(0.0))
+        .sum()
+}
+
 /// `ferric serve` running in this process on its own runtime.
 struct InProcessServer {
     base: String,
@@ -228,6 +242,9 @@ impl InProcessServer {
             .spawn(move || -> anyhow::Result<()> {
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .thread_name(SERVE_THREAD)
+                    // Blocking threads stay for the run: their CPU time
+                    // stays countable (see cpu_spent).
+                    .thread_keep_alive(Duration::from_secs(24 * 3600))
                     .enable_all()
                     .build()?;
                 rt.block_on(crate::serve::run(config, async move {
@@ -807,14 +824,14 @@ async fn run_phases(
         .copied()
         .or_else(|| life_nodes.first().copied())
         .ok_or_else(|| err("no node to PATCH: use --nodes 1 or more"))?;
-    let cpu_before = cpu.seconds();
+    let cpu_before = cpu.sample();
     let c = contend(api, target, p.patch_clients.max(1), p.patches).await?;
-    let cpu_after = cpu.seconds();
+    let cpu_after = cpu.sample();
     let successes: u64 = c.successes.iter().sum();
     let server_cpu_s_per_patch = match (cpu_before, cpu_after) {
         (Some(b), Some(a)) => {
             let attempts = (p.patch_clients.max(1) * p.patches).max(1) as f64;
-            Some((a - b) / attempts)
+            Some(cpu_spent(&b, &a) / attempts)
         }
         _ => None,
     };
@@ -948,6 +965,20 @@ mod tests {
         assert!((0.0..1.0).contains(&cpu), "{json}");
         assert!(r.server_rss_mb.unwrap() > 1.0);
         assert!(r.anchor_store_list_s.unwrap() > 0.0 && r.list_over_store.unwrap() > 0.0);
+    }
+
+    #[test]
+    fn cpu_spent_counts_living_threads_and_never_goes_negative() {
+        let m = |v: &[(&str, f64)]| {
+            v.iter()
+                .map(|(k, s)| (k.to_string(), *s))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let before = m(&[("1", 1.0), ("2", 5.0)]);
+        // 1 spent 0.5 s, 2 exited (its 5 s are not subtracted), 3 is new.
+        let after = m(&[("1", 1.5), ("3", 0.25)]);
+        assert!((cpu_spent(&before, &after) - 0.75).abs() < 1e-9);
+        assert_eq!(cpu_spent(&after, &after), 0.0);
     }
 
     #[test]
