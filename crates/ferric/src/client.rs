@@ -36,6 +36,13 @@ pub struct Endpoint {
     /// API base URL.
     #[arg(long, env = "FERRIC_URL", default_value = DEFAULT_URL, value_name = "URL")]
     pub url: String,
+    #[command(flatten)]
+    pub credentials: Credentials,
+}
+
+/// How to authenticate to the API (every command that talks to it).
+#[derive(Debug, Clone, Default, Args)]
+pub struct Credentials {
     /// Bearer token (api.auth = "token"); prefer FERRIC_TOKEN: flags show in `ps`.
     #[arg(
         long,
@@ -274,12 +281,13 @@ impl Client {
         Ok(Client {
             http,
             base,
-            token: endpoint.token.clone().filter(|t| !t.is_empty()),
+            token: endpoint.credentials.token.clone().filter(|t| !t.is_empty()),
             basic: endpoint
+                .credentials
                 .user
                 .clone()
                 .filter(|u| !u.is_empty())
-                .map(|u| (u, endpoint.password.clone())),
+                .map(|u| (u, endpoint.credentials.password.clone())),
         })
     }
 

@@ -72,30 +72,8 @@ pub struct ApiArgs {
     /// API base URL of a running conductor (e.g. http://127.0.0.1:6385).
     #[arg(long, env = "FERRIC_URL", value_name = "URL")]
     pub url: Option<String>,
-    /// Bearer token (api.auth = "token"); prefer FERRIC_TOKEN: flags show in `ps`.
-    #[arg(
-        long,
-        env = "FERRIC_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
-    pub token: Option<String>,
-    /// HTTP basic user (api.auth = "basic"); the password comes from FERRIC_PASSWORD.
-    #[arg(
-        long,
-        env = "FERRIC_USER",
-        value_name = "USER",
-        conflicts_with = "token"
-    )]
-    pub user: Option<String>,
-    /// HTTP basic password; prefer FERRIC_PASSWORD.
-    #[arg(
-        long,
-        env = "FERRIC_PASSWORD",
-        hide_env_values = true,
-        value_name = "PASSWORD"
-    )]
-    pub password: Option<String>,
+    #[command(flatten)]
+    pub credentials: crate::client::Credentials,
 }
 
 impl LockCommand {
@@ -193,21 +171,16 @@ pub async fn run(config: &Config, cmd: LockCommand) -> anyhow::Result<()> {
         node,
         force,
         reason,
-        api:
-            ApiArgs {
-                url: Some(url),
-                token,
-                user,
-                password,
-            },
+        api: ApiArgs {
+            url: Some(url),
+            credentials,
+        },
         ..
     } = &cmd
     {
         let endpoint = crate::client::Endpoint {
             url: url.clone(),
-            token: token.clone(),
-            user: user.clone(),
-            password: password.clone(),
+            credentials: credentials.clone(),
         };
         return release_through_api(&endpoint, node, *force, reason.clone()).await;
     }
