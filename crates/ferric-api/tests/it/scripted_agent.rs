@@ -194,6 +194,11 @@ pub async fn issue_token(api: &Api, agent: &Shared, node: Uuid) -> String {
 }
 
 /// One heartbeat as IPA sends it, with the agent's URL and token.
+///
+/// Accepted (202), or refused because the node left its wait state between
+/// the caller's look at it and this heartbeat (the phase ended, the agent's
+/// session and token were wiped: 400 as in Ironic); anything else fails
+/// the test.
 pub async fn heartbeat(api: &Api, agent_url: &str, node: &str, token: &str) {
     let r = api
         .http
@@ -203,11 +208,23 @@ pub async fn heartbeat(api: &Api, agent_url: &str, node: &str, token: &str) {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        r.status(),
-        StatusCode::ACCEPTED,
-        "{}",
-        r.text().await.unwrap()
+    let status = r.status();
+    if status == StatusCode::ACCEPTED {
+        return;
+    }
+    let text = r.text().await.unwrap();
+    let n = api.node(node).await;
+    let waiting = matches!(
+        n["provision_state"].as_str(),
+        Some("wait call-back" | "clean wait")
+    );
+    assert!(
+        status == StatusCode::BAD_REQUEST
+            && !waiting
+            && n["driver_internal_info"]
+                .get("agent_secret_token")
+                .is_none(),
+        "heartbeat refused ({status}) while the node waits for its agent: {text}; node: {n}"
     );
 }
 
