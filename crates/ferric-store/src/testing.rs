@@ -32,9 +32,13 @@ pub const REQUIRE_VAR: &str = "FERRIC_TEST_REQUIRE";
 /// plain `cargo test` run; `grep -c SKIPPED` counts them). When `var` is
 /// listed in `FERRIC_TEST_REQUIRE` it panics instead.
 pub fn skip(var: &str, what: &str) {
+    skip_under(&std::env::var(REQUIRE_VAR).unwrap_or_default(), var, what);
+}
+
+/// [`skip`] with the `FERRIC_TEST_REQUIRE` value given.
+fn skip_under(required: &str, var: &str, what: &str) {
     use std::io::Write as _;
-    let required = std::env::var(REQUIRE_VAR).unwrap_or_default();
-    if required.split(',').any(|v| v.trim() == var) {
+    if is_required(required, var) {
         panic!("{var} is not set, but {REQUIRE_VAR} requires it: {what}");
     }
     let thread = std::thread::current();
@@ -43,6 +47,38 @@ pub fn skip(var: &str, what: &str) {
         std::io::stderr(),
         "SKIPPED {test}: {var} is not set; {what}"
     );
+}
+
+/// Whether `var` is named in a `FERRIC_TEST_REQUIRE` value (comma-separated,
+/// blanks around names ignored; exact names only).
+fn is_required(list: &str, var: &str) -> bool {
+    list.split(',').any(|v| v.trim() == var)
+}
+
+#[cfg(test)]
+mod require_tests {
+    use super::*;
+
+    #[test]
+    fn a_listed_variable_is_required_and_only_by_its_exact_name() {
+        let list = "FERRIC_TEST_PG_URL, FERRIC_TEST_AMQP_URL";
+        assert!(is_required(list, PG_URL_VAR));
+        assert!(is_required(list, "FERRIC_TEST_AMQP_URL"));
+        assert!(!is_required(list, "FERRIC_TEST_REDFISH_URL"));
+        assert!(!is_required(list, "FERRIC_TEST_PG"));
+        assert!(!is_required("", PG_URL_VAR));
+    }
+
+    #[test]
+    #[should_panic(expected = "FERRIC_TEST_X is not set, but FERRIC_TEST_REQUIRE requires it")]
+    fn a_required_skip_fails_the_test() {
+        skip_under("FERRIC_TEST_X", "FERRIC_TEST_X", "needs X");
+    }
+
+    #[test]
+    fn an_unrequired_skip_passes() {
+        skip_under("FERRIC_TEST_Y", "FERRIC_TEST_X", "needs X");
+    }
 }
 
 /// Heartbeat timeout used by the shared suite.
