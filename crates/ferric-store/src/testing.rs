@@ -55,32 +55,6 @@ fn is_required(list: &str, var: &str) -> bool {
     list.split(',').any(|v| v.trim() == var)
 }
 
-#[cfg(test)]
-mod require_tests {
-    use super::*;
-
-    #[test]
-    fn a_listed_variable_is_required_and_only_by_its_exact_name() {
-        let list = "FERRIC_TEST_PG_URL, FERRIC_TEST_AMQP_URL";
-        assert!(is_required(list, PG_URL_VAR));
-        assert!(is_required(list, "FERRIC_TEST_AMQP_URL"));
-        assert!(!is_required(list, "FERRIC_TEST_REDFISH_URL"));
-        assert!(!is_required(list, "FERRIC_TEST_PG"));
-        assert!(!is_required("", PG_URL_VAR));
-    }
-
-    #[test]
-    #[should_panic(expected = "FERRIC_TEST_X is not set, but FERRIC_TEST_REQUIRE requires it")]
-    fn a_required_skip_fails_the_test() {
-        skip_under("FERRIC_TEST_X", "FERRIC_TEST_X", "needs X");
-    }
-
-    #[test]
-    fn an_unrequired_skip_passes() {
-        skip_under("FERRIC_TEST_Y", "FERRIC_TEST_X", "needs X");
-    }
-}
-
 /// Heartbeat timeout used by the shared suite.
 pub const TEST_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -222,5 +196,31 @@ pub async fn hold_revision_if_triggered() {
     if std::fs::remove_file(&path).is_ok() {
         tracing::warn!("test hook: holding the revision counter");
         tokio::time::sleep(HOLD_REVISION_FOR).await;
+    }
+}
+
+#[cfg(test)]
+mod require_tests {
+    use super::*;
+
+    #[test]
+    fn a_listed_variable_is_required_and_only_by_its_exact_name() {
+        let list = "FERRIC_TEST_PG_URL, FERRIC_TEST_AMQP_URL";
+        assert!(is_required(list, PG_URL_VAR));
+        assert!(is_required(list, "FERRIC_TEST_AMQP_URL"));
+        assert!(!is_required(list, "FERRIC_TEST_REDFISH_URL"));
+        assert!(!is_required(list, "FERRIC_TEST_PG"));
+        assert!(!is_required("", PG_URL_VAR));
+    }
+
+    #[test]
+    #[should_panic(expected = "FERRIC_TEST_X is not set, but FERRIC_TEST_REQUIRE requires it")]
+    fn a_required_skip_fails_the_test() {
+        skip_under("FERRIC_TEST_X", "FERRIC_TEST_X", "needs X");
+    }
+
+    #[test]
+    fn an_unrequired_skip_passes() {
+        skip_under("FERRIC_TEST_Y", "FERRIC_TEST_X", "needs X");
     }
 }
