@@ -421,24 +421,7 @@ impl NodePlan {
     /// `v` ([`parse_fields`] against a full node at `v`).
     pub fn parse_fields(fields: &str, v: Version) -> Result<Vec<String>, ApiError> {
         let plan = NodePlan::detail(v);
-        let wanted: Vec<String> = fields
-            .split(',')
-            .map(str::trim)
-            .filter(|f| !f.is_empty())
-            .map(str::to_string)
-            .collect();
-        let invalid: Vec<&str> = wanted
-            .iter()
-            .filter(|f| !plan.keys.iter().any(|(k, _)| k == *f))
-            .map(String::as_str)
-            .collect();
-        if !invalid.is_empty() {
-            return Err(ApiError::bad_request(format!(
-                "Field(s) \"{}\" are not valid",
-                invalid.join(", ")
-            )));
-        }
-        Ok(wanted)
+        parse_fields_with(fields, |f| plan.keys.iter().any(|(k, _)| k == f))
     }
 }
 
@@ -637,6 +620,12 @@ impl serde::Serialize for NodeDoc<'_> {
 
 /// Parse a `fields=a,b` parameter against the keys of `full`.
 pub fn parse_fields(fields: &str, full: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
+    parse_fields_with(fields, |f| full.contains_key(f))
+}
+
+/// A `fields=a,b` parameter: the names, each one `valid`, else Ironic's 400
+/// naming every invalid one.
+fn parse_fields_with(fields: &str, valid: impl Fn(&str) -> bool) -> Result<Vec<String>, ApiError> {
     let wanted: Vec<String> = fields
         .split(',')
         .map(str::trim)
@@ -645,8 +634,8 @@ pub fn parse_fields(fields: &str, full: &Map<String, Value>) -> Result<Vec<Strin
         .collect();
     let invalid: Vec<&str> = wanted
         .iter()
-        .filter(|f| !full.contains_key(f.as_str()))
         .map(String::as_str)
+        .filter(|f| !valid(f))
         .collect();
     if !invalid.is_empty() {
         return Err(ApiError::bad_request(format!(
