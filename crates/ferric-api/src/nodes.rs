@@ -976,19 +976,29 @@ pub async fn patch(
             ferric_conductor::allocation::drop_for_node(&mut task).await?;
             patched.attrs.allocation_uuid = None;
         }
-        if &patched != task.node() {
-            let instance = patched.instance_uuid;
-            *task.node_mut() = patched;
-            task.save().await.map_err(|e| match e {
-                ferric_conductor::TaskError::Store(s) => instance_conflict(s, instance, task_uuid),
-                other => other.into(),
-            })?;
-        }
-        Ok::<Node, ApiError>(task.node().clone())
+        Ok::<Option<Node>, ApiError>((&patched != task.node()).then_some(patched))
     }
     .await;
-    release(task).await;
-    let mut node = outcome?;
+    let mut node = match outcome {
+        // The write and the release in one commit.
+        Ok(Some(patched)) => {
+            let instance = patched.instance_uuid;
+            *task.node_mut() = patched;
+            task.save_and_release().await.map_err(|e| match e {
+                ferric_conductor::TaskError::Store(s) => instance_conflict(s, instance, task_uuid),
+                other => other.into(),
+            })?
+        }
+        Ok(None) => {
+            let node = task.node().clone();
+            release(task).await;
+            node
+        }
+        Err(e) => {
+            release(task).await;
+            return Err(e);
+        }
+    };
     node.reservation = None;
     Ok((
         node_revision_headers(node.revision),

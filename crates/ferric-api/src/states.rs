@@ -10,7 +10,7 @@
 
 use crate::error::ApiError;
 use crate::extract::{ApiPath, BaseUrl, JsonBody, OptionalJsonBody};
-use crate::nodes::{node_ident, release};
+use crate::nodes::node_ident;
 use crate::render;
 use crate::version::Version;
 use crate::ApiState;
@@ -309,9 +309,8 @@ async fn set_maintenance(
     let n = task.node_mut();
     n.maintenance = on;
     n.maintenance_reason = if on { reason } else { None };
-    let saved = task.save().await;
-    release(task).await;
-    saved.map_err(ApiError::from)
+    task.save_and_release().await.map_err(ApiError::from)?;
+    Ok(())
 }
 
 /// `PUT /v1/nodes/{ident}/maintenance`.

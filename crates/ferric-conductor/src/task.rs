@@ -957,6 +957,51 @@ impl ExclusiveTask {
         self.after_release(r)
     }
 
+    /// Save the node and release the lock in one store call: one commit on
+    /// the SQL stores where `save` then `release` take two. Use it when a
+    /// task ends with a write. A fenced refusal (`LockLost`) writes and
+    /// releases nothing (the lock is not ours); any other failure releases
+    /// the lock as `release` would and returns the save's error. Returns the
+    /// node as saved.
+    pub async fn save_and_release(mut self) -> Result<Node, TaskError> {
+        if self.tm.inner.liveness.is_fenced() {
+            // Dropped unreleased: the drop releases in the background, as
+            // after a refused `save`.
+            return Err(TaskError::Fenced);
+        }
+        let node = self.node.clone();
+        match self
+            .tm
+            .inner
+            .store
+            .save_node_and_release(&self.token, &node)
+            .await
+        {
+            Ok((saved, release)) => {
+                self.node = saved;
+                self.released = true;
+                if let Some(p) = self.pending.take() {
+                    self.emit(p);
+                }
+                self.after_release(Ok(release))?;
+                Ok(self.node.clone())
+            }
+            Err(e @ StoreError::LockLost { .. }) => {
+                self.released = true;
+                self.tm
+                    .inner
+                    .metrics
+                    .lock_lost(crate::metrics::LockOp::Write);
+                error!(node_uuid = %self.token.node, lock_epoch = self.token.epoch, purpose = %self.token.purpose, error.message = %e, "lock lost; write refused");
+                Err(e.into())
+            }
+            Err(e) => {
+                self.release_inner().await;
+                Err(e.into())
+            }
+        }
+    }
+
     /// Give up the lock but keep reading: the node is reloaded.
     pub async fn downgrade(self) -> Result<SharedTask, TaskError> {
         let tm = self.tm.clone();

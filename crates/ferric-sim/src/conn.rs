@@ -205,6 +205,16 @@ impl Store for SimConn {
         self.answer(r).await
     }
 
+    async fn save_node_and_release(
+        &self,
+        token: &LockToken,
+        node: &Node,
+    ) -> StoreResult<(Node, Release)> {
+        self.gate().await?;
+        let r = self.inner.save_node_and_release(token, node).await;
+        self.answer(r).await
+    }
+
     async fn record_power_states(&self, observed: &[PowerObservation]) -> StoreResult<Vec<Node>> {
         self.gate().await?;
         let r = self.inner.record_power_states(observed).await;

@@ -50,7 +50,8 @@ macro_rules! for_each_conformance_test {
             resources_of_every_kind_are_stored_and_go_with_their_node,
             allocations_bind_and_delete_with_the_node_fenced,
             allocation_candidates_and_body_filters_select_in_the_store,
-            a_save_without_provision_updated_at_touches_it
+            a_save_without_provision_updated_at_touches_it,
+            save_and_release_is_one_fenced_step
         );
     };
 }
@@ -328,6 +329,92 @@ pub async fn fenced_write_fails_after_lock_is_lost(store: Arc<dyn Store>) {
         s.save_node(&gone, &other).await.unwrap_err(),
         StoreError::NodeNotFound(_)
     ));
+}
+
+/// `save_node_and_release`: the write and the release land together (one
+/// revision, one change-feed entry, lock free or handed to the head waiter
+/// with the saved row); a stale token writes and releases nothing; a write
+/// the store refuses for its content releases nothing either.
+pub async fn save_and_release_is_one_fenced_step(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    register(s, "cond-a").await;
+    register(s, "cond-b").await;
+    let n = node(s, "n").await;
+    node(s, "taken-name").await;
+    // Nobody waits: saved and unlocked.
+    let t1 = s.try_acquire(n, &claim("cond-a", "deploy")).await.unwrap();
+    let before = s.get_node(&n.into()).await.unwrap();
+    let mut changed = before.clone();
+    changed.extra.insert("k".into(), serde_json::json!("v1"));
+    let (saved, rel) = s.save_node_and_release(&t1, &changed).await.unwrap();
+    assert_eq!(rel, Release::default());
+    assert_eq!(saved.extra.get("k"), Some(&serde_json::json!("v1")));
+    assert!(saved.revision > before.revision);
+    let now = s.get_node(&n.into()).await.unwrap();
+    assert!(now.reservation.is_none(), "released: {now:?}");
+    assert_eq!(now.revision, saved.revision);
+    assert_eq!(now.extra, saved.extra);
+    let feed = s.changes_since(before.revision, 100).await.unwrap();
+    let ours: Vec<_> = feed.iter().filter(|c| c.node == n).collect();
+    assert_eq!(ours.len(), 1, "one change-feed entry: {feed:?}");
+    assert_eq!(ours[0].revision, saved.revision);
+    check_lock_invariants(s, n).await;
+    // A waiter is queued: the lock goes to it, with the saved row.
+    let t2 = s.try_acquire(n, &claim("cond-a", "deploy")).await.unwrap();
+    let c = claim("cond-b", "wait");
+    let ticket = match s
+        .enqueue(n, &c, Some(Duration::from_secs(60)), 32)
+        .await
+        .unwrap()
+    {
+        Enqueued::Queued { ticket, .. } => ticket,
+        other => panic!("expected to queue, got {other:?}"),
+    };
+    let mut changed = s.get_node(&n.into()).await.unwrap();
+    changed.extra.insert("k".into(), serde_json::json!("v2"));
+    let (saved, rel) = s.save_node_and_release(&t2, &changed).await.unwrap();
+    let g = rel.granted_to.expect("handed to the waiter");
+    assert_eq!(
+        (g.conductor.as_str(), g.task_id, g.ticket, g.epoch),
+        ("cond-b", c.task_id, ticket, t2.epoch + 1)
+    );
+    let now = s.get_node(&n.into()).await.unwrap();
+    if let Some(granted) = &g.node {
+        assert_eq!(**granted, now, "the grantee gets the row as stored");
+    }
+    assert_eq!(now.extra.get("k"), Some(&serde_json::json!("v2")));
+    assert_eq!(now.revision, saved.revision);
+    let held = now.reservation.clone().expect("granted");
+    assert_eq!((held.task_id, held.epoch), (c.task_id, g.epoch));
+    check_lock_invariants(s, n).await;
+    // The old holder's token is stale now: nothing written or released.
+    let mut zombie = now.clone();
+    zombie.extra.insert("k".into(), serde_json::json!("zombie"));
+    let e = s.save_node_and_release(&t2, &zombie).await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::LockLost { current: Some(h), .. } if h == "cond-b"),
+        "{e:?}"
+    );
+    let after = s.get_node(&n.into()).await.unwrap();
+    assert_eq!(after, now, "a refused save-and-release changes nothing");
+    // The holder's write is refused for its content (a taken name): the
+    // lock stays with it.
+    let t3 = match s.poll_waiter(n, ticket, c.task_id).await.unwrap() {
+        WaitStatus::Granted(t) => t,
+        other => panic!("expected the grant, got {other:?}"),
+    };
+    let mut clash = after.clone();
+    clash.name = Some("taken-name".into());
+    assert!(s.save_node_and_release(&t3, &clash).await.is_err());
+    let still = s.get_node(&n.into()).await.unwrap();
+    assert_eq!(still, after, "nothing written");
+    assert_eq!(
+        still.reservation.map(|r| (r.task_id, r.epoch)),
+        Some((t3.task_id, t3.epoch)),
+        "the lock is still the holder's"
+    );
+    s.release(&t3).await.unwrap();
+    check_lock_invariants(s, n).await;
 }
 
 /// `provision_updated_at` moves with the provision state, and when a node

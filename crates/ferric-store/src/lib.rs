@@ -93,6 +93,23 @@ pub trait Store: Send + Sync + 'static {
     /// provision is still progressing), else unchanged.
     async fn save_node(&self, token: &LockToken, node: &Node) -> StoreResult<Node>;
 
+    /// [`Store::save_node`] and then [`Store::release`] of the same lock,
+    /// as one commit where the engine can (the SQL stores: one transaction,
+    /// so a task that ends with a write pays one commit, not two). Fenced as
+    /// `save_node`: if the write is refused nothing is written and nothing
+    /// released. Any error but a fenced refusal may leave the lock held (the
+    /// caller releases it). The default runs the two calls one after the
+    /// other.
+    async fn save_node_and_release(
+        &self,
+        token: &LockToken,
+        node: &Node,
+    ) -> StoreResult<(Node, Release)> {
+        let saved = self.save_node(token, node).await?;
+        let release = self.release(token).await?;
+        Ok((saved, release))
+    }
+
     /// Record power states read by power sync, each only if its node is
     /// unlocked now and was neither locked nor written since it was listed
     /// (same `lock_epoch` and `revision`). `lock_epoch` grows with every

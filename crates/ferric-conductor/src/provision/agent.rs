@@ -255,9 +255,7 @@ impl Provisioner {
         match polled {
             steps::Polled::Running => {
                 task.touch_provisioning();
-                let saved = task.save().await;
-                task.release().await?;
-                saved?;
+                task.save_and_release().await?;
                 Ok(Continued::StillWaiting(state))
             }
             steps::Polled::Failed(message) => {

@@ -262,19 +262,51 @@ impl SqlStore {
                 current: row.try_get("reservation")?,
             });
         }
+        let release = self.handoff_held(&mut tx, token).await?;
+        tx.commit().await?;
+        self.wake_sqlite_grantee(token.node, &release);
+        Ok(release)
+    }
+
+    /// Release inside a write transaction that already holds the node row
+    /// and has checked `token` against it (`save_node_and_release`): clear
+    /// the lock if nobody waits, else hand it to the first live waiter.
+    pub(super) async fn release_held(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        token: &LockToken,
+    ) -> StoreResult<Release> {
+        let fast = sqlx::query(
+            "UPDATE nodes SET reservation = NULL, lock_task = NULL, lock_purpose = NULL, \
+             lock_acquired_at = NULL WHERE uuid = $1 AND lock_waiters = 0",
+        )
+        .bind(token.node.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if fast == 1 {
+            return Ok(Release::default());
+        }
+        self.handoff_held(tx, token).await
+    }
+
+    /// [`Self::unlock_and_handoff`], plus the grantee's node row read in the
+    /// granting transaction (handed to an in-process grantee).
+    async fn handoff_held(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        token: &LockToken,
+    ) -> StoreResult<Release> {
         let mut release = self
-            .unlock_and_handoff(&mut tx, token.node, &token.holder)
+            .unlock_and_handoff(&mut *tx, token.node, &token.holder)
             .await?;
         if let Some(g) = release.granted_to.as_mut() {
-            // The grantee's node row, read in the granting transaction.
             let row = sqlx::query(self.sql("SELECT {node_cols} FROM nodes WHERE uuid = $1"))
                 .bind(token.node.to_string())
                 .fetch_one(&mut *tx)
                 .await?;
             g.node = Some(Box::new(node_from_row(&row)?));
         }
-        tx.commit().await?;
-        self.wake_sqlite_grantee(token.node, &release);
         Ok(release)
     }
 
@@ -643,7 +675,7 @@ impl SqlStore {
     }
 
     /// SQLite: tell the grantee's process, after the commit (see `wake`).
-    fn wake_sqlite_grantee(&self, node: Uuid, release: &Release) {
+    pub(super) fn wake_sqlite_grantee(&self, node: Uuid, release: &Release) {
         if let (Some(w), Some(g)) = (&self.waker, &release.granted_to) {
             w.granted(&g.conductor, node, g.task_id);
         }

@@ -599,7 +599,16 @@ impl Store for SqlStore {
     }
 
     async fn save_node(&self, token: &LockToken, n: &Node) -> StoreResult<Node> {
-        self.save_node_impl(token, n).await
+        Ok(self.save_node_impl(token, n, false).await?.0)
+    }
+
+    async fn save_node_and_release(
+        &self,
+        token: &LockToken,
+        n: &Node,
+    ) -> StoreResult<(Node, Release)> {
+        let (node, release) = self.save_node_impl(token, n, true).await?;
+        Ok((node, release.unwrap_or_default()))
     }
 
     async fn record_power_states(&self, observed: &[PowerObservation]) -> StoreResult<Vec<Node>> {

@@ -392,7 +392,15 @@ impl SqlStore {
         })
     }
 
-    pub(super) async fn save_node_impl(&self, token: &LockToken, n: &Node) -> StoreResult<Node> {
+    /// The fenced save; with `release`, the lock is released (or handed to
+    /// the first live waiter) in the same transaction, after the node write
+    /// and before the revision counter is taken.
+    pub(super) async fn save_node_impl(
+        &self,
+        token: &LockToken,
+        n: &Node,
+        release: bool,
+    ) -> StoreResult<(Node, Option<Release>)> {
         if n.uuid != token.node {
             return Err(StoreError::Invalid(
                 "a node's uuid cannot be changed".into(),
@@ -482,12 +490,27 @@ impl SqlStore {
         // UPDATE above, and the counter is taken last, in one statement on
         // PostgreSQL.
         let mut node = node_from_row(&row)?;
+        // The release needs only the node row, which the UPDATE above holds:
+        // it goes before the counter so as not to lengthen that queue.
+        let mut released = match release {
+            true => Some(self.release_held(&mut tx, token).await?),
+            false => None,
+        };
         let rev = self.stamp_revision(&mut tx, n.uuid).await?;
         node.revision = rev;
+        if let Some(g) = released.as_mut().and_then(|r| r.granted_to.as_mut()) {
+            if let Some(granted) = g.node.as_mut() {
+                // Read before the stamp: the row carries this revision now.
+                granted.revision = rev;
+            }
+        }
         self.record_change(&mut tx, rev, n.uuid, ChangeKind::Updated, Some(&node))
             .await?;
         tx.commit().await?;
-        Ok(node)
+        if let Some(r) = &released {
+            self.wake_sqlite_grantee(token.node, r);
+        }
+        Ok((node, released))
     }
 
     pub(super) async fn record_power_states_impl(

@@ -690,8 +690,7 @@ impl Anchors {
                     task.node_mut()
                         .extra
                         .insert(format!("anchor_{w}"), serde_json::json!(i));
-                    task.save().await?;
-                    task.release().await?;
+                    task.save_and_release().await?;
                     done += 1;
                 }
                 Ok::<u64, anyhow::Error>(done)

@@ -70,7 +70,7 @@ pub struct ScaleBenchReport {
     pub feed_read_changes_per_s: f64,
     /// Anchor: the same pages of `node_changes`, rows not decoded.
     pub raw_feed_read_changes_per_s: f64,
-    /// Node updates through the TaskManager (acquire, fenced save, release),
+    /// Node updates through the TaskManager (acquire, then the fenced save and the release in one transaction: `save_and_release`),
     /// `writers` at once; each is one change.
     pub feed_write_changes: u64,
     pub feed_write_s: f64,
@@ -319,8 +319,7 @@ pub async fn run_scale_bench(
                 task.node_mut()
                     .extra
                     .insert("bench".into(), serde_json::json!(i));
-                task.save().await?;
-                task.release().await?;
+                task.save_and_release().await?;
                 Ok(())
             }
         }
