@@ -383,8 +383,14 @@ pub async fn fail_timed_out_waits_once(tm: &TaskManager) -> Result<Vec<Uuid>, Ta
     Ok(failed)
 }
 
-/// Take over nodes the ring gives this conductor: record `conductor_affinity`.
-/// Locked nodes are skipped this round. Returns the nodes taken over.
+/// Nodes a periodic job reads at a time: its memory stays bounded by a page
+/// whatever the fleet's size.
+pub(crate) const PERIODIC_PAGE: u32 = 1000;
+
+/// Take over the deployed nodes the ring gives this conductor: record
+/// `conductor_affinity`. As Ironic's `_sync_local_state`, only `active`
+/// nodes that are neither reserved nor in maintenance (the store filters);
+/// one still locked is skipped this round. Returns the nodes taken over.
 pub async fn take_over_once(tm: &TaskManager) -> Result<Vec<Uuid>, TaskError> {
     let _timer = tm.metrics().time_job(PeriodicJob::Takeover);
     // The ring's membership is judged by heartbeats too (crate::liveness).
@@ -392,15 +398,41 @@ pub async fn take_over_once(tm: &TaskManager) -> Result<Vec<Uuid>, TaskError> {
         return Ok(Vec::new());
     }
     let ring = current_ring(tm).await?;
-    let page = tm
-        .store()
-        .list_nodes(&NodeQuery {
-            conductor_group: Some(tm.config().conductor_group.clone()),
-            ..Default::default()
-        })
-        .await?;
     let mut taken = Vec::new();
-    for node in page.nodes {
+    let mut marker = None;
+    loop {
+        let page = tm
+            .store()
+            .list_nodes(&NodeQuery {
+                conductor_group: Some(tm.config().conductor_group.clone()),
+                provision_state: Some(ProvisionState::Active.as_str().to_string()),
+                reserved: Some(false),
+                maintenance: Some(false),
+                marker,
+                limit: Some(PERIODIC_PAGE),
+                ..Default::default()
+            })
+            .await?;
+        let last_page = page.nodes.len() < PERIODIC_PAGE as usize;
+        marker = page.nodes.last().map(|n| n.uuid);
+        take_over_page(tm, &ring, page.nodes, &mut taken).await?;
+        if last_page {
+            break;
+        }
+    }
+    if !taken.is_empty() {
+        info!(count = taken.len(), "took over nodes after a ring change");
+    }
+    Ok(taken)
+}
+
+async fn take_over_page(
+    tm: &TaskManager,
+    ring: &HashRing,
+    nodes: Vec<ferric_core::Node>,
+    taken: &mut Vec<Uuid>,
+) -> Result<(), TaskError> {
+    for node in nodes {
         if ring.owner(node.uuid) != Some(tm.host())
             || node.conductor_affinity.as_deref() == Some(tm.host())
             || node.reservation.is_some()
@@ -419,14 +451,10 @@ pub async fn take_over_once(tm: &TaskManager) -> Result<Vec<Uuid>, TaskError> {
             Err(e) => return Err(e),
         };
         task.node_mut().conductor_affinity = Some(tm.host().to_string());
-        task.save().await?;
-        task.release().await?;
+        task.save_and_release().await?;
         taken.push(node.uuid);
     }
-    if !taken.is_empty() {
-        info!(count = taken.len(), "took over nodes after a ring change");
-    }
-    Ok(taken)
+    Ok(())
 }
 
 /// A running conductor: heartbeats, wakeups and periodic jobs.

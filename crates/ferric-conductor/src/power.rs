@@ -102,18 +102,48 @@ impl PowerSync {
             .metrics()
             .time_job(crate::metrics::PeriodicJob::PowerSync);
         let ring = current_ring(tm).await?;
-        let max_retries = tm.config().power_state_sync_max_retries;
-        let page = tm
-            .store()
-            .list_nodes(&NodeQuery {
-                conductor_group: Some(tm.config().conductor_group.clone()),
-                maintenance: Some(false),
-                ..Default::default()
-            })
-            .await?;
         let mut report = PowerSyncReport::default();
+        let mut observed = Vec::new();
+        // Page by page (crate::cluster::PERIODIC_PAGE): memory stays bounded
+        // by a page whatever the fleet's size.
+        let mut marker = None;
+        loop {
+            let page = tm
+                .store()
+                .list_nodes(&NodeQuery {
+                    conductor_group: Some(tm.config().conductor_group.clone()),
+                    maintenance: Some(false),
+                    marker,
+                    limit: Some(crate::cluster::PERIODIC_PAGE),
+                    ..Default::default()
+                })
+                .await?;
+            let last_page = page.nodes.len() < crate::cluster::PERIODIC_PAGE as usize;
+            marker = page.nodes.last().map(|n| n.uuid);
+            self.sync_page(tm, drivers, &ring, page.nodes, &mut observed, &mut report)
+                .await?;
+            if last_page {
+                break;
+            }
+        }
+        Self::record(tm, &mut observed, &mut report).await?;
+        Ok(report)
+    }
+
+    /// One page of a sync round: the nodes this conductor owns, unlocked,
+    /// with a power interface, up to sync_power_state_workers at a time.
+    async fn sync_page(
+        &self,
+        tm: &TaskManager,
+        drivers: &Drivers,
+        ring: &crate::ring::HashRing,
+        nodes: Vec<ferric_core::Node>,
+        observed: &mut Vec<PowerObservation>,
+        report: &mut PowerSyncReport,
+    ) -> Result<(), TaskError> {
+        let max_retries = tm.config().power_state_sync_max_retries;
         let mut candidates = Vec::new();
-        for node in page.nodes {
+        for node in nodes {
             if ring.owner(node.uuid) != Some(tm.host()) || sync_excluded(node.provision_state) {
                 continue;
             }
@@ -126,13 +156,12 @@ impl PowerSync {
             };
             candidates.push((node, driver));
         }
-        report.checked = candidates.len();
+        report.checked += candidates.len();
         // Nodes are independent: up to sync_power_state_workers at a time
         // (Ironic's default 8), so BMC round trips and commits overlap.
         let workers = tm.config().sync_power_state_workers.max(1) as usize;
         let mut queue = candidates.into_iter();
         let mut outcomes = futures_util::stream::FuturesUnordered::new();
-        let mut observed = Vec::new();
         loop {
             while outcomes.len() < workers {
                 let Some((node, driver)) = queue.next() else {
@@ -150,7 +179,7 @@ impl PowerSync {
                 Outcome::Observed(o) => {
                     observed.push(o);
                     if observed.len() >= RECORD_BATCH {
-                        Self::record(tm, &mut observed, &mut report).await?;
+                        Self::record(tm, observed, report).await?;
                     }
                 }
                 Outcome::BmcFailed { to_maintenance } => {
@@ -161,8 +190,7 @@ impl PowerSync {
                 }
             }
         }
-        Self::record(tm, &mut observed, &mut report).await?;
-        Ok(report)
+        Ok(())
     }
 
     /// Record a batch of observed power states (one transaction). A node
