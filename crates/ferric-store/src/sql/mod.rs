@@ -26,6 +26,7 @@ use crate::{Store, StoreError, StoreResult};
 use async_trait::async_trait;
 use ferric_core::{DbTime, NewNode, Node};
 use sqlx::any::AnyPoolOptions;
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
 use std::str::FromStr;
@@ -170,6 +171,11 @@ pub struct SqlStore {
     /// of a full detail list of 100k nodes (see BENCHMARKS.md). Reads only:
     /// every write still goes through `pool` and the write gate.
     sqlite_reads: Option<SqlitePool>,
+    /// PostgreSQL: the same for list pages on sqlx's native PostgreSQL
+    /// driver. A profile of the 100,000-node detail list through HTTP had
+    /// ~20 % of the server's CPU in the `Any` conversions (`AnyRow`,
+    /// `AnyColumn` per row, column lookup by name); see BENCHMARKS.md.
+    pg_reads: Option<PgPool>,
     backend: Backend,
     dialect: &'static Dialect,
     /// SQLite: one writer at a time per process, queued fairly (tokio's mutex
@@ -314,6 +320,10 @@ impl SqlStore {
             }
             _ => None,
         };
+        let pg_reads = match backend {
+            Backend::Postgres => Some(Self::open_pg_reads(&url, &options).await?),
+            Backend::Sqlite => None,
+        };
         let waker = match backend {
             Backend::Sqlite if sqlite_reads.is_some() => {
                 let file = SqliteConnectOptions::from_str(&url)?
@@ -332,6 +342,7 @@ impl SqlStore {
             waker,
             pool,
             sqlite_reads,
+            pg_reads,
             backend,
             dialect,
             write_gate: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
@@ -408,6 +419,32 @@ impl SqlStore {
             .await?)
     }
 
+    /// The native read pool on the same PostgreSQL database, with the
+    /// session settings and search path of the main pool (the schema exists:
+    /// migrations ran or were checked first).
+    async fn open_pg_reads(url: &str, options: &StoreOptions) -> StoreResult<PgPool> {
+        let path = options
+            .pg_schema
+            .as_ref()
+            .map(|s| format!("SET search_path TO \"{s}\";"))
+            .unwrap_or_default();
+        let setup = format!("{}{path}", options.pg_session.setup_sql());
+        Ok(PgPoolOptions::new()
+            .max_connections(options.max_connections.clamp(1, 4))
+            .acquire_timeout(options.connect_timeout)
+            .after_connect(move |conn, _meta| {
+                let setup = setup.clone();
+                Box::pin(async move {
+                    if !setup.is_empty() {
+                        conn.execute(AssertSqlSafe(setup)).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?)
+    }
+
     /// The options this store was opened with.
     pub fn options(&self) -> &StoreOptions {
         &self.options
@@ -435,6 +472,9 @@ impl SqlStore {
     /// Close every connection.
     pub async fn close(&self) {
         if let Some(reads) = &self.sqlite_reads {
+            reads.close().await;
+        }
+        if let Some(reads) = &self.pg_reads {
             reads.close().await;
         }
         self.pool.close().await;
@@ -539,6 +579,11 @@ impl<'a> RawAccess<'a> {
     /// The `Any` pool: every write and every read but node list pages.
     pub fn pool(&self) -> &'a AnyPool {
         &self.store.pool
+    }
+
+    /// PostgreSQL only: the native pool node list pages are read through.
+    pub fn pg_reads(&self) -> Option<&'a PgPool> {
+        self.store.pg_reads.as_ref()
     }
 
     /// SQLite files only: the native pool node list pages are read through.

@@ -364,8 +364,8 @@ impl SqlStore {
             sql.push_str(&format!(" LIMIT {l}"));
         }
         // The page and its revision come from one read transaction, on the
-        // native SQLite read pool where there is one (the same code for
-        // either driver's transaction type).
+        // native read pool (SQLite file or PostgreSQL) where there is one
+        // (the same code for every driver's transaction type).
         macro_rules! page_in {
             ($tx:expr) => {{
                 let mut tx = $tx;
@@ -386,9 +386,14 @@ impl SqlStore {
                 NodePage { nodes, revision }
             }};
         }
-        Ok(match &self.sqlite_reads {
-            Some(reads) => page_in!(reads.begin().await?),
-            None => page_in!(self.begin_read().await?),
+        Ok(match (&self.sqlite_reads, &self.pg_reads) {
+            (Some(reads), _) => page_in!(reads.begin().await?),
+            (None, Some(reads)) => page_in!(
+                reads
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?
+            ),
+            (None, None) => page_in!(self.begin_read().await?),
         })
     }
 

@@ -281,11 +281,12 @@ impl SqlStore {
                     .collect::<StoreResult<Vec<_>>>()?
             }};
         }
-        // Large lists read through the native SQLite pool where there is one
-        // (see `SqlStore::sqlite_reads`).
-        Ok(match &self.sqlite_reads {
-            Some(reads) => fetch_in!(reads),
-            None => fetch_in!(&self.pool),
+        // Large lists read through a native read pool where there is one
+        // (see `SqlStore::sqlite_reads` and `pg_reads`).
+        Ok(match (&self.sqlite_reads, &self.pg_reads) {
+            (Some(reads), _) => fetch_in!(reads),
+            (None, Some(reads)) => fetch_in!(reads),
+            (None, None) => fetch_in!(&self.pool),
         })
     }
 

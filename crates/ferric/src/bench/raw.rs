@@ -119,9 +119,11 @@ pub async fn list(store: &SqlStore, page: u32) -> StoreResult<usize> {
         }};
     }
     loop {
-        let (n, last) = match raw.sqlite_reads() {
-            Some(reads) => page_from!(reads),
-            None => page_from!(raw.pool()),
+        // The pool the store's own list reads through.
+        let (n, last) = match (raw.sqlite_reads(), raw.pg_reads()) {
+            (Some(reads), _) => page_from!(reads),
+            (None, Some(reads)) => page_from!(reads),
+            (None, None) => page_from!(raw.pool()),
         };
         seen += n;
         match last {
