@@ -387,6 +387,33 @@ pub async fn fail_timed_out_waits_once(tm: &TaskManager) -> Result<Vec<Uuid>, Ta
 /// whatever the fleet's size.
 pub(crate) const PERIODIC_PAGE: u32 = 1000;
 
+/// The nodes of `query` in uuid order, [`PERIODIC_PAGE`] at a time.
+pub(crate) struct Pages {
+    query: NodeQuery,
+    done: bool,
+}
+
+impl Pages {
+    pub(crate) fn new(query: NodeQuery) -> Self {
+        Pages { query, done: false }
+    }
+
+    /// The next page; `None` after the last one.
+    pub(crate) async fn next(
+        &mut self,
+        tm: &TaskManager,
+    ) -> Result<Option<Vec<ferric_core::Node>>, TaskError> {
+        if self.done {
+            return Ok(None);
+        }
+        self.query.limit = Some(PERIODIC_PAGE);
+        let nodes = tm.store().list_nodes(&self.query).await?.nodes;
+        self.done = nodes.len() < PERIODIC_PAGE as usize;
+        self.query.marker = nodes.last().map(|n| n.uuid);
+        Ok(Some(nodes))
+    }
+}
+
 /// Take over the deployed nodes the ring gives this conductor: record
 /// `conductor_affinity`. As Ironic's `_sync_local_state`, only `active`
 /// nodes that are neither reserved nor in maintenance (the store filters);
@@ -399,26 +426,15 @@ pub async fn take_over_once(tm: &TaskManager) -> Result<Vec<Uuid>, TaskError> {
     }
     let ring = current_ring(tm).await?;
     let mut taken = Vec::new();
-    let mut marker = None;
-    loop {
-        let page = tm
-            .store()
-            .list_nodes(&NodeQuery {
-                conductor_group: Some(tm.config().conductor_group.clone()),
-                provision_state: Some(ProvisionState::Active.as_str().to_string()),
-                reserved: Some(false),
-                maintenance: Some(false),
-                marker,
-                limit: Some(PERIODIC_PAGE),
-                ..Default::default()
-            })
-            .await?;
-        let last_page = page.nodes.len() < PERIODIC_PAGE as usize;
-        marker = page.nodes.last().map(|n| n.uuid);
-        take_over_page(tm, &ring, page.nodes, &mut taken).await?;
-        if last_page {
-            break;
-        }
+    let mut pages = Pages::new(NodeQuery {
+        conductor_group: Some(tm.config().conductor_group.clone()),
+        provision_state: Some(ProvisionState::Active.as_str().to_string()),
+        reserved: Some(false),
+        maintenance: Some(false),
+        ..Default::default()
+    });
+    while let Some(nodes) = pages.next(tm).await? {
+        take_over_page(tm, &ring, nodes, &mut taken).await?;
     }
     if !taken.is_empty() {
         info!(count = taken.len(), "took over nodes after a ring change");

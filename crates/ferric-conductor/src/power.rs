@@ -104,27 +104,16 @@ impl PowerSync {
         let ring = current_ring(tm).await?;
         let mut report = PowerSyncReport::default();
         let mut observed = Vec::new();
-        // Page by page (crate::cluster::PERIODIC_PAGE): memory stays bounded
-        // by a page whatever the fleet's size.
-        let mut marker = None;
-        loop {
-            let page = tm
-                .store()
-                .list_nodes(&NodeQuery {
-                    conductor_group: Some(tm.config().conductor_group.clone()),
-                    maintenance: Some(false),
-                    marker,
-                    limit: Some(crate::cluster::PERIODIC_PAGE),
-                    ..Default::default()
-                })
+        // Page by page: memory stays bounded by a page whatever the fleet's
+        // size.
+        let mut pages = crate::cluster::Pages::new(NodeQuery {
+            conductor_group: Some(tm.config().conductor_group.clone()),
+            maintenance: Some(false),
+            ..Default::default()
+        });
+        while let Some(nodes) = pages.next(tm).await? {
+            self.sync_page(tm, drivers, &ring, nodes, &mut observed, &mut report)
                 .await?;
-            let last_page = page.nodes.len() < crate::cluster::PERIODIC_PAGE as usize;
-            marker = page.nodes.last().map(|n| n.uuid);
-            self.sync_page(tm, drivers, &ring, page.nodes, &mut observed, &mut report)
-                .await?;
-            if last_page {
-                break;
-            }
         }
         Self::record(tm, &mut observed, &mut report).await?;
         Ok(report)

@@ -67,7 +67,41 @@ both_engines!(
     power_sync_records_corrects_skips_locked_and_gives_up_into_maintenance,
     power_sync_never_records_a_reading_older_than_a_power_action,
     power_sync_without_force_records_the_hardware_state,
+    periodic_jobs_read_the_fleet_page_by_page,
 );
+
+/// Take-over and power sync read their nodes in pages of 1,000: a fleet of
+/// 1,200 (two pages) is covered whole, each node once.
+async fn periodic_jobs_read_the_fleet_page_by_page(t: &TestStore) {
+    use ferric_conductor::drivers::{fake::FakeHardware, Drivers};
+    use ferric_conductor::power::PowerSync;
+    let s: &dyn Store = &*t.store;
+    let fleet = 1_200;
+    let created = s
+        .create_nodes(
+            (0..fleet)
+                .map(|i| ferric_core::NewNode {
+                    name: Some(format!("p{i}")),
+                    driver: "fake-hardware".into(),
+                    provision_state: Some(ProvisionState::Active),
+                    ..Default::default()
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created, fleet);
+    let a = conductor(t, "cond-a", config("cond-a")).await;
+    let taken = take_over_once(&a).await.unwrap();
+    assert_eq!(taken.len(), fleet, "every active node taken over");
+    let distinct: std::collections::HashSet<_> = taken.iter().collect();
+    assert_eq!(distinct.len(), fleet, "each once");
+    assert!(take_over_once(&a).await.unwrap().is_empty());
+    let drivers = Drivers::new().with(Arc::new(FakeHardware::new()));
+    let report = PowerSync::default().sync_once(&a, &drivers).await.unwrap();
+    assert_eq!(report.checked, fleet, "every node checked: {report:?}");
+    assert_eq!(report.corrected.len(), fleet, "every reading recorded");
+}
 
 /// `force_power_state_during_sync = false`: a node whose hardware drifted
 /// gets the hardware's state recorded, and the hardware is left alone.
