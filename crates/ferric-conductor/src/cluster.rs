@@ -414,10 +414,11 @@ impl Pages {
     }
 }
 
-/// Take over the deployed nodes the ring gives this conductor: record
-/// `conductor_affinity`. As Ironic's `_sync_local_state`, only `active`
-/// nodes that are neither reserved nor in maintenance (the store filters);
-/// one still locked is skipped this round. Returns the nodes taken over.
+/// Take over the nodes the ring gives this conductor: record
+/// `conductor_affinity` (what `ferric conductor list` counts as a
+/// conductor's nodes, so every state is taken over, not only `active` ones
+/// as Ironic's `_sync_local_state` does). Locked nodes are skipped this
+/// round (the store filters them). Returns the nodes taken over.
 pub async fn take_over_once(tm: &TaskManager) -> Result<Vec<Uuid>, TaskError> {
     let _timer = tm.metrics().time_job(PeriodicJob::Takeover);
     // The ring's membership is judged by heartbeats too (crate::liveness).
@@ -428,9 +429,7 @@ pub async fn take_over_once(tm: &TaskManager) -> Result<Vec<Uuid>, TaskError> {
     let mut taken = Vec::new();
     let mut pages = Pages::new(NodeQuery {
         conductor_group: Some(tm.config().conductor_group.clone()),
-        provision_state: Some(ProvisionState::Active.as_str().to_string()),
         reserved: Some(false),
-        maintenance: Some(false),
         ..Default::default()
     });
     while let Some(nodes) = pages.next(tm).await? {

