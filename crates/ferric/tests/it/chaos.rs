@@ -4,7 +4,7 @@
 //! heartbeat_timeout + recovery_interval + 1 s, fails the node and takes it
 //! over; the frozen one, resumed, cannot write anything (fencing).
 
-use crate::helpers::{ferric, http_at, signal, success, url_for, wait_until, Serve};
+use crate::helpers::{ferric, http_at, rt, signal, success, url_for, wait_until, Serve};
 use ferric_core::ProvisionState;
 use ferric_store::testing::{Engine, TestStore};
 use ferric_store::{NodeIdent, Store};
@@ -41,21 +41,6 @@ fn deploy_slow_node(api: &str, name: &str, deploy_ms: u64) {
         Some("1.10"),
     );
     assert!(deploy.starts_with("HTTP/1.1 202"), "{deploy}");
-}
-
-/// One runtime for every store call of these tests: a pool's connections
-/// belong to the runtime that opened them, and one opened in a runtime that
-/// was dropped fails ("A Tokio 1.x context was found, but it is being
-/// shutdown"), which made a chaos test fail in CI while reading a node.
-fn rt() -> &'static tokio::runtime::Runtime {
-    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap()
-    })
 }
 
 fn node(store: &dyn Store, name: &str) -> ferric_core::Node {

@@ -12,7 +12,7 @@
 //! (`testing::HOLD_REVISION_TRIGGER_VAR`, built only with the `testing`
 //! feature, which `cargo test` enables and production builds do not).
 
-use crate::helpers::{ferric, http_at, signal, success, url_for, wait_until, Serve};
+use crate::helpers::{ferric, http_at, rt, signal, success, url_for, wait_until, Serve};
 use ferric_core::ProvisionState;
 use ferric_store::testing::{Engine, TestStore, HOLD_REVISION_TRIGGER_VAR};
 use ferric_store::{NodeIdent, Store};
@@ -32,13 +32,6 @@ fn start(url: &str, host: &str, dir: &Path, trigger: &Path) -> Serve {
         "1s",
         &[(HOLD_REVISION_TRIGGER_VAR, trigger.as_str())],
     )
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn node(store: &dyn Store, name: &str) -> ferric_core::Node {

@@ -22,6 +22,22 @@ pub fn init_tracing() {
 
 /// The built `ferric` binary, with every `FERRIC_*` and `RUST_LOG` variable
 /// of the test environment removed so that only what a test sets applies.
+/// One runtime for the store calls of the multi-process tests (chaos,
+/// outage, frozen), which read the database between steps from plain test
+/// threads. A pool's connections belong to the runtime that opened them;
+/// one opened in a throwaway runtime that was dropped fails later with "A
+/// Tokio 1.x context was found, but it is being shutdown" (seen in CI).
+pub fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("test runtime")
+    })
+}
+
 pub fn ferric() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferric"));
     for (name, _) in std::env::vars_os() {

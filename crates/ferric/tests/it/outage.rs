@@ -5,7 +5,7 @@
 //! proxy between the conductors and PostgreSQL that the test cuts: the
 //! machine's PostgreSQL server is never stopped.
 
-use crate::helpers::{ferric, http_at, success, url_for, wait_until, Serve};
+use crate::helpers::{ferric, http_at, rt, success, url_for, wait_until, Serve};
 use ferric_core::ProvisionState;
 use ferric_store::testing::{Engine, TestStore};
 use ferric_store::{NodeIdent, Store};
@@ -104,13 +104,6 @@ impl Drop for Proxy {
 // outage a peer's recovery runs before this one beats again.
 fn start(url: &str, host: &str, dir: &Path) -> Serve {
     Serve::conductor(url, host, dir, "700ms", "2s", &[])
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn node(store: &dyn Store, name: &str) -> ferric_core::Node {
