@@ -728,13 +728,27 @@ impl ExclusiveTask {
         if self.tm.inner.liveness.is_fenced() {
             return Err(TaskError::Fenced);
         }
-        self.tm.inner.store.save_node(&self.token, node).await.map_err(|e| {
-            if matches!(e, StoreError::LockLost { .. }) {
-                self.tm.inner.metrics.lock_lost(crate::metrics::LockOp::Write);
-                error!(node_uuid = %self.token.node, lock_epoch = self.token.epoch, purpose = %self.token.purpose, error.message = %e, "lock lost; write refused");
-            }
-            e.into()
-        })
+        self.tm
+            .inner
+            .store
+            .save_node(&self.token, node)
+            .await
+            .map_err(|e| {
+                if matches!(e, StoreError::LockLost { .. }) {
+                    self.write_refused(&e);
+                }
+                e.into()
+            })
+    }
+
+    /// A fenced write was refused because the lock is gone: counted and
+    /// logged at error level (an operator must know a holder was fenced out).
+    fn write_refused(&self, e: &StoreError) {
+        self.tm
+            .inner
+            .metrics
+            .lock_lost(crate::metrics::LockOp::Write);
+        error!(node_uuid = %self.token.node, lock_epoch = self.token.epoch, purpose = %self.token.purpose, error.message = %e, "lock lost; write refused");
     }
 
     /// Mark the node as still progressing in its provision state (Ironic's
@@ -988,11 +1002,7 @@ impl ExclusiveTask {
             }
             Err(e @ StoreError::LockLost { .. }) => {
                 self.released = true;
-                self.tm
-                    .inner
-                    .metrics
-                    .lock_lost(crate::metrics::LockOp::Write);
-                error!(node_uuid = %self.token.node, lock_epoch = self.token.epoch, purpose = %self.token.purpose, error.message = %e, "lock lost; write refused");
+                self.write_refused(&e);
                 Err(e.into())
             }
             Err(e) => {

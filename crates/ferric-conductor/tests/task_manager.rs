@@ -95,6 +95,7 @@ macro_rules! both_engines {
 }
 
 both_engines!(
+    save_and_release_writes_and_frees_or_releases_on_refusal,
     exclusive_task_holds_fresh_node_and_releases,
     nested_tasks_on_different_nodes,
     default_retry_gets_lock_released_within_window,
@@ -205,6 +206,48 @@ async fn cross_process_grant_is_pushed_not_polled(e: &Env) {
     b.shutdown();
     la.await.unwrap();
     lb.await.unwrap();
+}
+
+/// `save_and_release`: the write lands and the lock is free; a write the
+/// store refuses for its content (a taken name) still frees the lock and
+/// writes nothing; a stale holder writes and releases nothing.
+async fn save_and_release_writes_and_frees_or_releases_on_refusal(e: &Env) {
+    let n = e.node("n", ProvisionState::Available).await;
+    e.node("taken", ProvisionState::Available).await;
+    let mut task = e.tm.acquire(n).exclusive().await.unwrap();
+    task.node_mut()
+        .extra
+        .insert("k".into(), serde_json::json!(1));
+    let saved = task.save_and_release().await.unwrap();
+    assert_eq!(saved.extra.get("k"), Some(&serde_json::json!(1)));
+    let stored = e.store().get_node(&n.into()).await.unwrap();
+    assert!(stored.reservation.is_none(), "released: {stored:?}");
+    assert_eq!(stored.revision, saved.revision);
+
+    let mut task = e.tm.acquire(n).exclusive().await.unwrap();
+    task.node_mut().name = Some("taken".into());
+    assert!(task.save_and_release().await.is_err());
+    let after = e.store().get_node(&n.into()).await.unwrap();
+    assert!(after.reservation.is_none(), "a refused save still releases");
+    assert_eq!(after.name.as_deref(), Some("n"), "nothing written");
+
+    let mut stale = e.tm.acquire(n).exclusive().await.unwrap();
+    let token = stale.token().clone();
+    e.store().break_lock(n, &token, None).await.unwrap();
+    let other = e.tm.acquire(n).exclusive().await.unwrap();
+    stale
+        .node_mut()
+        .extra
+        .insert("k".into(), serde_json::json!("zombie"));
+    assert!(stale.save_and_release().await.unwrap_err().is_lock_lost());
+    let held = e.store().get_node(&n.into()).await.unwrap();
+    assert_eq!(held.extra.get("k"), Some(&serde_json::json!(1)));
+    assert_eq!(
+        held.reservation.map(|r| r.epoch),
+        Some(other.token().epoch),
+        "the new holder keeps the lock"
+    );
+    other.release().await.unwrap();
 }
 
 async fn exclusive_task_holds_fresh_node_and_releases(e: &Env) {
