@@ -92,6 +92,15 @@ fn conductor_frozen_holding_the_revision_counter_does_not_stall_the_cluster_post
     });
     create(&api_a, "poked", "{}");
     create(&api_b, "busy", "{}");
+    // Both conductors take over new nodes (a write that takes the counter):
+    // let that settle first, so that the hook catches the PATCH below and
+    // not a take-over that would also leave "busy" locked by frozen-a (the
+    // pre-landing run of 2026-11 waited 2.02 s for that lock's recovery).
+    wait_until("the ring's owners to take over poked and busy", || {
+        ["poked", "busy"]
+            .iter()
+            .all(|name| node(&*store, name).conductor_affinity.is_some())
+    });
 
     // frozen-a writes "poked" and stops inside the transaction, counter held.
     std::fs::write(&trigger_a, b"").unwrap();
@@ -106,6 +115,14 @@ fn conductor_frozen_holding_the_revision_counter_does_not_stall_the_cluster_post
     });
     signal(a.child.id(), "STOP");
     let frozen = Instant::now();
+    // The hook caught the PATCH: frozen-a holds poked's lock, not busy's.
+    assert_eq!(
+        node(&*store, "poked").reservation.map(|r| r.holder),
+        Some("frozen-a".to_string()),
+        "{}",
+        a.log()
+    );
+    assert!(node(&*store, "busy").reservation.is_none(), "{}", a.log());
 
     // The other conductor's writes go on.
     let mut waits = Vec::new();
