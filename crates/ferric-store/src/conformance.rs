@@ -51,7 +51,8 @@ macro_rules! for_each_conformance_test {
             allocations_bind_and_delete_with_the_node_fenced,
             allocation_candidates_and_body_filters_select_in_the_store,
             a_save_without_provision_updated_at_touches_it,
-            save_and_release_is_one_fenced_step
+            save_and_release_is_one_fenced_step,
+            a_create_and_a_rename_racing_for_one_name_have_one_winner
         );
     };
 }
@@ -1962,6 +1963,58 @@ pub async fn resources_racing_creates_one_winner(store: Arc<dyn Store>) {
         }
     }
     assert_eq!(won, 1);
+}
+
+/// A create and a rename racing for one name: one wins, the other is told
+/// the name is taken, and neither waits on the other in a cycle (a create
+/// that took the revision counter before inserting its row deadlocked with
+/// a rename that held the name and waited for the counter; PostgreSQL ended
+/// one of them with a deadlock error after `deadlock_timeout`).
+pub async fn a_create_and_a_rename_racing_for_one_name_have_one_winner(store: Arc<dyn Store>) {
+    register(&*store, "cond-a").await;
+    let renamed = node(&*store, "renamed").await;
+    for round in 0..40 {
+        let name = format!("contested-{round}");
+        let token = store
+            .try_acquire(renamed, &claim("cond-a", "rename"))
+            .await
+            .unwrap();
+        let mut wanted = store.get_node(&renamed.into()).await.unwrap();
+        wanted.name = Some(name.clone());
+        let (s1, s2) = (store.clone(), store.clone());
+        let n1 = name.clone();
+        let create = tokio::spawn(async move {
+            s1.create_node(NewNode {
+                name: Some(n1),
+                driver: "fake-hardware".into(),
+                ..Default::default()
+            })
+            .await
+        });
+        let t = token.clone();
+        let rename = tokio::spawn(async move { s2.save_node(&t, &wanted).await });
+        let started = std::time::Instant::now();
+        let (created, saved) = (create.await.unwrap(), rename.await.unwrap());
+        let took = started.elapsed();
+        let won = match (&created, &saved) {
+            (Ok(_), Err(StoreError::Duplicate { field: "name", .. })) => "create",
+            (Err(StoreError::Duplicate { field: "name", .. }), Ok(_)) => "rename",
+            other => panic!("round {round}: expected one winner, got {other:?}"),
+        };
+        assert!(
+            took < Duration::from_millis(900),
+            "round {round}: the race ({won} won) took {took:?}"
+        );
+        // Undo for the next round: the rename's winner keeps its name.
+        if let Ok(n) = created {
+            let t = store
+                .try_acquire(n.uuid, &claim("cond-a", "delete"))
+                .await
+                .unwrap();
+            store.delete_node(&t).await.unwrap();
+        }
+        store.release(&token).await.unwrap();
+    }
 }
 
 /// Every kind has its table (migration 0004, 0007): a name, a key and a

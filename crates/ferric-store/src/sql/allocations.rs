@@ -2,6 +2,7 @@
 //! locked node to an allocation and the deletion that takes it back, each one
 //! transaction fenced by the node's lock token (migration 0006).
 
+use super::changes::CounterTurn;
 use super::resources::{resource_from_row, RESOURCE_COLS};
 use super::rows::*;
 use super::SqlStore;
@@ -41,6 +42,7 @@ impl SqlStore {
         allocation: Uuid,
     ) -> StoreResult<(Node, Resource)> {
         let _g = self.write_guard().await;
+        let mut turn = CounterTurn::default();
         let mut tx = self.begin_write().await?;
         // The node row first (locked on PostgreSQL, as every node writer
         // does), then the allocation row.
@@ -105,7 +107,7 @@ impl SqlStore {
             Err(e) => return Err(e.into()),
         };
         let mut node = node_from_row(&row)?;
-        let rev = self.stamp_revision(&mut tx, node.uuid).await?;
+        let rev = self.stamp_revision(&mut tx, node.uuid, &mut turn).await?;
         node.revision = rev;
         self.record_change(&mut tx, rev, node.uuid, ChangeKind::Updated, Some(&node))
             .await?;
@@ -121,7 +123,7 @@ impl SqlStore {
         .execute(&mut *tx)
         .await?;
         let stored = self
-            .stamp_resource(&mut tx, KIND, allocation, ChangeKind::Updated)
+            .stamp_resource(&mut tx, KIND, allocation, ChangeKind::Updated, &mut turn)
             .await?;
         tx.commit().await?;
         Ok((node, stored))
@@ -133,6 +135,7 @@ impl SqlStore {
         allocation: Uuid,
     ) -> StoreResult<()> {
         let _g = self.write_guard().await;
+        let mut turn = CounterTurn::default();
         let mut tx = self.begin_write().await?;
         if let Some(t) = token {
             self.fence(&mut tx, t).await?;
@@ -151,7 +154,7 @@ impl SqlStore {
             .bind(allocation.to_string())
             .execute(&mut *tx)
             .await?;
-        let rev = self.bump_revision(&mut tx).await?;
+        let rev = self.bump_revision(&mut tx, &mut turn).await?;
         self.record_resource_change(&mut tx, rev, KIND, allocation, ChangeKind::Deleted, None)
             .await?;
         if let Some(node) = alloc.node {
@@ -166,7 +169,7 @@ impl SqlStore {
             .await?;
             if let Some(row) = row {
                 let mut n = node_from_row(&row)?;
-                let rev = self.stamp_revision(&mut tx, n.uuid).await?;
+                let rev = self.stamp_revision(&mut tx, n.uuid, &mut turn).await?;
                 n.revision = rev;
                 self.record_change(&mut tx, rev, n.uuid, ChangeKind::Updated, Some(&n))
                     .await?;

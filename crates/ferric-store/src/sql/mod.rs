@@ -74,7 +74,9 @@ pub struct PgSession {
     /// `idle_in_transaction_session_timeout`: the server ends a session
     /// idle inside a transaction this long (a frozen or partitioned
     /// conductor), releasing its row locks. ferric's transactions await
-    /// nothing but the database, so a healthy one is never idle long.
+    /// nothing but the database and their turn at the revision counter
+    /// (`CounterTurn`, which keeps the session alive while it waits), so a
+    /// healthy one is never idle long.
     pub idle_in_transaction_timeout: Duration,
     /// `lock_timeout`: the longest one statement waits for a row lock.
     pub lock_timeout: Duration,
@@ -181,6 +183,10 @@ pub struct SqlStore {
     /// SQLite: one writer at a time per process, queued fairly (tokio's mutex
     /// is FIFO) instead of spinning in SQLite's busy handler.
     write_gate: Option<Arc<Mutex<()>>>,
+    /// PostgreSQL: one write transaction of this process at a time holds or
+    /// waits for the revision counter's row lock; the others wait here (see
+    /// [`changes::CounterTurn`]).
+    counter_gate: Option<Arc<Mutex<()>>>,
     heartbeat_timeout_us: i64,
     options: StoreOptions,
     /// SQLite files: cross-process grant wakeups (see `wake`).
@@ -346,6 +352,7 @@ impl SqlStore {
             backend,
             dialect,
             write_gate: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
+            counter_gate: (backend == Backend::Postgres).then(|| Arc::new(Mutex::new(()))),
             heartbeat_timeout_us: options.heartbeat_timeout.as_micros() as i64,
             options,
         })

@@ -3,6 +3,7 @@
 //! revision and writes its change-feed entry in the same transaction
 //! ([`super::changes`]).
 
+use super::changes::CounterTurn;
 use super::rows::*;
 use super::SqlStore;
 use crate::types::*;
@@ -69,8 +70,11 @@ impl SqlStore {
         let uuid = new.uuid.unwrap_or_else(Uuid::new_v4);
         let state = new.provision_state.unwrap_or(ProvisionState::Enroll);
         let _g = self.write_guard().await;
+        let mut turn = CounterTurn::default();
         let mut tx = self.begin_write().await?;
-        let rev = self.bump_revision(&mut tx).await?;
+        // The row first, the revision last (as every write): a create that
+        // held the counter while its insert waited for a name another
+        // transaction had taken, and was waiting for the counter, deadlocked.
         let q = sqlx::query(self.sql(&insert_sql(1)))
             .bind(uuid.to_string())
             .bind(new.name.clone())
@@ -81,7 +85,7 @@ impl SqlStore {
             .bind(json_text(&new.interfaces)?)
             .bind(state.as_str())
             .bind(new.conductor_group.clone())
-            .bind(rev)
+            .bind(0_i64)
             .bind(json_text(&new.instance_info)?)
             .bind(new.instance_uuid.map(|u| u.to_string()))
             .bind(new.maintenance);
@@ -89,6 +93,7 @@ impl SqlStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| Self::map_unique(e, &new, uuid))?;
+        let rev = self.stamp_revision(&mut tx, uuid, &mut turn).await?;
         let node = self.fetch_node(&mut tx, uuid).await?;
         self.record_change(&mut tx, rev, uuid, ChangeKind::Created, Some(&node))
             .await?;
@@ -113,7 +118,9 @@ impl SqlStore {
         }
         let count = prepared.len() as i64;
         let _g = self.write_guard().await;
+        let mut turn = CounterTurn::default();
         let mut tx = self.begin_write().await?;
+        self.counter_turn(&mut tx, &mut turn).await?;
         let last: i64 = sqlx::query(AssertSqlSafe(format!(
             "UPDATE revision_counter SET value = value + {count} WHERE id = 1 RETURNING value"
         )))
@@ -418,6 +425,7 @@ impl SqlStore {
         let group = ferric_core::node::normalize_conductor_group(&n.conductor_group)
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
         let _g = self.write_guard().await;
+        let mut turn = CounterTurn::default();
         let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
             self.sql(
@@ -501,7 +509,7 @@ impl SqlStore {
             true => Some(self.release_held(&mut tx, token).await?),
             false => None,
         };
-        let rev = self.stamp_revision(&mut tx, n.uuid).await?;
+        let rev = self.stamp_revision(&mut tx, n.uuid, &mut turn).await?;
         node.revision = rev;
         if let Some(g) = released.as_mut().and_then(|r| r.granted_to.as_mut()) {
             if let Some(granted) = g.node.as_mut() {
@@ -533,6 +541,7 @@ impl SqlStore {
         let observed: Vec<&PowerObservation> =
             observed.iter().filter(|o| seen.insert(o.node)).collect();
         let _g = self.write_guard().await;
+        let mut turn = CounterTurn::default();
         let mut tx = self.begin_write().await?;
         // The conditional write: unlocked, not granted since (lock_epoch),
         // not written since (revision). Row locks serialise it with grants.
@@ -564,6 +573,7 @@ impl SqlStore {
         // Revisions last, as in save_node: the one-row counter is held from
         // here to the commit.
         let count = recorded.len() as i64;
+        self.counter_turn(&mut tx, &mut turn).await?;
         let last: i64 = sqlx::query(
             "UPDATE revision_counter SET value = value + $1 WHERE id = 1 RETURNING value",
         )
@@ -594,10 +604,12 @@ impl SqlStore {
 
     pub(super) async fn delete_node_impl(&self, token: &LockToken) -> StoreResult<()> {
         let _g = self.write_guard().await;
+        let mut turn = CounterTurn::default();
         let mut tx = self.begin_write().await?;
         // Its ports, portgroups, ... first, each with its change-feed entry
         // (rolled back with the rest if the fence below fails).
-        self.delete_node_resources(&mut tx, token.node).await?;
+        self.delete_node_resources(&mut tx, token.node, &mut turn)
+            .await?;
         // Waiters go first so the node row can go (SQLite enforces the
         // reference only with foreign_keys on; be explicit on both engines).
         let deleted = sqlx::query(
@@ -620,7 +632,7 @@ impl SqlStore {
             .bind(token.node.to_string())
             .execute(&mut *tx)
             .await?;
-        let rev = self.bump_revision(&mut tx).await?;
+        let rev = self.bump_revision(&mut tx, &mut turn).await?;
         self.record_change(&mut tx, rev, token.node, ChangeKind::Deleted, None)
             .await?;
         tx.commit().await?;

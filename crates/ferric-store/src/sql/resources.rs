@@ -3,6 +3,7 @@
 //! [`ResourceKind::table`]. Every write bumps the global revision and writes
 //! a change-feed entry in the same transaction ([`super::changes`]).
 
+use super::changes::CounterTurn;
 use super::rows::*;
 use super::SqlStore;
 use crate::resource::*;
@@ -85,6 +86,7 @@ impl SqlStore {
         let body = json_text(&new.body)?;
         let table = kind.table();
         let _g = self.write_guard().await;
+        let mut turn = CounterTurn::default();
         let mut tx = self.begin_write().await?;
         sqlx::query(self.sql(&format!(
             "INSERT INTO {table} (uuid, name, node_uuid, parent_uuid, ukey, body, created_at, \
@@ -109,7 +111,7 @@ impl SqlStore {
             )
         })?;
         let stored = self
-            .stamp_resource(&mut tx, kind, uuid, ChangeKind::Created)
+            .stamp_resource(&mut tx, kind, uuid, ChangeKind::Created, &mut turn)
             .await?;
         tx.commit().await?;
         Ok(stored)
@@ -124,8 +126,9 @@ impl SqlStore {
         kind: ResourceKind,
         uuid: Uuid,
         change: ChangeKind,
+        turn: &mut CounterTurn,
     ) -> StoreResult<Resource> {
-        let rev = self.bump_revision(conn).await?;
+        let rev = self.bump_revision(conn, turn).await?;
         let table = kind.table();
         let row = sqlx::query(self.sql(&format!(
             "UPDATE {table} SET revision = $1 WHERE uuid = $2 RETURNING {RESOURCE_COLS}"
@@ -295,6 +298,7 @@ impl SqlStore {
         let table = kind.table();
         let body = json_text(&r.body)?;
         let _g = self.write_guard().await;
+        let mut turn = CounterTurn::default();
         let mut tx = self.begin_write().await?;
         let updated = sqlx::query(self.sql(&format!(
             "UPDATE {table} SET name = $1, node_uuid = $2, parent_uuid = $3, ukey = $4, \
@@ -316,7 +320,7 @@ impl SqlStore {
             return Err(self.diagnose_resource(kind, r.uuid, r.revision).await);
         }
         let stored = self
-            .stamp_resource(&mut tx, kind, r.uuid, ChangeKind::Updated)
+            .stamp_resource(&mut tx, kind, r.uuid, ChangeKind::Updated, &mut turn)
             .await?;
         tx.commit().await?;
         Ok(stored)
@@ -342,6 +346,7 @@ impl SqlStore {
     ) -> StoreResult<()> {
         let table = kind.table();
         let _g = self.write_guard().await;
+        let mut turn = CounterTurn::default();
         let mut tx = self.begin_write().await?;
         let mut q = sqlx::query(self.sql(&format!(
             "DELETE FROM {table} WHERE uuid = $1{}",
@@ -366,7 +371,7 @@ impl SqlStore {
                 },
             });
         }
-        let rev = self.bump_revision(&mut tx).await?;
+        let rev = self.bump_revision(&mut tx, &mut turn).await?;
         self.record_resource_change(&mut tx, rev, kind, uuid, ChangeKind::Deleted, None)
             .await?;
         tx.commit().await?;
@@ -381,6 +386,7 @@ impl SqlStore {
         &self,
         conn: &mut sqlx::AnyConnection,
         node: Uuid,
+        turn: &mut CounterTurn,
     ) -> StoreResult<()> {
         for kind in ResourceKind::ALL {
             let table = kind.table();
@@ -395,7 +401,7 @@ impl SqlStore {
             .collect::<Result<_, _>>()?;
             for uuid in gone {
                 let uuid = parse_uuid(&uuid)?;
-                let rev = self.bump_revision(conn).await?;
+                let rev = self.bump_revision(conn, turn).await?;
                 self.record_resource_change(conn, rev, kind, uuid, ChangeKind::Deleted, None)
                     .await?;
             }

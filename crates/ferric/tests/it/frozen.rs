@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
 const RECOVERY_INTERVAL: Duration = Duration::from_millis(200);
 
+/// Logged (debug) by a write that waits for its turn at the revision counter.
+const TURN_WAIT: &str = "waiting for a turn at the revision counter";
+
 fn start(url: &str, host: &str, dir: &Path, trigger: &Path) -> Serve {
     let trigger = trigger.display().to_string();
     Serve::conductor(
@@ -30,7 +33,10 @@ fn start(url: &str, host: &str, dir: &Path, trigger: &Path) -> Serve {
         dir,
         "200ms",
         "1s",
-        &[(HOLD_REVISION_TRIGGER_VAR, trigger.as_str())],
+        &[
+            (HOLD_REVISION_TRIGGER_VAR, trigger.as_str()),
+            ("FERRIC_LOG", "info,ferric_store::sql::changes=debug"),
+        ],
     )
 }
 
@@ -92,6 +98,10 @@ fn conductor_frozen_holding_the_revision_counter_does_not_stall_the_cluster_post
     });
     create(&api_a, "poked", "{}");
     create(&api_b, "busy", "{}");
+    let queued = ["queued-1", "queued-2"];
+    for name in queued {
+        create(&api_a, name, "{}");
+    }
     // Both conductors take over new nodes (a write that takes the counter):
     // let that settle first, so that the hook catches the PATCH below and
     // not a take-over that would also leave "busy" locked by frozen-a (the
@@ -99,6 +109,7 @@ fn conductor_frozen_holding_the_revision_counter_does_not_stall_the_cluster_post
     wait_until("the ring's owners to take over poked and busy", || {
         ["poked", "busy"]
             .iter()
+            .chain(&queued)
             .all(|name| node(&*store, name).conductor_affinity.is_some())
     });
 
@@ -113,6 +124,24 @@ fn conductor_frozen_holding_the_revision_counter_does_not_stall_the_cluster_post
     wait_until("frozen-a to hold the revision counter", || {
         a.log().contains("test hook: holding the revision counter")
     });
+    // Two more writes of frozen-a reach their revision stamp behind it.
+    // Queued for the counter's row lock in PostgreSQL, each would be granted
+    // it in turn as the previous session is ended, and frozen-b would wait
+    // one idle_in_transaction_session_timeout per session (3 s); they wait
+    // for their turn inside frozen-a instead (sql::changes::CounterTurn).
+    let queued_writes: Vec<_> = queued
+        .iter()
+        .map(|name| {
+            let (api_a, name) = (api_a.clone(), name.to_string());
+            std::thread::spawn(move || {
+                let _ = std::panic::catch_unwind(|| patch(&api_a, &name, "from-a"));
+            })
+        })
+        .collect();
+    wait_until(
+        "frozen-a's two queued writes to wait for their turn",
+        || a.log().matches(TURN_WAIT).count() >= queued.len(),
+    );
     signal(a.child.id(), "STOP");
     let frozen = Instant::now();
     // The hook caught the PATCH: frozen-a holds poked's lock, not busy's.
@@ -160,6 +189,9 @@ fn conductor_frozen_holding_the_revision_counter_does_not_stall_the_cluster_post
     // Resumed, frozen-a's write did not land (its session was ended).
     signal(a.child.id(), "CONT");
     let _ = poke.join();
+    for write in queued_writes {
+        let _ = write.join();
+    }
     let poked = node(&*store, "poked");
     assert_ne!(
         poked.extra.get("mark").and_then(|v| v.as_str()),
