@@ -116,6 +116,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         ),
     };
     let store = Arc::new(open_store(&config).await?);
+    match store.autovacuum_off().await {
+        Ok(true) => warn!(
+            "PostgreSQL runs with autovacuum off: the planner's statistics of ferric's \
+             tables are only as fresh as the last ANALYZE, and node lists slow down as \
+             the fleet grows (a 100,000-node list ~10x); run ANALYZE after large \
+             enrolments or turn autovacuum on"
+        ),
+        Ok(false) => {}
+        Err(e) => warn!(error.message = %e, "could not read PostgreSQL's autovacuum setting"),
+    }
     let drivers = drivers(&config)?;
     let info = conductor_info(&config, &drivers);
     let mut dnsmasq = start_dnsmasq(&drivers).await?;

@@ -68,6 +68,11 @@ pub struct ApiBenchReport {
     pub enroll_nodes_per_s: f64,
     /// Anchor: `Store::create_node`, the same count from `clients` tasks.
     pub anchor_store_enroll_nodes_per_s: Option<f64>,
+    /// PostgreSQL with autovacuum off (as on the benchmark machines): the
+    /// bench ran `ANALYZE` after enrolment, as autovacuum would have, so
+    /// that the lists are planned with statistics (`ferric serve` warns
+    /// about this setting at start). In-process runs only.
+    pub analyzed_after_enrol: bool,
     /// The full `GET /v1/nodes/detail` walk, following `next` as a client does.
     pub list_page_size: u32,
     pub list_pages: usize,
@@ -789,6 +794,13 @@ async fn run_phases(
     let started = Instant::now();
     let enrolled = enroll(api, &format!("api-{run}"), p.nodes, clients).await?;
     let enroll_s = started.elapsed().as_secs_f64();
+    let analyzed_after_enrol = match anchors {
+        Some(a) if a.store.autovacuum_off().await? => {
+            a.store.analyze().await?;
+            true
+        }
+        _ => false,
+    };
 
     // The detail list, plain and gzip.
     let started = Instant::now();
@@ -855,6 +867,7 @@ async fn run_phases(
         enroll_s,
         enroll_nodes_per_s: p.nodes as f64 / enroll_s.max(1e-9),
         anchor_store_enroll_nodes_per_s,
+        analyzed_after_enrol,
         list_page_size: p.page,
         list_pages,
         list_nodes_seen,

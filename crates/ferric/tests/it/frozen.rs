@@ -80,6 +80,20 @@ fn conductor_frozen_holding_the_revision_counter_does_not_stall_the_cluster_post
     let mut a = start(&url, "frozen-a", dir.path(), &trigger_a);
     let mut b = start(&url, "frozen-b", dir.path(), &dir.path().join("hold-b"));
     let (api_a, api_b) = (a.api(), b.api());
+    // By the way: serve warns at start when PostgreSQL runs without
+    // autovacuum (list pages slow down without planner statistics).
+    let autovacuum: String = rt()
+        .block_on(
+            sqlx::query_scalar("SELECT current_setting('autovacuum')")
+                .fetch_one(ts.store.raw_access().pool()),
+        )
+        .unwrap();
+    assert_eq!(
+        a.log().contains("PostgreSQL runs with autovacuum off"),
+        autovacuum == "off",
+        "autovacuum = {autovacuum}:\n{}",
+        a.log()
+    );
 
     // frozen-a holds "held" in a long deploy step.
     create(&api_a, "held", r#"{"fake_deploy_delay_ms": 120000}"#);
