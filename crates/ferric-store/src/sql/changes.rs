@@ -350,7 +350,10 @@ mod tests {
         drop(holder_turn);
         let (waited, held) = waiter.await.unwrap().unwrap();
         assert!(held, "the waiter got its turn (waited {waited:?})");
-        assert!(waited >= idle, "the waiter waited {waited:?}, less than {idle:?}");
+        assert!(
+            waited >= idle,
+            "the waiter waited {waited:?}, less than {idle:?}"
+        );
         ts.cleanup().await;
     }
 }
