@@ -916,6 +916,15 @@ mod planner_tests {
     use super::*;
     use crate::testing::{Engine, TestStore};
 
+    async fn count(store: &SqlStore, sql: &'static str) -> i64 {
+        sqlx::query(sql)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap()
+    }
+
     /// `autovacuum_off` reports the server's setting; `analyze` leaves
     /// statistics on the store's own tables (its schema), on SQLite too.
     #[tokio::test]
@@ -923,13 +932,11 @@ mod planner_tests {
         let t = TestStore::open(Engine::Sqlite).await.unwrap();
         assert!(!t.store.autovacuum_off().await.unwrap());
         t.store.analyze().await.unwrap();
-        let stats: i64 =
-            sqlx::query("SELECT count(*) AS n FROM sqlite_master WHERE name = 'sqlite_stat1'")
-                .fetch_one(&t.store.pool)
-                .await
-                .unwrap()
-                .try_get("n")
-                .unwrap();
+        let stats = count(
+            &t.store,
+            "SELECT count(*) AS n FROM sqlite_master WHERE name = 'sqlite_stat1'",
+        )
+        .await;
         assert_eq!(stats, 1, "ANALYZE creates sqlite_stat1");
         t.cleanup().await;
 
@@ -946,20 +953,10 @@ mod planner_tests {
         let analyzed = "SELECT count(*) AS n FROM pg_stat_user_tables \
             WHERE schemaname = current_schema() AND relname IN ('nodes', 'node_changes', 'ports') \
             AND last_analyze IS NOT NULL";
-        let before: i64 = sqlx::query(analyzed)
-            .fetch_one(&t.store.pool)
-            .await
-            .unwrap()
-            .try_get("n")
-            .unwrap();
+        let before = count(&t.store, analyzed).await;
         assert_eq!(before, 0);
         t.store.analyze().await.unwrap();
-        let after: i64 = sqlx::query(analyzed)
-            .fetch_one(&t.store.pool)
-            .await
-            .unwrap()
-            .try_get("n")
-            .unwrap();
+        let after = count(&t.store, analyzed).await;
         assert_eq!(after, 3);
         t.cleanup().await;
     }
