@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
+# shellcheck source=.ci/lib.sh
+source .ci/lib.sh
 started=$(date +%s)
 venv="${root}/target/compat-venv"
 work="$(mktemp -d)"
@@ -60,16 +62,7 @@ run_script() {
   local script="$1" name url=""
   ferric_pid=""
   name="$(basename "${script}" .py)"
-  stop_ferric() {
-    if [[ -n "${ferric_pid}" ]] && kill -0 "${ferric_pid}" 2>/dev/null; then
-      kill -TERM "${ferric_pid}" 2>/dev/null || true
-      for _ in $(seq 1 100); do
-        kill -0 "${ferric_pid}" 2>/dev/null || break
-        sleep 0.1
-      done
-      kill -KILL "${ferric_pid}" 2>/dev/null || true
-    fi
-  }
+  stop_ferric() { stop_pid "${ferric_pid}"; }
   trap stop_ferric EXIT
   trap 'exit 143' TERM
   "${ferric}" serve --database-url "sqlite://${work}/${name}.db" --host clients-conductor \

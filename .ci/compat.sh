@@ -11,6 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
+# shellcheck source=.ci/lib.sh
+source .ci/lib.sh
 started=$(date +%s)
 
 venv="${root}/target/compat-venv"
@@ -21,14 +23,7 @@ step() { printf '\n---- %s (+%ss)\n' "$*" "$(($(date +%s) - started))"; }
 
 cleanup() {
   local rc=$?
-  if [[ -n "${ferric_pid}" ]] && kill -0 "${ferric_pid}" 2>/dev/null; then
-    kill -TERM "${ferric_pid}" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-      kill -0 "${ferric_pid}" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "${ferric_pid}" 2>/dev/null || true
-  fi
+  stop_pid "${ferric_pid}"
   if [[ ${rc} -ne 0 ]]; then
     echo "compat: FAILED (exit ${rc}); ferric's log follows" >&2
     for log in "${work}"/*.log; do

@@ -29,6 +29,8 @@ set -euo pipefail
 exec </dev/null
 cd "$(dirname "$0")/.."
 root="$(pwd)"
+# shellcheck source=.ci/lib.sh
+source .ci/lib.sh
 
 PYGHMI_VERSION="${PYGHMI_VERSION:-1.6.19}"
 BENCH_BMCS="${BENCH_BMCS:-50}"
@@ -46,12 +48,7 @@ cleanup() {
     kill -TERM "${pid}" 2>/dev/null || true
   done
   for pid in "${pids[@]}"; do
-    for _ in $(seq 1 50); do
-      kill -0 "${pid}" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "${pid}" 2>/dev/null || true
-    wait "${pid}" 2>/dev/null || true
+    stop_pid "${pid}" 50
   done
   if [[ ${rc} -ne 0 && -e "${work}/ferric.log" ]]; then
     echo "ipmi: FAILED (exit ${rc}); ferric's log follows" >&2

@@ -25,6 +25,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
+# shellcheck source=.ci/lib.sh
+source .ci/lib.sh
 started=$(date +%s)
 work="$(mktemp -d)"
 ns="ferric-nb-$$"
@@ -33,20 +35,6 @@ qemu_pid=""
 MAC="52:54:00:4e:42:01"
 BRIDGE_IP="10.77.0.1"
 TOKEN="netboot-ci-token"
-
-stop_pid() {
-  local pid="$1"
-  [[ -n "${pid}" ]] || return 0
-  if kill -0 "${pid}" 2>/dev/null; then
-    kill -TERM "${pid}" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-      kill -0 "${pid}" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "${pid}" 2>/dev/null || true
-  fi
-  wait "${pid}" 2>/dev/null || true
-}
 
 cleanup() {
   local rc=$?
