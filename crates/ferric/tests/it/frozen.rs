@@ -143,6 +143,7 @@ fn conductor_frozen_holding_the_revision_counter_does_not_stall_the_cluster_post
     // it in turn as the previous session is ended, and frozen-b would wait
     // one idle_in_transaction_session_timeout per session (3 s); they wait
     // for their turn inside frozen-a instead (sql::changes::CounterTurn).
+    let turn_waits_before = a.log().matches(TURN_WAIT).count();
     let queued_writes: Vec<_> = queued
         .iter()
         .map(|name| {
@@ -154,7 +155,7 @@ fn conductor_frozen_holding_the_revision_counter_does_not_stall_the_cluster_post
         .collect();
     wait_until(
         "frozen-a's two queued writes to wait for their turn",
-        || a.log().matches(TURN_WAIT).count() >= queued.len(),
+        || a.log().matches(TURN_WAIT).count() >= turn_waits_before + queued.len(),
     );
     signal(a.child.id(), "STOP");
     let frozen = Instant::now();
