@@ -154,11 +154,10 @@ impl SqlStore {
             .bind(allocation.to_string())
             .execute(&mut *tx)
             .await?;
-        let rev = self.bump_revision(&mut tx, &mut turn).await?;
-        self.record_resource_change(&mut tx, rev, KIND, allocation, ChangeKind::Deleted, None)
-            .await?;
-        if let Some(node) = alloc.node {
-            let row = sqlx::query(self.sql(
+        // Every row this transaction writes before the revision counter
+        // (see CounterTurn): the node's, then the two revisions.
+        let unbound = match alloc.node {
+            Some(node) => sqlx::query(self.sql(
                 "UPDATE nodes SET instance_uuid = NULL, allocation_uuid = NULL, \
                  updated_at = {now} WHERE uuid = $1 AND allocation_uuid = $2 \
                  RETURNING {node_cols}",
@@ -166,14 +165,19 @@ impl SqlStore {
             .bind(node.to_string())
             .bind(allocation.to_string())
             .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| node_from_row(&row))
+            .transpose()?,
+            None => None,
+        };
+        let rev = self.bump_revision(&mut tx, &mut turn).await?;
+        self.record_resource_change(&mut tx, rev, KIND, allocation, ChangeKind::Deleted, None)
             .await?;
-            if let Some(row) = row {
-                let mut n = node_from_row(&row)?;
-                let rev = self.stamp_revision(&mut tx, n.uuid, &mut turn).await?;
-                n.revision = rev;
-                self.record_change(&mut tx, rev, n.uuid, ChangeKind::Updated, Some(&n))
-                    .await?;
-            }
+        if let Some(mut n) = unbound {
+            let rev = self.stamp_revision(&mut tx, n.uuid, &mut turn).await?;
+            n.revision = rev;
+            self.record_change(&mut tx, rev, n.uuid, ChangeKind::Updated, Some(&n))
+                .await?;
         }
         tx.commit().await?;
         Ok(())

@@ -606,10 +606,10 @@ impl SqlStore {
         let _g = self.write_guard().await;
         let mut turn = CounterTurn::default();
         let mut tx = self.begin_write().await?;
-        // Its ports, portgroups, ... first, each with its change-feed entry
-        // (rolled back with the rest if the fence below fails).
-        self.delete_node_resources(&mut tx, token.node, &mut turn)
-            .await?;
+        // Its ports, portgroups, ... first (rolled back with the rest if the
+        // fence below fails); their change-feed entries go with the node's,
+        // after every row write (see CounterTurn).
+        let resources = self.delete_node_resources(&mut tx, token.node).await?;
         // Waiters go first so the node row can go (SQLite enforces the
         // reference only with foreign_keys on; be explicit on both engines).
         let deleted = sqlx::query(
@@ -631,6 +631,8 @@ impl SqlStore {
         sqlx::query("DELETE FROM lock_waiters WHERE node_uuid = $1")
             .bind(token.node.to_string())
             .execute(&mut *tx)
+            .await?;
+        self.record_deleted_resources(&mut tx, &resources, &mut turn)
             .await?;
         let rev = self.bump_revision(&mut tx, &mut turn).await?;
         self.record_change(&mut tx, rev, token.node, ChangeKind::Deleted, None)

@@ -379,15 +379,15 @@ impl SqlStore {
     }
 
     /// Inside a node's deletion, before the node row goes: delete its
-    /// resources of every kind, each with its own `deleted` change-feed
-    /// entry (the foreign key's ON DELETE CASCADE would remove them
-    /// silently).
+    /// resources of every kind and return them, for their `deleted`
+    /// change-feed entries ([`Self::record_deleted_resources`]; the foreign
+    /// key's ON DELETE CASCADE would remove them silently).
     pub(super) async fn delete_node_resources(
         &self,
         conn: &mut sqlx::AnyConnection,
         node: Uuid,
-        turn: &mut CounterTurn,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<(ResourceKind, Uuid)>> {
+        let mut deleted = Vec::new();
         for kind in ResourceKind::ALL {
             let table = kind.table();
             let gone: Vec<String> = sqlx::query(self.sql(&format!(
@@ -400,11 +400,25 @@ impl SqlStore {
             .map(|r| r.try_get::<String, _>("uuid"))
             .collect::<Result<_, _>>()?;
             for uuid in gone {
-                let uuid = parse_uuid(&uuid)?;
-                let rev = self.bump_revision(conn, turn).await?;
-                self.record_resource_change(conn, rev, kind, uuid, ChangeKind::Deleted, None)
-                    .await?;
+                deleted.push((kind, parse_uuid(&uuid)?));
             }
+        }
+        Ok(deleted)
+    }
+
+    /// The `deleted` change-feed entries of [`Self::delete_node_resources`]'
+    /// rows, each at its own revision (taken here, after the transaction's
+    /// last row write: see `CounterTurn`).
+    pub(super) async fn record_deleted_resources(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        deleted: &[(ResourceKind, Uuid)],
+        turn: &mut CounterTurn,
+    ) -> StoreResult<()> {
+        for &(kind, uuid) in deleted {
+            let rev = self.bump_revision(conn, turn).await?;
+            self.record_resource_change(conn, rev, kind, uuid, ChangeKind::Deleted, None)
+                .await?;
         }
         Ok(())
     }
