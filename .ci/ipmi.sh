@@ -193,8 +193,15 @@ wait_bmcs "${ports[@]}"
 list="$(printf '127.0.0.1:%s,' "${ports[@]}")"
 "${ferric}" bench ipmi --bmcs "${list%,}" --cycles 4 --workers 8 --min-command-interval 1s \
   | tee "${work}/bench.json"
+# The anchor, not a check: a read the emulated BMC fumbles ("Received an
+# Unexpected Open Session Response", seen once in CI) is counted and shown,
+# and the script goes on.
+shell_loop_failed="${work}/shell-loop-failed"
+: >"${shell_loop_failed}"
+export shell_loop_failed
 read_one() {
-  ipmitool -I lanplus -H 127.0.0.1 -p "$1" -U admin -E -R 1 -N 1 power status >/dev/null
+  ipmitool -I lanplus -H 127.0.0.1 -p "$1" -U admin -E -R 1 -N 1 power status >/dev/null \
+    || echo "$1" >>"${shell_loop_failed}"
 }
 export -f read_one
 start=$(date +%s.%N)
@@ -205,7 +212,8 @@ start=$(date +%s.%N)
 printf '%s\n' "${ports[@]}" | xargs -P 8 -I{} bash -c 'read_one {}'
 end=$(date +%s.%N)
 par_s=$(python3 -c "print(round(${end} - ${start}, 3))")
-echo "{\"bmcs\": ${#ports[@]}, \"shell_loop_sequential_s\": ${seq_s}, \"shell_loop_8_parallel_s\": ${par_s}}"
+failed=$(wc -l <"${shell_loop_failed}")
+echo "{\"bmcs\": ${#ports[@]}, \"shell_loop_sequential_s\": ${seq_s}, \"shell_loop_8_parallel_s\": ${par_s}, \"shell_loop_failed_reads\": ${failed}}"
 fi
 if [[ " ${IPMI_PARTS} " == *" sim "* ]]; then
 echo "---- 4. ipmi_sim (OpenIPMI) through ferric serve and the baremetal CLI"
