@@ -20,8 +20,6 @@ pub fn init_tracing() {
     });
 }
 
-/// The built `ferric` binary, with every `FERRIC_*` and `RUST_LOG` variable
-/// of the test environment removed so that only what a test sets applies.
 /// One runtime for the store calls of the multi-process tests (chaos,
 /// outage, frozen), which read the database between steps from plain test
 /// threads. A pool's connections belong to the runtime that opened them;
@@ -38,6 +36,8 @@ pub fn rt() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// The built `ferric` binary, with every `FERRIC_*` and `RUST_LOG` variable
+/// of the test environment removed so that only what a test sets applies.
 pub fn ferric() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferric"));
     for (name, _) in std::env::vars_os() {
