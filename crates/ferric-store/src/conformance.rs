@@ -53,7 +53,8 @@ macro_rules! for_each_conformance_test {
             a_save_without_provision_updated_at_touches_it,
             save_and_release_is_one_fenced_step,
             a_create_and_a_rename_racing_for_one_name_have_one_winner,
-            a_node_delete_and_an_update_of_its_resource_race_without_a_cycle
+            a_node_delete_and_an_update_of_its_resource_race_without_a_cycle,
+            concurrent_saves_each_keep_their_own_outcome
         );
     };
 }
@@ -2374,4 +2375,231 @@ pub async fn allocation_candidates_and_body_filters_select_in_the_store(store: A
         .await,
         [done.uuid]
     );
+}
+
+/// One round of concurrent saves with different fates (see
+/// [`concurrent_saves_each_keep_their_own_outcome`]): prepared with
+/// [`MixedSaves::prepare`], started with [`MixedSaves::spawn`], judged with
+/// [`MixedSaves::check`]. Public so that a store that commits concurrent
+/// saves together can also force them into one batch between `spawn` and
+/// `check` (the SQL store's batcher tests do).
+pub struct MixedSaves {
+    head: i64,
+    /// (token, node to save, release, expected fate).
+    saves: Vec<(LockToken, ferric_core::Node, bool, Fate)>,
+}
+
+/// What a save of [`MixedSaves`] must come to.
+#[derive(Debug, Clone, PartialEq)]
+enum Fate {
+    /// Saved; still locked by its token.
+    Kept,
+    /// Saved and released; nobody waited.
+    Released,
+    /// Saved and handed to this waiter (its claim and ticket).
+    Granted(Claim, i64),
+    /// Refused: its token is stale (the node's lock is held by this one).
+    Lost(Option<LockToken>),
+    /// Refused: the name is taken; nothing written, the lock still held.
+    Duplicate,
+}
+
+impl MixedSaves {
+    /// How many saves [`MixedSaves::spawn`] starts.
+    pub fn len(&self) -> usize {
+        self.saves.len()
+    }
+
+    /// Whether there are none (never: a round has at least six).
+    pub fn is_empty(&self) -> bool {
+        self.saves.is_empty()
+    }
+
+    /// Nodes named after `round`, locked by "cond-a" (registered with
+    /// "cond-b" by the caller): two saves that keep their lock, three that
+    /// release it, one that hands it to a waiter of "cond-b", one with a
+    /// stale token, and with `duplicate` one whose name is taken.
+    pub async fn prepare(s: &dyn Store, round: usize, duplicate: bool) -> MixedSaves {
+        // The waiter's conductor must be alive when the lock is handed on.
+        s.heartbeat("cond-b").await.unwrap();
+        let mut fates = vec![
+            Fate::Kept,
+            Fate::Kept,
+            Fate::Released,
+            Fate::Released,
+            Fate::Released,
+        ];
+        fates.push(Fate::Granted(claim("cond-b", "wait"), 0));
+        fates.push(Fate::Lost(None));
+        if duplicate {
+            fates.push(Fate::Duplicate);
+            node(s, &format!("r{round}-taken")).await;
+        }
+        let mut saves = Vec::new();
+        for (i, mut fate) in fates.into_iter().enumerate() {
+            let n = node(s, &format!("r{round}-n{i}")).await;
+            let token = s.try_acquire(n, &claim("cond-a", "edit")).await.unwrap();
+            match &mut fate {
+                Fate::Granted(c, ticket) => {
+                    *ticket = match s
+                        .enqueue(n, c, Some(Duration::from_secs(60)), 32)
+                        .await
+                        .unwrap()
+                    {
+                        Enqueued::Queued { ticket, .. } => ticket,
+                        other => panic!("expected to queue, got {other:?}"),
+                    }
+                }
+                Fate::Lost(current) => {
+                    s.release(&token).await.unwrap();
+                    let newer = s.try_acquire(n, &claim("cond-a", "edit")).await.unwrap();
+                    // `token` is the stale one now.
+                    *current = Some(newer);
+                }
+                _ => {}
+            }
+            let mut saved = s.get_node(&n.into()).await.unwrap();
+            saved
+                .extra
+                .insert("round".into(), serde_json::json!(format!("{round}-{i}")));
+            if fate == Fate::Duplicate {
+                saved.name = Some(format!("r{round}-taken"));
+            }
+            let release = !matches!(fate, Fate::Kept);
+            saves.push((token, saved, release, fate));
+        }
+        let head = s.list_nodes(&NodeQuery::default()).await.unwrap().revision;
+        MixedSaves { head, saves }
+    }
+
+    /// Every save at once, each in its own task.
+    pub fn spawn(
+        &self,
+        store: Arc<dyn Store>,
+    ) -> Vec<tokio::task::JoinHandle<StoreResult<(ferric_core::Node, Release)>>> {
+        self.saves
+            .iter()
+            .map(|(token, n, release, _)| {
+                let (store, token, n, release) =
+                    (store.clone(), token.clone(), n.clone(), *release);
+                tokio::spawn(async move {
+                    match release {
+                        true => store.save_node_and_release(&token, &n).await,
+                        false => store
+                            .save_node(&token, &n)
+                            .await
+                            .map(|n| (n, Release::default())),
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Each save came to its own fate; the saved ones have distinct
+    /// revisions right after the head seen before, each with its own
+    /// change-feed entry carrying the node as saved (gapless, nothing else);
+    /// the refused ones changed nothing.
+    pub async fn check(
+        self,
+        s: &dyn Store,
+        started: Vec<tokio::task::JoinHandle<StoreResult<(ferric_core::Node, Release)>>>,
+    ) {
+        let mut revisions = Vec::new();
+        let mut saved_nodes = Vec::new();
+        for ((token, sent, _, fate), handle) in self.saves.iter().zip(started) {
+            let outcome = handle.await.unwrap();
+            let now = s.get_node(&token.node.into()).await.unwrap();
+            let holder = now
+                .reservation
+                .clone()
+                .map(|r| (r.holder, r.task_id, r.epoch));
+            match (fate, outcome) {
+                (Fate::Lost(Some(current)), Err(e)) => {
+                    assert!(
+                        matches!(&e, StoreError::LockLost { current: Some(h), .. } if h == "cond-a"),
+                        "{e:?}"
+                    );
+                    assert_eq!(
+                        holder,
+                        Some(("cond-a".into(), current.task_id, current.epoch))
+                    );
+                    assert_eq!(now.revision, sent.revision, "a refused save writes nothing");
+                }
+                (Fate::Duplicate, Err(e)) => {
+                    assert!(matches!(&e, StoreError::Duplicate { .. }), "{e:?}");
+                    assert_eq!(holder, Some(("cond-a".into(), token.task_id, token.epoch)));
+                    assert_eq!(now.revision, sent.revision, "a refused save writes nothing");
+                    assert_ne!(now.name, sent.name);
+                }
+                (fate, Ok((node, release))) => {
+                    assert_eq!(node.revision, now.revision, "{fate:?}");
+                    assert_eq!(node.extra.get("round"), sent.extra.get("round"));
+                    assert_eq!(now.extra, node.extra);
+                    match fate {
+                        Fate::Kept => {
+                            assert_eq!(release, Release::default());
+                            assert_eq!(holder, Some(("cond-a".into(), token.task_id, token.epoch)));
+                        }
+                        Fate::Released => {
+                            assert_eq!(release, Release::default());
+                            assert_eq!(holder, None);
+                        }
+                        Fate::Granted(c, ticket) => {
+                            let g = release.granted_to.expect("handed to the waiter");
+                            assert_eq!(
+                                (g.conductor.as_str(), g.task_id, g.ticket, g.epoch),
+                                ("cond-b", c.task_id, *ticket, token.epoch + 1)
+                            );
+                            if let Some(granted) = &g.node {
+                                assert_eq!(**granted, now, "the grantee gets the row as stored");
+                            }
+                            assert_eq!(holder, Some(("cond-b".into(), c.task_id, g.epoch)));
+                        }
+                        other => panic!("{other:?} must not succeed"),
+                    }
+                    revisions.push(node.revision);
+                    saved_nodes.push(node);
+                }
+                (fate, Err(e)) => panic!("{fate:?} failed: {e:?}"),
+            }
+            check_lock_invariants(s, token.node).await;
+        }
+        revisions.sort_unstable();
+        let expected: Vec<i64> = (1..=revisions.len() as i64)
+            .map(|i| self.head + i)
+            .collect();
+        assert_eq!(
+            revisions, expected,
+            "distinct revisions right after the head"
+        );
+        let feed = s.changes_since(self.head, 1_000).await.unwrap();
+        assert_eq!(
+            feed.iter().map(|c| c.revision).collect::<Vec<_>>(),
+            expected,
+            "one change per save, gapless"
+        );
+        for change in feed {
+            let node = saved_nodes
+                .iter()
+                .find(|n| n.revision == change.revision)
+                .unwrap();
+            assert_eq!(change.kind, ChangeKind::Updated);
+            assert_eq!(change.snapshot.as_ref(), Some(node), "the node as saved");
+        }
+    }
+}
+
+/// Saves of several tasks at once, some refused, some releasing, one
+/// handing its lock to a waiter: each comes to its own outcome, and the
+/// change feed carries exactly the saved ones, gapless (issue 18: the SQL
+/// stores commit a process's concurrent saves together).
+pub async fn concurrent_saves_each_keep_their_own_outcome(store: Arc<dyn Store>) {
+    let s: &dyn Store = &*store;
+    register(s, "cond-a").await;
+    register(s, "cond-b").await;
+    for round in 0..12 {
+        let saves = MixedSaves::prepare(s, round, round % 3 == 2).await;
+        let started = saves.spawn(store.clone());
+        saves.check(s, started).await;
+    }
 }

@@ -40,7 +40,7 @@ pub use memory::MemoryStore;
 pub use resource::{
     NewResource, Resource, ResourceChange, ResourceKind, ResourceQuery, ResourceSort,
 };
-pub use sql::{PgSession, RawAccess, SqlStore, StoreOptions};
+pub use sql::{PgSession, RawAccess, SaveBatchStats, SqlStore, StoreOptions};
 pub use types::*;
 pub use wake::{WakeEvent, WakeSubscription};
 

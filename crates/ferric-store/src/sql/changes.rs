@@ -7,7 +7,7 @@ use crate::resource::{Resource, ResourceChange, ResourceKind};
 use crate::types::*;
 use crate::{StoreError, StoreResult};
 use ferric_core::{DbTime, Node};
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 use std::time::Duration;
 use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
@@ -201,16 +201,51 @@ impl SqlStore {
         conn: &mut sqlx::AnyConnection,
         turn: &mut CounterTurn,
     ) -> StoreResult<i64> {
-        self.counter_turn(conn, turn).await?;
-        let rev: i64 = sqlx::query(
-            "UPDATE revision_counter SET value = value + 1 WHERE id = 1 RETURNING value",
-        )
-        .fetch_one(&mut *conn)
-        .await?
-        .try_get("value")?;
+        let rev = self.bump_revisions(conn, 1, turn).await?;
         #[cfg(feature = "testing")]
         crate::testing::hold_revision_if_triggered().await;
         Ok(rev)
+    }
+
+    /// Take `count` revisions at once; returns the last (they are
+    /// `last - count + 1 ..= last`). The counter is held from here to the
+    /// commit: call after every other row write of the transaction.
+    pub(super) async fn bump_revisions(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        count: i64,
+        turn: &mut CounterTurn,
+    ) -> StoreResult<i64> {
+        self.counter_turn(conn, turn).await?;
+        let last: i64 = sqlx::query(
+            "UPDATE revision_counter SET value = value + $1 WHERE id = 1 RETURNING value",
+        )
+        .bind(count)
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("value")?;
+        Ok(last)
+    }
+
+    /// Write each node's `revision` (already assigned) to its row, in
+    /// multi-row statements.
+    pub(super) async fn write_revisions(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        nodes: &[&Node],
+    ) -> StoreResult<()> {
+        for chunk in nodes.chunks(self.bulk_rows()) {
+            let mut q = sqlx::query(AssertSqlSafe(format!(
+                "UPDATE nodes SET revision = v.column2 FROM (VALUES {}) AS v \
+                 WHERE nodes.uuid = v.column1",
+                Self::values_marks(chunk.len(), 2)
+            )));
+            for node in chunk {
+                q = q.bind(node.uuid.to_string()).bind(node.revision);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        Ok(())
     }
 
     /// Bump the revision counter and stamp `node` with the new revision;

@@ -24,6 +24,7 @@ use crate::types::*;
 use crate::wake::WakeSubscription;
 use crate::{Store, StoreError, StoreResult};
 use async_trait::async_trait;
+pub use batch::SaveBatchStats;
 use ferric_core::{DbTime, NewNode, Node};
 use sqlx::any::AnyPoolOptions;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -36,6 +37,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
 mod allocations;
+mod batch;
 mod changes;
 mod conductors;
 mod locks;
@@ -164,7 +166,8 @@ const POSTGRES: Dialect = Dialect {
     collate: " COLLATE \"C\"",
 };
 
-/// The SQL store. Cheap to clone behind an `Arc`.
+/// The SQL store. Its clones share pools, gates and the save batcher.
+#[derive(Clone)]
 pub struct SqlStore {
     pool: AnyPool,
     /// SQLite files only: a second pool on sqlx's native SQLite driver for
@@ -187,6 +190,8 @@ pub struct SqlStore {
     /// waits for the revision counter's row lock; the others wait here (see
     /// [`changes::CounterTurn`]).
     counter_gate: Option<Arc<Mutex<()>>>,
+    /// Node saves committed together (see [`batch`]).
+    saves: Arc<batch::SaveBatcher>,
     heartbeat_timeout_us: i64,
     options: StoreOptions,
     /// SQLite files: cross-process grant wakeups (see `wake`).
@@ -353,6 +358,7 @@ impl SqlStore {
             dialect,
             write_gate: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
             counter_gate: (backend == Backend::Postgres).then(|| Arc::new(Mutex::new(()))),
+            saves: Arc::default(),
             heartbeat_timeout_us: options.heartbeat_timeout.as_micros() as i64,
             options,
         })

@@ -3,6 +3,7 @@
 //! revision and writes its change-feed entry in the same transaction
 //! ([`super::changes`]).
 
+use super::batch::SaveRequest;
 use super::changes::CounterTurn;
 use super::rows::*;
 use super::SqlStore;
@@ -404,15 +405,13 @@ impl SqlStore {
         })
     }
 
-    /// The fenced save; with `release`, the lock is released (or handed to
-    /// the first live waiter) in the same transaction, after the node write
-    /// and before the revision counter is taken.
-    pub(super) async fn save_node_impl(
-        &self,
+    /// Check a save before it is queued: what the store refuses fails here,
+    /// alone, before any batch sees it.
+    pub(super) fn prepare_save(
         token: &LockToken,
         n: &Node,
         release: bool,
-    ) -> StoreResult<(Node, Option<Release>)> {
+    ) -> StoreResult<SaveRequest> {
         if n.uuid != token.node {
             return Err(StoreError::Invalid(
                 "a node's uuid cannot be changed".into(),
@@ -424,9 +423,27 @@ impl SqlStore {
         }
         let group = ferric_core::node::normalize_conductor_group(&n.conductor_group)
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let _g = self.write_guard().await;
-        let mut turn = CounterTurn::default();
-        let mut tx = self.begin_write().await?;
+        let mut node = n.clone();
+        node.attrs
+            .validate()
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        node.conductor_group = group;
+        Ok(SaveRequest {
+            token: token.clone(),
+            node,
+            release,
+        })
+    }
+
+    /// The fenced UPDATE of one save: the node as stored, or `None` when
+    /// the token no longer holds the lock. A unique violation (the name) is
+    /// mapped to [`StoreError::Duplicate`].
+    pub(super) async fn save_statement(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        req: &SaveRequest,
+    ) -> StoreResult<Option<Node>> {
+        let (token, n) = (&req.token, &req.node);
         let updated = sqlx::query(
             self.sql(
                 &"UPDATE nodes SET name = $1, driver = $2, driver_info = $3, properties = $4, \
@@ -468,7 +485,7 @@ impl SqlStore {
         .bind(n.maintenance)
         .bind(n.maintenance_reason.clone())
         .bind(n.last_error.clone())
-        .bind(group)
+        .bind(n.conductor_group.clone())
         .bind(n.conductor_affinity.clone())
         .bind(token.node.to_string())
         .bind(token.holder.clone())
@@ -477,22 +494,32 @@ impl SqlStore {
         .bind(json_text(&n.driver_internal_info)?)
         .bind(json_text(&n.clean_step)?)
         .bind(json_text(&n.deploy_step)?);
-        let mut attrs = n.attrs.clone();
-        attrs
-            .validate()
-            .map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let updated = bind_attrs!(updated, &attrs)?.fetch_optional(&mut *tx).await;
-        let updated = match updated {
-            Ok(row) => row,
+        match bind_attrs!(updated, &n.attrs)?
+            .fetch_optional(&mut *conn)
+            .await
+        {
+            Ok(row) => row.as_ref().map(node_from_row).transpose(),
             Err(e) => {
                 let new = NewNode {
                     name: n.name.clone(),
                     ..Default::default()
                 };
-                return Err(Self::map_unique(e, &new, n.uuid));
+                Err(Self::map_unique(e, &new, n.uuid))
             }
-        };
-        let Some(row) = updated else {
+        }
+    }
+
+    /// One save in its own transaction (a batch of one, and the path each
+    /// save of a failed batch is retried on); with `release`, the lock is
+    /// released (or handed to the first live waiter) in the same
+    /// transaction, after the node write and before the revision counter is
+    /// taken.
+    pub(super) async fn save_one(&self, req: &SaveRequest) -> StoreResult<(Node, Option<Release>)> {
+        let token = &req.token;
+        let _g = self.write_guard().await;
+        let mut turn = CounterTurn::default();
+        let mut tx = self.begin_write().await?;
+        let Some(mut node) = self.save_statement(&mut tx, req).await? else {
             let err = self.diagnose_fenced(&mut tx, token).await;
             tx.rollback().await?;
             return Err(err);
@@ -501,15 +528,14 @@ impl SqlStore {
         // from the bump until its commit (that is what keeps the change feed
         // gap-free and in commit order). So the node is read back by the
         // UPDATE above, and the counter is taken last, in one statement on
-        // PostgreSQL.
-        let mut node = node_from_row(&row)?;
-        // The release needs only the node row, which the UPDATE above holds:
-        // it goes before the counter so as not to lengthen that queue.
-        let mut released = match release {
+        // PostgreSQL. The release needs only the node row, which the UPDATE
+        // above holds: it goes before the counter so as not to lengthen
+        // that queue.
+        let mut released = match req.release {
             true => Some(self.release_held(&mut tx, token).await?),
             false => None,
         };
-        let rev = self.stamp_revision(&mut tx, n.uuid, &mut turn).await?;
+        let rev = self.stamp_revision(&mut tx, token.node, &mut turn).await?;
         node.revision = rev;
         if let Some(g) = released.as_mut().and_then(|r| r.granted_to.as_mut()) {
             if let Some(granted) = g.node.as_mut() {
@@ -517,7 +543,7 @@ impl SqlStore {
                 granted.revision = rev;
             }
         }
-        self.record_change(&mut tx, rev, n.uuid, ChangeKind::Updated, Some(&node))
+        self.record_change(&mut tx, rev, token.node, ChangeKind::Updated, Some(&node))
             .await?;
         tx.commit().await?;
         if let Some(r) = &released {
@@ -573,28 +599,12 @@ impl SqlStore {
         // Revisions last, as in save_node: the one-row counter is held from
         // here to the commit.
         let count = recorded.len() as i64;
-        self.counter_turn(&mut tx, &mut turn).await?;
-        let last: i64 = sqlx::query(
-            "UPDATE revision_counter SET value = value + $1 WHERE id = 1 RETURNING value",
-        )
-        .bind(count)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("value")?;
+        let last = self.bump_revisions(&mut tx, count, &mut turn).await?;
         for (i, node) in recorded.iter_mut().enumerate() {
             node.revision = last - count + 1 + i as i64;
         }
-        for chunk in recorded.chunks(self.bulk_rows()) {
-            let mut q = sqlx::query(AssertSqlSafe(format!(
-                "UPDATE nodes SET revision = v.column2 FROM (VALUES {}) AS v \
-                 WHERE nodes.uuid = v.column1",
-                Self::values_marks(chunk.len(), 2)
-            )));
-            for node in chunk {
-                q = q.bind(node.uuid.to_string()).bind(node.revision);
-            }
-            q.execute(&mut *tx).await?;
-        }
+        let nodes: Vec<&Node> = recorded.iter().collect();
+        self.write_revisions(&mut tx, &nodes).await?;
         let nodes: Vec<&Node> = recorded.iter().collect();
         self.record_changes(&mut tx, ChangeKind::Updated, &nodes)
             .await?;

@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
 const RECOVERY_INTERVAL: Duration = Duration::from_millis(200);
 
-/// Logged (debug) by a write that waits for its turn at the revision counter.
-const TURN_WAIT: &str = "waiting for a turn at the revision counter";
+/// Logged (debug) by a node save that waits for the running batch of saves
+/// (the one holding the revision counter) to end.
+const BATCH_WAIT: &str = "waiting for the running batch of node saves";
 
 fn start(url: &str, host: &str, dir: &Path, trigger: &Path) -> Serve {
     let trigger = trigger.display().to_string();
@@ -35,7 +36,7 @@ fn start(url: &str, host: &str, dir: &Path, trigger: &Path) -> Serve {
         "1s",
         &[
             (HOLD_REVISION_TRIGGER_VAR, trigger.as_str()),
-            ("FERRIC_LOG", "info,ferric_store::sql::changes=debug"),
+            ("FERRIC_LOG", "info,ferric_store::sql::batch=debug"),
         ],
     )
 }
@@ -138,12 +139,13 @@ fn conductor_frozen_holding_the_revision_counter_does_not_stall_the_cluster_post
     wait_until("frozen-a to hold the revision counter", || {
         a.log().contains("test hook: holding the revision counter")
     });
-    // Two more writes of frozen-a reach their revision stamp behind it.
-    // Queued for the counter's row lock in PostgreSQL, each would be granted
-    // it in turn as the previous session is ended, and frozen-b would wait
-    // one idle_in_transaction_session_timeout per session (3 s); they wait
-    // for their turn inside frozen-a instead (sql::changes::CounterTurn).
-    let turn_waits_before = a.log().matches(TURN_WAIT).count();
+    // Two more saves of frozen-a come behind it. Queued for the counter's
+    // row lock in PostgreSQL, each would be granted it in turn as the
+    // previous session is ended, and frozen-b would wait one
+    // idle_in_transaction_session_timeout per session (3 s); they wait
+    // inside frozen-a instead, for the batch that holds the counter
+    // (sql::batch; other writes wait for their turn, sql::changes::CounterTurn).
+    let batch_waits_before = a.log().matches(BATCH_WAIT).count();
     let queued_writes: Vec<_> = queued
         .iter()
         .map(|name| {
@@ -154,8 +156,8 @@ fn conductor_frozen_holding_the_revision_counter_does_not_stall_the_cluster_post
         })
         .collect();
     wait_until(
-        "frozen-a's two queued writes to wait for their turn",
-        || a.log().matches(TURN_WAIT).count() >= turn_waits_before + queued.len(),
+        "frozen-a's two queued saves to wait for the running batch",
+        || a.log().matches(BATCH_WAIT).count() >= batch_waits_before + queued.len(),
     );
     signal(a.child.id(), "STOP");
     let frozen = Instant::now();
