@@ -31,7 +31,7 @@ use super::SqlStore;
 use crate::types::*;
 use crate::{StoreError, StoreResult};
 use ferric_core::Node;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{oneshot, Mutex, OwnedMutexGuard};
 
@@ -59,6 +59,8 @@ pub(super) struct SaveBatcher {
     batches: AtomicU64,
     saves: AtomicU64,
     retried: AtomicU64,
+    /// Off: every save commits alone (`SqlStore::set_group_commit`).
+    off: AtomicBool,
 }
 
 /// What the batcher has done since the store was opened.
@@ -115,6 +117,9 @@ impl SqlStore {
         release: bool,
     ) -> SaveOutcome {
         let req = Self::prepare_save(token, n, release)?;
+        if self.saves.off.load(Ordering::Relaxed) {
+            return self.save_one(&req).await;
+        }
         let (reply, mut outcome) = oneshot::channel();
         let batcher = &self.saves;
         batcher.push(PendingSave { req, reply });
@@ -140,6 +145,13 @@ impl SqlStore {
             tokio::spawn(async move { store.run_save_batch(batch, running).await });
         }
         outcome.await.unwrap_or_else(|_| Err(batch_gone()))
+    }
+
+    /// Turn group commit off (every save in a transaction of its own, as
+    /// before it existed) or back on, for this store and its clones. On by
+    /// default; `ferric bench scale` measures its saves both ways.
+    pub fn set_group_commit(&self, on: bool) {
+        self.saves.off.store(!on, Ordering::Relaxed);
     }
 
     /// How many saves were committed together so far.

@@ -75,6 +75,13 @@ pub struct ScaleBenchReport {
     pub feed_write_changes: u64,
     pub feed_write_s: f64,
     pub feed_write_changes_per_s: f64,
+    /// Of those saves, how many were committed together with others
+    /// (group commit), and in how many transactions.
+    pub feed_write_batched_saves: u64,
+    pub feed_write_batches: u64,
+    /// The same phase with group commit off (`SqlStore::set_group_commit`):
+    /// every save in a transaction of its own.
+    pub feed_write_unbatched_changes_per_s: f64,
     /// Anchor: `writers` at once, each commit one single-row UPDATE.
     pub raw_feed_write_commits_per_s: f64,
     /// A tailer following the feed while the writers ran: the largest gap
@@ -304,10 +311,10 @@ pub async fn run_scale_bench(
     let writable = Arc::new(writable);
     let tailer = Tailer::start(store.clone(), since, p.page);
     let writers = p.writers.max(1);
+    let batched_before = store.save_batch_stats();
     let started = Instant::now();
-    let feed_write = run_phase(writers, p.feed_write_for, {
-        let (tm, nodes) = (tm.clone(), writable.clone());
-        move |w, i| {
+    let write_through_tm = |tm: TaskManager, nodes: Arc<Vec<Uuid>>| {
+        move |w: usize, i: usize| {
             let (tm, node) = (tm.clone(), nodes[(w + i * writers) % nodes.len()]);
             async move {
                 let mut task = tm
@@ -323,10 +330,28 @@ pub async fn run_scale_bench(
                 Ok(())
             }
         }
-    })
+    };
+    let feed_write = run_phase(
+        writers,
+        p.feed_write_for,
+        write_through_tm(tm.clone(), writable.clone()),
+    )
     .await?;
     let feed_write_s = started.elapsed().as_secs_f64();
+    let batched = store.save_batch_stats();
     let (max_lag, catch_up_ms) = tailer.finish().await?;
+    // The same writes with every save committed alone.
+    store.set_group_commit(false);
+    let started = Instant::now();
+    let unbatched = run_phase(
+        writers,
+        p.feed_write_for,
+        write_through_tm(tm.clone(), writable.clone()),
+    )
+    .await;
+    store.set_group_commit(true);
+    let unbatched_s = started.elapsed().as_secs_f64();
+    let unbatched = unbatched?;
     // The anchor: the same writers, each commit one bare UPDATE.
     let started = Instant::now();
     let raw_written = run_phase(writers, p.feed_write_for, {
@@ -404,6 +429,9 @@ pub async fn run_scale_bench(
         feed_write_changes: feed_write,
         feed_write_s,
         feed_write_changes_per_s: feed_write as f64 / feed_write_s.max(1e-9),
+        feed_write_batched_saves: batched.batched_saves - batched_before.batched_saves,
+        feed_write_batches: batched.batches - batched_before.batches,
+        feed_write_unbatched_changes_per_s: unbatched as f64 / unbatched_s.max(1e-9),
         raw_feed_write_commits_per_s: raw_written as f64 / raw_feed_write_s.max(1e-9),
         feed_tail_max_lag_changes: max_lag,
         feed_tail_catch_up_ms: catch_up_ms,
