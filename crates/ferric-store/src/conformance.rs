@@ -2535,6 +2535,9 @@ impl MixedSaves {
                     assert_eq!(node.revision, now.revision, "{fate:?}");
                     assert_eq!(node.extra.get("round"), sent.extra.get("round"));
                     assert_eq!(now.extra, node.extra);
+                    // The node as saved: under the lock it was saved with,
+                    // whatever came of the lock in the same commit.
+                    assert_eq!(node.reservation, sent.reservation, "{fate:?}");
                     match fate {
                         Fate::Kept => {
                             assert_eq!(release, Release::default());
@@ -2543,6 +2546,12 @@ impl MixedSaves {
                         Fate::Released => {
                             assert_eq!(release, Release::default());
                             assert_eq!(holder, None);
+                            let view = s.lock_view(token.node).await.unwrap();
+                            assert_eq!(
+                                (view.task_id, view.purpose, view.held_ms),
+                                (None, None, None),
+                                "every lock field cleared"
+                            );
                         }
                         Fate::Granted(c, ticket) => {
                             let g = release.granted_to.expect("handed to the waiter");

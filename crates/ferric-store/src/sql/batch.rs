@@ -215,12 +215,9 @@ impl SqlStore {
         for req in reqs {
             match self.save_statement(&mut tx, req).await? {
                 None => outcomes.push(Err(self.diagnose_fenced(&mut tx, &req.token).await)),
-                Some(node) => {
-                    let released = match req.release {
-                        true => Some(self.release_held(&mut tx, &req.token).await?),
-                        false => None,
-                    };
-                    outcomes.push(Ok((node, released)));
+                Some(saved) => {
+                    let released = self.finish_release(&mut tx, req, saved.released).await?;
+                    outcomes.push(Ok((saved.node, released)));
                 }
             }
         }

@@ -268,31 +268,9 @@ impl SqlStore {
         Ok(release)
     }
 
-    /// Release inside a write transaction that already holds the node row
-    /// and has checked `token` against it (`save_node_and_release`): clear
-    /// the lock if nobody waits, else hand it to the first live waiter.
-    pub(super) async fn release_held(
-        &self,
-        tx: &mut sqlx::AnyConnection,
-        token: &LockToken,
-    ) -> StoreResult<Release> {
-        let fast = sqlx::query(
-            "UPDATE nodes SET reservation = NULL, lock_task = NULL, lock_purpose = NULL, \
-             lock_acquired_at = NULL WHERE uuid = $1 AND lock_waiters = 0",
-        )
-        .bind(token.node.to_string())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if fast == 1 {
-            return Ok(Release::default());
-        }
-        self.handoff_held(tx, token).await
-    }
-
     /// [`Self::unlock_and_handoff`], plus the grantee's node row read in the
     /// granting transaction (handed to an in-process grantee).
-    async fn handoff_held(
+    pub(super) async fn handoff_held(
         &self,
         tx: &mut sqlx::AnyConnection,
         token: &LockToken,

@@ -62,6 +62,23 @@ fn attr_sets(first: usize) -> String {
         .join(", ")
 }
 
+/// Appended to a save's SET list when it releases: the lock is cleared in
+/// the same statement when nobody waits (SET expressions read the row as it
+/// was, so `lock_waiters` is the queue the fenced WHERE saw).
+const RELEASE_UNCONTENDED: &str = ", \
+    reservation = CASE WHEN lock_waiters = 0 THEN NULL ELSE reservation END, \
+    lock_task = CASE WHEN lock_waiters = 0 THEN NULL ELSE lock_task END, \
+    lock_purpose = CASE WHEN lock_waiters = 0 THEN NULL ELSE lock_purpose END, \
+    lock_acquired_at = CASE WHEN lock_waiters = 0 THEN NULL ELSE lock_acquired_at END";
+
+/// What a save's fenced UPDATE wrote.
+pub(super) struct SavedRow {
+    /// The node as saved, under the lock it was saved with.
+    pub(super) node: Node,
+    /// The same statement released the lock (nobody waited).
+    pub(super) released: bool,
+}
+
 /// `Store`'s node methods (`*_impl`, called by the `Store` impl in
 /// `mod.rs`) and their helpers.
 impl SqlStore {
@@ -435,14 +452,17 @@ impl SqlStore {
         })
     }
 
-    /// The fenced UPDATE of one save: the node as stored, or `None` when
+    /// The fenced UPDATE of one save: the node as saved, or `None` when
     /// the token no longer holds the lock. A unique violation (the name) is
-    /// mapped to [`StoreError::Duplicate`].
+    /// mapped to [`StoreError::Duplicate`]. With `req.release`, the same
+    /// statement clears the lock when nobody waits for it (the common case:
+    /// one statement and one row version less than a separate release);
+    /// otherwise [`Self::finish_release`] hands it on.
     pub(super) async fn save_statement(
         &self,
         conn: &mut sqlx::AnyConnection,
         req: &SaveRequest,
-    ) -> StoreResult<Option<Node>> {
+    ) -> StoreResult<Option<SavedRow>> {
         let (token, n) = (&req.token, &req.node);
         let updated = sqlx::query(
             self.sql(
@@ -454,10 +474,14 @@ impl SqlStore {
              target_power_state = $12, maintenance = $13, maintenance_reason = $14, \
              last_error = $15, conductor_group = $16, conductor_affinity = $17, \
              driver_internal_info = $22, clean_step = $23, deploy_step = $24, \
-             {attr_sets}, updated_at = {now} \
+             {attr_sets}, updated_at = {now}{release} \
              WHERE uuid = $18 AND reservation = $19 AND lock_task = $20 AND lock_epoch = $21 \
              RETURNING {node_cols}"
                     .replace("{attr_sets}", &attr_sets(25))
+                    .replace(
+                        "{release}",
+                        if req.release { RELEASE_UNCONTENDED } else { "" },
+                    )
                     // A node saved without provision_updated_at asks for a
                     // touch (`ExclusiveTask::touch_provisioning`).
                     .replace(
@@ -498,7 +522,23 @@ impl SqlStore {
             .fetch_optional(&mut *conn)
             .await
         {
-            Ok(row) => row.as_ref().map(node_from_row).transpose(),
+            Ok(None) => Ok(None),
+            Ok(Some(row)) => {
+                let mut node = node_from_row(&row)?;
+                let released = req.release && node.reservation.is_none();
+                // The node as saved is the node under its lock, as before a
+                // separate release (what Ironic's PATCH answers, and what
+                // the change feed has always carried); the fenced WHERE
+                // matched these values.
+                node.reservation = Some(ferric_core::node::Reservation {
+                    holder: token.holder.clone(),
+                    task_id: token.task_id,
+                    epoch: token.epoch,
+                    purpose: token.purpose.clone(),
+                    acquired_at: token.acquired_at,
+                });
+                Ok(Some(SavedRow { node, released }))
+            }
             Err(e) => {
                 let new = NewNode {
                     name: n.name.clone(),
@@ -507,6 +547,22 @@ impl SqlStore {
                 Err(Self::map_unique(e, &new, n.uuid))
             }
         }
+    }
+
+    /// The release a save asked for, after its UPDATE: nothing more when
+    /// the UPDATE cleared the lock, else the hand-off to the first live
+    /// waiter on the row the UPDATE holds. `None` when no release was asked.
+    pub(super) async fn finish_release(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        req: &SaveRequest,
+        released: bool,
+    ) -> StoreResult<Option<Release>> {
+        Ok(match (req.release, released) {
+            (false, _) => None,
+            (true, true) => Some(Release::default()),
+            (true, false) => Some(self.handoff_held(conn, &req.token).await?),
+        })
     }
 
     /// One save in its own transaction (a batch of one, and the path each
@@ -519,7 +575,7 @@ impl SqlStore {
         let _g = self.write_guard().await;
         let mut turn = CounterTurn::default();
         let mut tx = self.begin_write().await?;
-        let Some(mut node) = self.save_statement(&mut tx, req).await? else {
+        let Some(saved) = self.save_statement(&mut tx, req).await? else {
             let err = self.diagnose_fenced(&mut tx, token).await;
             tx.rollback().await?;
             return Err(err);
@@ -531,10 +587,8 @@ impl SqlStore {
         // PostgreSQL. The release needs only the node row, which the UPDATE
         // above holds: it goes before the counter so as not to lengthen
         // that queue.
-        let mut released = match req.release {
-            true => Some(self.release_held(&mut tx, token).await?),
-            false => None,
-        };
+        let mut node = saved.node;
+        let mut released = self.finish_release(&mut tx, req, saved.released).await?;
         let rev = self.stamp_revision(&mut tx, token.node, &mut turn).await?;
         node.revision = rev;
         if let Some(g) = released.as_mut().and_then(|r| r.granted_to.as_mut()) {
