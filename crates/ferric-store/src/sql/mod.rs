@@ -196,6 +196,37 @@ pub struct SqlStore {
     options: StoreOptions,
     /// SQLite files: cross-process grant wakeups (see `wake`).
     waker: Option<Arc<crate::wake::SqliteWaker>>,
+    /// Held by every clone: the background checkpointer stops when the
+    /// last one is gone.
+    _alive: Arc<()>,
+}
+
+/// How often [`checkpointer`] copies the SQLite write-ahead log into the
+/// database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// SQLite's write-ahead log is copied into the database file here, beside
+/// the writers, not by them. By default SQLite runs that checkpoint inside
+/// whichever commit fills the log past 1,000 pages, fsync of the database
+/// file included, while that commit still holds the write lock: every
+/// ~400th lock release or save then took 5–25 ms on this project's CI
+/// machine (strace), the tail of the lock hand-off latency (BENCHMARKS.md).
+/// A PASSIVE checkpoint neither waits for nor blocks writers or readers.
+/// Stops when the store is dropped or closed; SQLite checkpoints once more
+/// when its last connection closes.
+async fn checkpointer(pool: AnyPool, alive: std::sync::Weak<()>) {
+    loop {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        if alive.strong_count() == 0 || pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::debug!("checkpoint of the SQLite write-ahead log failed: {e}");
+        }
+    }
 }
 
 const NODE_COLS: &str = "uuid, name, driver, driver_info, properties, extra, instance_info, \
@@ -276,8 +307,11 @@ impl SqlStore {
             .acquire_timeout(options.connect_timeout)
             .after_connect(move |conn, _meta| {
                 let setup = match (backend, mode) {
+                    // No checkpoint inside a commit: `checkpointer` runs
+                    // them beside the writers (see there).
                     (Backend::Sqlite, OpenMode::CreateAndMigrate) => format!(
                         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA wal_autocheckpoint = 0; \
                          PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {busy_ms};"
                     ),
                     // The journal mode is the file's own (WAL since it was
@@ -349,7 +383,12 @@ impl SqlStore {
             }
             _ => None,
         };
+        let alive = Arc::new(());
+        if backend == Backend::Sqlite && mode == OpenMode::CreateAndMigrate {
+            tokio::spawn(checkpointer(pool.clone(), Arc::downgrade(&alive)));
+        }
         Ok(SqlStore {
+            _alive: alive,
             waker,
             pool,
             sqlite_reads,
@@ -964,6 +1003,59 @@ mod planner_tests {
         t.store.analyze().await.unwrap();
         let after = count(&t.store, analyzed).await;
         assert_eq!(after, 3);
+        t.cleanup().await;
+    }
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod checkpoint_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::testing::{Engine, TestStore};
+
+    /// Commits never checkpoint the SQLite log (their write lock would be
+    /// held through the database file's fsync); the background checkpointer
+    /// copies it into the file within a few of its periods.
+    #[tokio::test]
+    async fn the_sqlite_log_is_checkpointed_beside_the_writers() {
+        let t = TestStore::open(Engine::Sqlite).await.unwrap();
+        let auto: i64 = sqlx::query("PRAGMA wal_autocheckpoint")
+            .fetch_one(&t.store.pool)
+            .await
+            .unwrap()
+            .try_get(0)
+            .unwrap();
+        assert_eq!(auto, 0, "no checkpoint inside a commit");
+        let url = t.url.clone();
+        let file = SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .get_filename()
+            .to_path_buf();
+        // Let the checkpointer catch up with the migrations first.
+        tokio::time::sleep(CHECKPOINT_EVERY * 3).await;
+        let before = std::fs::metadata(&file).unwrap().len();
+        for i in 0..300 {
+            t.store
+                .create_node(NewNode {
+                    name: Some(format!("n{i}")),
+                    driver: "fake-hardware".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        let mut grown = before;
+        for _ in 0..40 {
+            tokio::time::sleep(CHECKPOINT_EVERY / 2).await;
+            grown = std::fs::metadata(&file).unwrap().len();
+            if grown > before {
+                break;
+            }
+        }
+        assert!(
+            grown > before,
+            "the database file stayed at {before} bytes: nothing was checkpointed"
+        );
         t.cleanup().await;
     }
 }
