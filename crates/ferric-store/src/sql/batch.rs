@@ -45,6 +45,8 @@ pub(crate) struct SaveRequest {
 pub(super) type SaveOutcome = StoreResult<(Node, Option<Release>)>;
 
 struct PendingSave {
+    /// Which caller's (see `SaveBatcher::next_id`).
+    id: u64,
     req: SaveRequest,
     reply: oneshot::Sender<SaveOutcome>,
 }
@@ -61,6 +63,8 @@ pub(super) struct SaveBatcher {
     retried: AtomicU64,
     /// Off: every save commits alone (`SqlStore::set_group_commit`).
     off: AtomicBool,
+    /// Numbers the saves, so that a caller knows its own in a batch.
+    next_id: AtomicU64,
 }
 
 /// What the batcher has done since the store was opened.
@@ -122,7 +126,8 @@ impl SqlStore {
         }
         let (reply, mut outcome) = oneshot::channel();
         let batcher = &self.saves;
-        batcher.push(PendingSave { req, reply });
+        let id = batcher.next_id.fetch_add(1, Ordering::Relaxed);
+        batcher.push(PendingSave { id, req, reply });
         let running = match batcher.running.clone().try_lock_owned() {
             Ok(g) => g,
             Err(_) => {
@@ -138,11 +143,19 @@ impl SqlStore {
         // This save is either still queued (it goes in this batch) or in a
         // batch that already ran or runs now (the reply comes from there).
         let batch = batcher.take();
-        if batch.is_empty() {
-            drop(running);
-        } else {
-            let store = self.clone();
-            tokio::spawn(async move { store.run_save_batch(batch, running).await });
+        match batch.as_slice() {
+            [] => drop(running),
+            // Only this caller's save: nobody else's outcome rides on it, so
+            // it runs here (no task, no clone of the store).
+            [p] if p.id == id => {
+                let result = self.save_one(&p.req).await;
+                drop(running);
+                return result;
+            }
+            _ => {
+                let store = self.clone();
+                tokio::spawn(async move { store.run_save_batch(batch, running).await });
+            }
         }
         outcome.await.unwrap_or_else(|_| Err(batch_gone()))
     }
@@ -163,6 +176,8 @@ impl SqlStore {
         }
     }
 
+    /// A batch in its own task (a lone save of the leading caller runs in
+    /// that caller instead).
     async fn run_save_batch(&self, mut batch: Vec<PendingSave>, _running: OwnedMutexGuard<()>) {
         if batch.len() == 1 {
             if let Some(p) = batch.pop() {
